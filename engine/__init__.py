@@ -1,0 +1,1 @@
+"""Livecap's engine: audio, models, streaming policies, transcripts. Never imports Qt."""
