@@ -81,7 +81,7 @@ def test_search_matches_transformers(bart, case):
         config = GenerationConfig(
             decoder_start_token_id=START, eos_token_id=EOS, pad_token_id=1, **case
         )
-        ours = generate(lambda rows: HFState(bart, enc, rows), config)
+        ours = generate(lambda rows, enc=enc: HFState(bart, enc, rows), config)
         assert ours == expected
         hits += EOS in ours[1:]
     if case.get("forced_eos_token_id") is None:
