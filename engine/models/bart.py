@@ -1,0 +1,274 @@
+"""BART decoder with cross-attention, and the cached decoding state the text decoders share.
+
+BART's decoder: token embeddings (optionally scaled by √width) plus learned positions (offset
+by 2, a fairseq leftover), a LayerNorm, then layers of self-attention, cross-attention to the
+speech encoder and a feed-forward block, each wrapped post-norm. mBART is the same network
+with pre-norm layers and a final LayerNorm (engine/models/mbart.py builds that flavour).
+
+`CachedDecoderState` is what generation.py drives: it keeps a self-attention KV cache per
+layer (grown in place, rows reordered for beam search) and the cross-attention keys/values,
+computed once per window from one encoder row and broadcast to every beam, never copied.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.wav2vec2 import activation
+
+
+class KVCache:
+    """Self-attention keys/values of one layer: [rows, heads, capacity, head_dim], grown 2×."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        new = k.shape[2]
+        if self.k is None or self.length + new > self.k.shape[2]:
+            capacity = max(32, 2 * (self.length + new))
+            grown_k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
+            grown_v = torch.empty_like(grown_k)
+            if self.k is not None:
+                grown_k[:, :, : self.length] = self.k[:, :, : self.length]
+                grown_v[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = grown_k, grown_v
+        self.k[:, :, self.length : self.length + new] = k
+        self.v[:, :, self.length : self.length + new] = v
+        self.length += new
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        if self.k is not None:
+            self.k = self.k.index_select(0, rows)
+            self.v = self.v.index_select(0, rows)
+
+
+class CachedDecoder(Protocol):
+    """What a text decoder offers `CachedDecoderState`."""
+
+    num_layers: int
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def step(
+        self,
+        ids: torch.Tensor,
+        caches: list[KVCache],
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor: ...
+
+
+class CachedDecoderState:
+    """generation.DecoderState over any `CachedDecoder` for one encoder output."""
+
+    def __init__(
+        self,
+        decoder: CachedDecoder,
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+        rows: int,
+    ) -> None:
+        self.decoder = decoder
+        # [1, H, S, Dh] → [rows, H, S, Dh] as a view: every beam reads the same memory
+        self.cross = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in cross]
+        self.caches = [KVCache() for _ in range(decoder.num_layers)]
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder.step(ids, self.caches, self.cross)
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        for cache in self.caches:
+            cache.reorder(beam_idx)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:  # [B, T, D] → [B, H, T, Dh]
+    b, t, d = x.shape
+    return x.view(b, t, heads, d // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:  # [B, H, T, Dh] → [B, T, D]
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+def causal_mask(new: int, past: int) -> torch.Tensor | None:
+    """Bool mask [new, past+new] letting each new token see the past and itself."""
+    if new == 1:
+        return None
+    rows = torch.arange(new)[:, None] + past
+    return torch.arange(past + new)[None, :] <= rows
+
+
+class CachedSelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, bias: bool = True) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width, bias=bias)  # q, k, v fused: one matmul
+        self.out = nn.Linear(width, width, bias=bias)
+
+    def forward(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        mask = causal_mask(x.shape[1], cache.length)
+        k, v = cache.append(split_heads(k, self.heads), split_heads(v, self.heads))
+        y = F.scaled_dot_product_attention(split_heads(q, self.heads), k, v, attn_mask=mask)
+        return self.out(merge_heads(y))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, width: int, heads: int, memory_width: int, bias: bool = True) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(width, width, bias=bias)
+        self.kv = nn.Linear(memory_width, 2 * width, bias=bias)  # k, v fused
+        self.out = nn.Linear(width, width, bias=bias)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(memory).chunk(2, dim=-1)
+        return split_heads(k, self.heads), split_heads(v, self.heads)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(split_heads(self.q(x), self.heads), *kv)
+        return self.out(merge_heads(y))
+
+
+@dataclass(frozen=True)
+class BartDecoderConfig:
+    vocab_size: int
+    d_model: int
+    decoder_layers: int
+    decoder_attention_heads: int
+    decoder_ffn_dim: int
+    max_position_embeddings: int
+    activation_function: str = "gelu"
+    scale_embedding: bool = False
+    tie_word_embeddings: bool = True
+    pre_norm: bool = False  # mBART: norm before each block, plus a final LayerNorm
+
+    @classmethod
+    def from_dict(cls, values: dict, pre_norm: bool = False) -> BartDecoderConfig:
+        known = cls.__dataclass_fields__
+        config = {k: v for k, v in values.items() if k in known and v is not None}
+        return cls(**config, pre_norm=pre_norm)
+
+
+class BartDecoderLayer(nn.Module):
+    def __init__(self, config: BartDecoderConfig, memory_width: int) -> None:
+        super().__init__()
+        width, heads = config.d_model, config.decoder_attention_heads
+        self.pre_norm = config.pre_norm
+        self.self_attn = CachedSelfAttention(width, heads)
+        self.self_norm = nn.LayerNorm(width)
+        self.cross_attn = CrossAttention(width, heads, memory_width)
+        self.cross_norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, config.decoder_ffn_dim)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, width)
+        self.ffn_norm = nn.LayerNorm(width)
+        self.act = activation(config.activation_function)
+
+    def forward(self, x: torch.Tensor, cache: KVCache, cross_kv) -> torch.Tensor:
+        blocks = (
+            (self.self_norm, lambda h: self.self_attn(h, cache)),
+            (self.cross_norm, lambda h: self.cross_attn(h, cross_kv)),
+            (self.ffn_norm, lambda h: self.fc2(self.act(self.fc1(h)))),
+        )
+        for norm, block in blocks:
+            x = x + block(norm(x)) if self.pre_norm else norm(x + block(x))
+        return x
+
+
+class BartDecoder(nn.Module):
+    """Causal text decoder over speech memory; `step` returns last-position logits [B, V]."""
+
+    POSITION_OFFSET = 2  # learned positions start at index 2 in BART-family checkpoints
+
+    def __init__(self, config: BartDecoderConfig, memory_width: int) -> None:
+        super().__init__()
+        width = config.d_model
+        self.num_layers = config.decoder_layers
+        self.embed_scale = math.sqrt(width) if config.scale_embedding else 1.0
+        self.embed_tokens = nn.Embedding(config.vocab_size, width)
+        self.embed_positions = nn.Embedding(
+            config.max_position_embeddings + self.POSITION_OFFSET, width
+        )
+        self.embed_norm = nn.LayerNorm(width)
+        self.layers = nn.ModuleList(
+            BartDecoderLayer(config, memory_width) for _ in range(config.decoder_layers)
+        )
+        self.final_norm = nn.LayerNorm(width) if config.pre_norm else None
+        self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [layer.cross_attn.memory_kv(memory) for layer in self.layers]
+
+    def step(self, ids: torch.Tensor, caches: list[KVCache], cross) -> torch.Tensor:
+        past = caches[0].length
+        positions = torch.arange(past, past + ids.shape[1]) + self.POSITION_OFFSET
+        x = self.embed_tokens(ids) * self.embed_scale + self.embed_positions(positions)
+        x = self.embed_norm(x)
+        for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
+            x = layer(x, cache, kv)
+        x = x[:, -1]
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return self.lm_head(x)
+
+
+# ---- weights: Hub names (after "decoder.") → ours ---------------------------------------------
+
+_LAYER_NAMES = {
+    "self_attn.out_proj": "self_attn.out",
+    "self_attn_layer_norm": "self_norm",
+    "encoder_attn.q_proj": "cross_attn.q",
+    "encoder_attn.out_proj": "cross_attn.out",
+    "encoder_attn_layer_norm": "cross_norm",
+    "final_layer_norm": "ffn_norm",
+}
+_TOP_NAMES = {"layernorm_embedding": "embed_norm", "layer_norm": "final_norm"}
+
+
+def rename_weight(name: str) -> str | None:
+    """Map a BART/mBART causal-LM checkpoint name to ours (q/k/v fused later)."""
+    if name == "lm_head.weight":
+        return name
+    prefix = "model.decoder."
+    if not name.startswith(prefix):
+        return None
+    parts = name[len(prefix) :].split(".")
+    if parts[0] == "layers":
+        inner = ".".join(parts[2:-1])
+        inner = _LAYER_NAMES.get(inner, inner)
+        return ".".join(["layers", parts[1], inner, parts[-1]])
+    return ".".join([_TOP_NAMES.get(parts[0], parts[0]), *parts[1:]])
+
+
+def fuse_projections(tensors: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+    """Concatenate separate q/k/v (self) and k/v (cross) projections into fused ones."""
+    out = dict(tensors)
+    for i in range(layers):
+        for group, names, fused in (
+            ("self_attn", ("q_proj", "k_proj", "v_proj"), "qkv"),
+            ("encoder_attn", ("k_proj", "v_proj"), "kv"),
+        ):
+            target = "self_attn" if group == "self_attn" else "cross_attn"
+            for kind in ("weight", "bias"):
+                keys = [f"layers.{i}.{group}.{n}.{kind}" for n in names]
+                if all(k in out for k in keys):
+                    out[f"layers.{i}.{target}.{fused}.{kind}"] = torch.cat(
+                        [out.pop(k) for k in keys]
+                    )
+    return out
+
+
+def build_decoder(values: dict, memory_width: int) -> BartDecoder:
+    """A BART decoder from the `decoder` section of a composite config.json."""
+    return BartDecoder(BartDecoderConfig.from_dict(values), memory_width)

@@ -1,0 +1,409 @@
+"""Speech encoder-decoder models: a wav2vec2/HuBERT encoder joined to a text decoder.
+
+The Hub layout is one composite `config.json` (model_type "speech-encoder-decoder") with an
+`encoder` and a `decoder` section, one set of safetensors weights prefixed "encoder.",
+"decoder." and, when the two widths differ, "enc_to_dec_proj.", a `preprocessor_config.json`
+for the zero-mean/unit-variance step, and a tokenizer: `tokenizer.json` where present, else
+the mBART-50 sentencepiece model (fairseq ids: pieces shifted by one, language codes after
+the vocabulary).
+
+`SpeechTranslator` implements engine/streaming/chunked_protocol.py's SpeechSeq2Seq: decode one
+window of audio (optionally forcing a committed prefix) into token ids, and ids into text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import ModelError
+from engine.models import bart, bert, mbart
+from engine.models import wav2vec2 as w2v
+from engine.models.generation import GenerationConfig, generate
+from engine.recognizer import LoadOptions, ModelInfo
+from engine.streaming.chunked_protocol import Hypothesis
+
+SAMPLE_RATE = 16000
+FAMILY = "speech-encoder-decoder"
+
+# mBART-50's language codes in id order: code i has id (sentencepiece size + 1 + i)
+MBART50_CODES = (
+    "ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko_KR lt_LT "
+    "lv_LV my_MM ne_NP nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN af_ZA az_AZ bn_IN fa_IR he_IL "
+    "hr_HR id_ID ka_GE km_KH mk_MK ml_IN mn_MN mr_IN pl_PL ps_AF pt_XX sv_SE sw_KE ta_IN te_IN "
+    "th_TH tl_XX uk_UA ur_PK xh_ZA gl_ES sl_SI"
+).split()
+
+# The XLS-R en-to-15 models were fine-tuned on CoVoST 2; their model cards map each target
+# language to the mBART-50 token it was trained with (ca and cy reuse the es and fi slots).
+_EN_TO_15 = {
+    "de": 250003, "tr": 250023, "fa": 250029, "sv": 250042, "mn": 250037, "zh": 250025,
+    "cy": 250007, "ca": 250005, "sl": 250052, "et": 250006, "id": 250032, "ar": 250001,
+    "ta": 250044, "lv": 250017, "ja": 250012,
+}  # fmt: skip
+KNOWN_TARGETS = {
+    f"facebook/wav2vec2-xls-r-{size}-en-to-15": _EN_TO_15 for size in ("300m", "1b", "2b")
+}
+
+_DECODERS = {"mbart": mbart, "bart": bart, "bert": bert}
+_ENCODERS = ("wav2vec2", "hubert")
+
+
+class SpeechEncoderDecoder(nn.Module):
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        enc_values, dec_values = config["encoder"], config["decoder"]
+        if enc_values.get("model_type") not in _ENCODERS:
+            raise _unsupported("encoder", enc_values.get("model_type"), _ENCODERS)
+        decoder_module = _DECODERS.get(dec_values.get("model_type"))
+        if decoder_module is None:
+            raise _unsupported("decoder", dec_values.get("model_type"), tuple(_DECODERS))
+        self.encoder_config = w2v.Wav2Vec2Config.from_dict(enc_values)
+        self.encoder = w2v.Wav2Vec2Encoder(self.encoder_config)
+        width = dec_values.get("d_model") or dec_values["hidden_size"]
+        enc_width = self.encoder_config.output_size
+        self.enc_to_dec_proj = nn.Linear(enc_width, width) if enc_width != width else None
+        self.decoder = decoder_module.build_decoder(dec_values, width)
+        self.decoder_module = decoder_module
+
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        """Normalised audio [1, N] → decoder-width memory [1, S, D]."""
+        memory = self.encoder(values)
+        return self.enc_to_dec_proj(memory) if self.enc_to_dec_proj is not None else memory
+
+
+def _unsupported(part: str, kind: object, known: Sequence[str]) -> ModelError:
+    return ModelError(
+        f"This speech encoder-decoder model's {part} is '{kind}', which Livecap does not run.",
+        f"Supported {part}s: {', '.join(known)}.",
+    )
+
+
+# ---- weights --------------------------------------------------------------------------------
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors from model.safetensors or its shards (never pickles)."""
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        files = [folder / s for s in shards]
+    else:
+        files = [folder / "model.safetensors"]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise ModelError(
+            f"{folder} has no safetensors weights ({', '.join(missing)} missing).",
+            "Livecap loads weights from safetensors only; download the model again.",
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        tensors.update(load_file(file))
+    return tensors
+
+
+def load_weights(model: SpeechEncoderDecoder, tensors: dict[str, torch.Tensor]) -> None:
+    """Rename the Hub's tensors to ours, fold/fuse them, and assign them to `model`."""
+    groups: dict[str, dict[str, torch.Tensor]] = {"encoder": {}, "decoder": {}, "proj": {}}
+    renamers = {"encoder": w2v.rename_weight, "decoder": model.decoder_module.rename_weight}
+    for name, tensor in tensors.items():
+        part, _, rest = name.partition(".")
+        if part == "enc_to_dec_proj":
+            groups["proj"][rest] = tensor
+        elif part in renamers and (ours := renamers[part](rest)) is not None:
+            groups[part][ours] = tensor
+    layers = model.encoder_config.num_hidden_layers
+    state = {f"encoder.{k}": v for k, v in w2v.fold_weights(groups["encoder"], layers).items()}
+    fused = model.decoder_module.fuse_projections(groups["decoder"], model.decoder.num_layers)
+    state.update({f"decoder.{k}": v for k, v in fused.items()})
+    state.update({f"enc_to_dec_proj.{k}": v for k, v in groups["proj"].items()})
+    tied = _aliases(model)
+    for names in tied:  # a tied weight is stored once, under any one of its names
+        present = [n for n in names if n in state]
+        if present:
+            state.update({n: state[present[0]] for n in names})
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    if missing:
+        raise ModelError(
+            f"The model's weights are incomplete: {len(missing)} tensors missing "
+            f"(first: {', '.join(missing[:3])}).",
+            "Download the model again; the weights may be damaged or not match config.json.",
+        )
+    model.load_state_dict({k: state[k] for k in expected}, assign=True)
+    for first, *others in tied:  # assign=True gave each name its own Parameter: share again
+        shared = model.get_parameter(first)
+        for name in others:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, shared)
+
+
+def _aliases(model: nn.Module) -> list[list[str]]:
+    """Groups of state-dict names that are one tied parameter (e.g. lm_head = embeddings)."""
+    by_id: dict[int, list[str]] = {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        by_id.setdefault(id(value), []).append(name)
+    return [names for names in by_id.values() if len(names) > 1]
+
+
+# ---- tokenizer ------------------------------------------------------------------------------
+
+
+class TextTokenizer:
+    """Ids → text, and the language codes the vocabulary holds (code → id)."""
+
+    def __init__(self, folder: Path) -> None:
+        if (folder / "tokenizer.json").exists():
+            self._init_tokenizers(folder)
+        elif (folder / "sentencepiece.bpe.model").exists():
+            self._init_sentencepiece(folder / "sentencepiece.bpe.model")
+        else:
+            raise ModelError(
+                f"{folder} has no tokenizer (tokenizer.json or sentencepiece.bpe.model).",
+                "Download the model again, or add its tokenizer files to the folder.",
+            )
+
+    def _init_tokenizers(self, folder: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._sentencepiece = None
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        self.language_ids = {code: vocab[code] for code in MBART50_CODES if code in vocab}
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+        # transformers' decode tidies " ." → "." when asked, except for BPE vocabularies
+        model_kind = json.loads(self._tokenizer.to_str())["model"]["type"]
+        self._clean_up = bool(config.get("clean_up_tokenization_spaces")) and model_kind != "BPE"
+
+    def _init_sentencepiece(self, path: Path) -> None:
+        import sentencepiece
+
+        self._tokenizer = None
+        self._sentencepiece = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        # fairseq/mBART-50 ids: 0 <s>, 1 <pad>, 2 </s>, 3 <unk>, then piece p at p + 1
+        # (sentencepiece's own first three pieces are its control tokens), then the codes
+        first_code = self._sentencepiece.get_piece_size() + 1
+        self.language_ids = {code: first_code + i for i, code in enumerate(MBART50_CODES)}
+        self._clean_up = False
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self._tokenizer is not None:
+            text = self._tokenizer.decode(list(ids), skip_special_tokens=True)
+            return _clean_up_spaces(text) if self._clean_up else text
+        size = self._sentencepiece.get_piece_size()
+        pieces = [i - 1 for i in ids if 4 <= i <= size]  # drops specials and language codes
+        return self._sentencepiece.decode(pieces)
+
+
+def _clean_up_spaces(text: str) -> str:
+    for spaced, tight in (
+        (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+        (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+    ):  # fmt: skip
+        text = text.replace(spaced, tight)
+    return text
+
+
+# ---- the SpeechSeq2Seq implementation ------------------------------------------------------
+
+
+class SpeechTranslator:
+    """One window of 16 kHz audio → token ids (greedy or beam search) → text."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model: SpeechEncoderDecoder,
+        tokenizer: TextTokenizer,
+        generation: GenerationConfig,
+        normalize: bool,
+        language_id: int | None,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.model, self.tokenizer, self.generation = model, tokenizer, generation
+        self.normalize, self.language_id = normalize, language_id
+        self.device, self.dtype = device, dtype
+        self._min_samples = _min_samples(model.encoder_config)
+        self._specials = {generation.decoder_start_token_id, generation.pad_token_id}
+        self._specials.update(generation.eos_ids)
+
+    def features(self, audio: np.ndarray) -> torch.Tensor:
+        """Mono float32 audio → the encoder's input [1, N] (zero mean, unit variance)."""
+        values = np.asarray(audio, dtype=np.float32)
+        if self.normalize:
+            values = (values - values.mean()) / np.sqrt(values.var() + 1e-7)
+        return torch.from_numpy(values)[None].to(self.device, self.dtype)
+
+    def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
+        if len(audio) < self._min_samples:
+            return Hypothesis(ids=list(prefix))
+        body = self.generate_ids(audio, prefix)[1:]  # without the decoder start token
+        if self.language_id is not None and body[:1] == [self.language_id]:
+            body = body[1:]
+        return Hypothesis(ids=[i for i in body if i not in self._specials])
+
+    @torch.inference_mode()
+    def generate_ids(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> list[int]:
+        """The whole generated sequence, as transformers' generate() returns it."""
+        memory = self.model.encode(self.features(audio))
+        cross = self.model.decoder.cross_kv(memory)
+
+        def new_state(rows: int) -> bart.CachedDecoderState:
+            return bart.CachedDecoderState(self.model.decoder, cross, rows)
+
+        if not prefix:  # the language, if any, is forced as the first token (forced_bos)
+            return generate(new_state, self.generation)
+        # forced_bos only acts on the first step: name the language explicitly
+        language = [self.language_id] if self.language_id is not None else []
+        start = [self.generation.decoder_start_token_id, *language, *prefix]
+        return generate(new_state, self.generation, start)
+
+    def text(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+
+def _min_samples(config: w2v.Wav2Vec2Config) -> int:
+    """The shortest input giving at least one encoder frame."""
+    samples = 1
+    while config.output_frames(samples) < 1:
+        samples *= 2
+    return samples
+
+
+# ---- int8 ---------------------------------------------------------------------------------
+
+
+class Int8Linear(nn.Module):
+    """Weight-only int8 Linear (per-output-channel scales) on PyTorch's int8 matmul kernel."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        self.register_buffer("weight", torch.round(weight / scale[:, None]).to(torch.int8))
+        self.register_buffer("scale", scale.to(linear.weight.dtype))
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        y = torch._weight_int8pack_mm(flat, self.weight, self.scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], -1)
+
+
+def quantize_linears(module: nn.Module) -> None:
+    """Replace every nn.Linear below `module` by an Int8Linear (tied weights stay float)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8Linear(child))
+        else:
+            quantize_linears(child)
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+
+def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTranslator, ModelInfo]:
+    """Build the SpeechSeq2Seq for a speech encoder-decoder model folder."""
+    config = _read_json(folder / "config.json")
+    if "encoder" not in config or "decoder" not in config:
+        raise ModelError(
+            f"{folder / 'config.json'} has no encoder/decoder sections.",
+            "This is not a speech encoder-decoder model folder; download the model again.",
+        )
+    device = _device(options.device)
+    dtype = {"bfloat16": torch.bfloat16}.get(options.dtype, torch.float32)
+    if options.dtype == "auto" and device.type == "cuda":
+        dtype = torch.bfloat16
+    with torch.device("meta"):
+        model = SpeechEncoderDecoder(config)
+    load_weights(model, read_weights(folder))
+    model = model.to(device, dtype).eval()
+    if options.dtype == "int8":
+        quantize_linears(model)
+
+    tokenizer = TextTokenizer(folder)
+    targets = KNOWN_TARGETS.get(name) or _short_codes(tokenizer.language_ids)
+    language = _choose_language(name, targets, options.target_lang)
+    language_id = targets[language] if language else None
+    generation = GenerationConfig.from_folder(
+        folder, num_beams=options.beams, forced_bos_token_id=language_id
+    )
+    preprocessor = _read_json(folder / "preprocessor_config.json", missing_ok=True)
+    translator = SpeechTranslator(
+        model,
+        tokenizer,
+        generation,
+        normalize=preprocessor.get("do_normalize", True),
+        language_id=language_id,
+        device=device,
+        dtype=dtype,
+    )
+    info = ModelInfo(
+        name=name,
+        family=FAMILY,
+        languages=tuple(targets),
+        language=language,
+        delay_seconds=0.0,
+        device=device.type,
+        dtype="int8" if options.dtype == "int8" else str(dtype).removeprefix("torch."),
+        task="translate" if targets else "transcribe",
+    )
+    return translator, info
+
+
+def _short_codes(language_ids: dict[str, int]) -> dict[str, int]:
+    """mBART-50 codes by their language part: "de_DE" → "de"."""
+    return {code.split("_")[0]: token for code, token in language_ids.items()}
+
+
+def _choose_language(name: str, targets: dict[str, int], wanted: str | None) -> str | None:
+    if not targets:
+        if wanted:
+            raise ModelError(
+                f"{name} writes one language only, so a target language cannot be chosen.",
+                "Leave out the target language for this model.",
+            )
+        return None
+    valid = ", ".join(sorted(targets))
+    if wanted is None:
+        raise ModelError(
+            f"{name} translates into several languages; choose one.",
+            f"Pass a target language, one of: {valid}.",
+        )
+    code = wanted.replace("-", "_").split("_")[0].lower()
+    if code not in targets:
+        raise ModelError(f"{name} cannot translate into '{wanted}'.", f"Choose one of: {valid}.")
+    return code
+
+
+def _device(wanted: str) -> torch.device:
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ModelError("CUDA was asked for but no CUDA GPU is available.", "Use --device cpu.")
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+def _read_json(path: Path, missing_ok: bool = False) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise ModelError(f"{path} is missing.", "Download the model again.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"{path} is not valid JSON ({exc}).", "Download the model again."
+        ) from None
