@@ -199,8 +199,10 @@ class TextTokenizer:
             text = self._tokenizer.decode(list(ids), skip_special_tokens=True)
             return _clean_up_spaces(text) if self._clean_up else text
         size = self._sentencepiece.get_piece_size()
-        pieces = [i - 1 for i in ids if 4 <= i <= size]  # drops specials and language codes
-        return self._sentencepiece.decode(pieces)
+        # specials and language codes dropped; "▁" marks a space, except before the first piece
+        pieces = [self._sentencepiece.id_to_piece(i - 1) for i in ids if 4 <= i <= size]
+        text = "".join(pieces).replace("▁", " ")
+        return text[1:] if pieces and pieces[0].startswith("▁") else text
 
 
 def _clean_up_spaces(text: str) -> str:

@@ -1,0 +1,207 @@
+"""Speech encoder-decoder models against transformers' SpeechEncoderDecoderModel.
+
+Three tiny random models saved in the Hub layout (tests/sed_fixtures.py): wav2vec2 (stable
+layer norm, adapter) + mBART-50, wav2vec2 (group norm, post-norm) + BART with a width
+projection, and HuBERT + BERT. Ours must give the same encoder states, the same greedy and
+beam tokens as transformers' generate(), and the same text as its tokenizer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from engine.errors import ModelError
+from engine.events import Commit
+from engine.models.speech_encoder_decoder import TextTokenizer, load_model
+from engine.recognizer import LoadOptions, load_recognizer
+from tests import sed_fixtures as fx
+
+KINDS = ("mbart", "bart", "bert")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """kind → (folder, reference model, reference tokenizer, reference feature extractor)."""
+    base = tmp_path_factory.mktemp("sed")
+    built = {}
+    for kind in KINDS:
+        folder = fx.build(kind, base / kind)
+        built[kind] = (folder, *fx.reference(folder))
+    return built
+
+
+def _ours(folder: Path, kind: str, **options):
+    target = fx.TARGET_LANG if kind == "mbart" else None
+    model, info = load_model(folder, str(folder), LoadOptions(target_lang=target, **options))
+    return model, info
+
+
+def _reference_kwargs(kind: str, tokenizer) -> dict:
+    if kind != "mbart":
+        return {}
+    return {"forced_bos_token_id": tokenizer.convert_tokens_to_ids(fx.TARGET_CODE)}
+
+
+def _inputs(extractor, audio: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(extractor(audio, sampling_rate=fx.SAMPLE_RATE).input_values[0])[None]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_encoder_hidden_states_match(tiny, kind: str) -> None:
+    folder, ref, _, extractor = tiny[kind]
+    ours, _ = _ours(folder, kind)
+    audio = fx.clip(1.0, seed=1)
+    with torch.inference_mode():
+        expected = ref.encoder(_inputs(extractor, audio)).last_hidden_state
+        got = ours.model.encoder(ours.features(audio))
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("beams", [1, 3])
+def test_generated_tokens_and_text_match(tiny, kind: str, beams: int) -> None:
+    folder, ref, tokenizer, extractor = tiny[kind]
+    ours, _ = _ours(folder, kind, beams=beams)
+    audio = fx.clip(1.0)
+    with torch.inference_mode():
+        expected = ref.generate(
+            _inputs(extractor, audio), num_beams=beams, **_reference_kwargs(kind, tokenizer)
+        )[0].tolist()
+    assert ours.generate_ids(audio) == expected
+    text_ids = ours.decode(audio).ids
+    assert len(set(text_ids)) >= 3, "the tiny model should say something varied"
+    assert ours.text(text_ids) == tokenizer.decode(expected, skip_special_tokens=True)
+    if kind == "mbart":
+        assert expected[1] == tokenizer.convert_tokens_to_ids(fx.TARGET_CODE)
+
+
+@pytest.mark.parametrize("kind", ["mbart", "bert"])
+def test_forced_prefix_matches_reference_prompt(tiny, kind: str) -> None:
+    """A committed prefix is forced after the start tokens, as a decoder prompt would be."""
+    folder, ref, tokenizer, extractor = tiny[kind]
+    ours, _ = _ours(folder, kind, beams=2)
+    audio = fx.clip(1.0, seed=2)
+    full = ours.generate_ids(audio)
+    start = full[:2] if kind == "mbart" else full[:1]
+    prefix = [i for i in full[len(start) :] if i not in ours._specials][:3]
+    with torch.inference_mode():
+        expected = ref.generate(
+            _inputs(extractor, audio),
+            decoder_input_ids=torch.tensor([start + prefix]),
+            num_beams=2,
+        )[0].tolist()
+    assert ours.generate_ids(audio, prefix) == expected
+    assert ours.decode(audio, prefix).ids[:3] == prefix
+
+
+def test_padded_batch_encoder_matches_attention_mask(tiny) -> None:
+    """Right-padded rows give the reference's states when it is given the attention mask."""
+    folder, ref, _, extractor = tiny["mbart"]
+    ours, _ = _ours(folder, "mbart")
+    clips = [fx.clip(1.0, seed=3), fx.clip(0.6, seed=4)]
+    batch = extractor(clips, sampling_rate=fx.SAMPLE_RATE, padding=True, return_tensors="pt")
+    lengths = torch.tensor([len(c) for c in clips])
+    with torch.inference_mode():
+        expected = ref.encoder(
+            batch.input_values, attention_mask=batch.attention_mask
+        ).last_hidden_state
+        got = ours.model.encoder(batch.input_values, lengths)
+    short = ours.model.encoder_config.output_frames(len(clips[1]))
+    assert (got[0] - expected[0]).abs().max().item() <= 1e-4
+    assert (got[1, :short] - expected[1, :short]).abs().max().item() <= 1e-4
+
+
+def test_sentencepiece_tokenizer_follows_mbart50_ids(tiny, tmp_path: Path) -> None:
+    """Without tokenizer.json the sentencepiece model gives mBART-50's ids and codes."""
+    folder, _, tokenizer, _ = tiny["mbart"]
+    only_spm = tmp_path / "spm"
+    only_spm.mkdir()
+    shutil.copy(folder / "sentencepiece.bpe.model", only_spm)
+    ours = TextTokenizer(only_spm)
+    assert ours.language_ids == tokenizer.lang_code_to_id
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        ids = rng.integers(0, len(tokenizer), size=12).tolist()
+        assert ours.decode(ids) == tokenizer.decode(ids, skip_special_tokens=True)
+    sentence = tokenizer(fx.TEXT[:60]).input_ids
+    assert ours.decode(sentence) == tokenizer.decode(sentence, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("kind", ["bart", "bert"])
+def test_tokenizer_json_decode_matches(tiny, kind: str) -> None:
+    folder, _, tokenizer, _ = tiny[kind]
+    ours = TextTokenizer(folder)
+    sentence = tokenizer(fx.TEXT[:80]).input_ids
+    assert sentence and ours.decode(sentence) == tokenizer.decode(
+        sentence, skip_special_tokens=True
+    )
+
+
+def test_target_language_is_validated(tiny) -> None:
+    folder = tiny["mbart"][0]
+    with pytest.raises(ModelError) as wrong:
+        load_model(folder, "tiny", LoadOptions(target_lang="xx"))
+    assert "'xx'" in wrong.value.message and "de, " in wrong.value.hint
+    with pytest.raises(ModelError) as missing:
+        load_model(folder, "tiny", LoadOptions())
+    assert "de" in missing.value.hint
+    _, info = load_model(folder, "tiny", LoadOptions(target_lang="de_DE"))
+    assert info.language == "de" and info.task == "translate" and "ja" in info.languages
+    with pytest.raises(ModelError):
+        load_model(tiny["bart"][0], "tiny", LoadOptions(target_lang="de"))
+
+
+def test_known_model_uses_its_model_card_language_table(tiny, monkeypatch) -> None:
+    """en-to-15 maps its 15 targets (ca and cy included) to the tokens it was trained with."""
+    from engine.models import speech_encoder_decoder as sed
+
+    folder = tiny["mbart"][0]
+    table = {"de": 63, "cy": 67}
+    monkeypatch.setitem(sed.KNOWN_TARGETS, "some/en-to-2", table)
+    model, info = load_model(folder, "some/en-to-2", LoadOptions(target_lang="cy"))
+    assert info.languages == ("de", "cy") and model.language_id == 67
+    with pytest.raises(ModelError) as wrong:
+        load_model(folder, "some/en-to-2", LoadOptions(target_lang="fr"))
+    assert wrong.value.hint == "Choose one of: cy, de."
+    en_to_15 = sed.KNOWN_TARGETS["facebook/wav2vec2-xls-r-300m-en-to-15"]
+    assert len(en_to_15) == 15 and en_to_15["de"] == 250003 and en_to_15["ja"] == 250012
+
+
+def _reference_text(tiny, audio: np.ndarray) -> str:
+    folder, ref, tokenizer, extractor = tiny["mbart"]
+    with torch.inference_mode():
+        ids = ref.generate(_inputs(extractor, audio), **_reference_kwargs("mbart", tokenizer))
+    return tokenizer.decode(ids[0], skip_special_tokens=True)
+
+
+def test_offline_recognizer_gives_reference_text(tiny) -> None:
+    folder = tiny["mbart"][0]
+    audio = fx.clip(1.0)
+    options = LoadOptions(target_lang=fx.TARGET_LANG, offline=True)
+    recognizer = load_recognizer(str(folder), options)
+    events = recognizer.feed(audio) + recognizer.flush()
+    text = " ".join(e.text for e in events if isinstance(e, Commit))
+    assert text == _reference_text(tiny, audio).strip()
+
+
+@pytest.mark.skipif(not (ROOT / "main.py").exists(), reason="main.py transcribe not written yet")
+def test_cli_transcribe_prints_reference(tiny, tmp_path: Path) -> None:
+    folder = tiny["mbart"][0]
+    audio = fx.clip(1.0)
+    wav = tmp_path / "clip.wav"
+    soundfile.write(wav, audio, fx.SAMPLE_RATE, subtype="FLOAT")
+    command = [sys.executable, "main.py", "transcribe", str(wav), "--model", str(folder)]
+    command += ["--offline", "--target-lang", fx.TARGET_LANG]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == _reference_text(tiny, audio).strip()
