@@ -1,0 +1,104 @@
+"""Building blocks shared by the Mimi encoder and the text LM: linear layers (float or int8),
+rotary embeddings at absolute positions, and the KV ring that bounds attention memory."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Linear:
+    """y = x Wᵀ. W is float, or int8 with one scale per output row (weight-only quantization:
+    activations stay bfloat16, the int8 rows are widened inside the matmul kernel)."""
+
+    def __init__(self, weight: torch.Tensor, scales: torch.Tensor | None = None) -> None:
+        self.weight = weight  # [out, in]
+        self.scales = scales  # [out] or None
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scales is None:
+            return F.linear(x, self.weight)
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch._weight_int8pack_mm(flat, self.weight, self.scales)
+        return out.reshape(*x.shape[:-1], self.weight.shape[0])
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output row: w ≈ q * scale, q in [-127, 127]."""
+    weight = weight.float()
+    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return quantized, scales
+
+
+class Rotary:
+    """Rotary position embedding (rotate-half form) at absolute positions: positions grow
+    without bound, so cos/sin are computed per call instead of from a fixed table."""
+
+    def __init__(self, head_dim: int, theta: float, device: torch.device) -> None:
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
+        self.inv_freq = 1.0 / (theta**exponents)
+
+    def cos_sin(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        positions = torch.arange(start, start + length, device=self.inv_freq.device).float()
+        freqs = positions[:, None] * self.inv_freq[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, T, D] rotated by the angles of its T positions."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class KVRing:
+    """Keys and values of one attention layer for the last `size` positions, written in place.
+
+    Position p lives in slot p % size and `positions` records which position each slot holds
+    (-1: empty), so positions grow without bound while memory stays fixed.
+    """
+
+    def __init__(
+        self, heads: int, size: int, head_dim: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        self.size = size
+        self.keys = torch.zeros(1, heads, size, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+        self.positions = torch.full((size,), -1, dtype=torch.long, device=device)
+
+    def write(self, keys: torch.Tensor, values: torch.Tensor, start: int) -> None:
+        """Store T ≤ size new positions start..start+T-1 ([1, heads, T, head_dim])."""
+        length = keys.shape[2]
+        first = start % self.size
+        if first + length <= self.size:  # the common case: one contiguous block
+            self.keys[:, :, first : first + length] = keys
+            self.values[:, :, first : first + length] = values
+            self.positions[first : first + length] = torch.arange(start, start + length)
+            return
+        slots = torch.arange(start, start + length, device=keys.device) % self.size
+        self.keys.index_copy_(2, slots, keys)
+        self.values.index_copy_(2, slots, values)
+        self.positions[slots] = torch.arange(start, start + length, device=keys.device)
+
+    def mask(self, start: int, length: int, window: int) -> torch.Tensor | None:
+        """Which slots queries start..start+length-1 may see: causal, within `window`
+        positions (themselves included). None when every slot is visible to the query."""
+        if length == 1 and self.size == window and start >= self.size - 1:
+            return None
+        queries = torch.arange(start, start + length, device=self.positions.device)[:, None]
+        held = self.positions[None, :]
+        return (held >= 0) & (held <= queries) & (held > queries - window)
+
+    def attend(self, queries: torch.Tensor, start: int, window: int) -> torch.Tensor:
+        """Attention of queries [1, heads, T, D] (already written to the ring) over the ring."""
+        mask = self.mask(start, queries.shape[2], window)
+        grouped = queries.shape[1] != self.keys.shape[1]
+        return F.scaled_dot_product_attention(
+            queries, self.keys, self.values, attn_mask=mask, enable_gqa=grouped
+        )

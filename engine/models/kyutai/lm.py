@@ -1,0 +1,120 @@
+"""The Kyutai STT text LM, one step per 80 ms frame.
+
+Input of a step: the embedding of the previous text token plus the embeddings of the frame's
+audio codes (one shared table; codebook k's codes sit at vocab + k * codebook_vocab). Then
+decoder layers (RMSNorm, RoPE at absolute positions, attention over a sliding window kept in a
+KV ring, gated SiLU MLP), a final RMSNorm and the text head; greedy argmax picks the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from engine.models.kyutai.config import KyutaiConfig
+from engine.models.kyutai.layers import KVRing, Linear, Rotary, apply_rotary
+
+LinearSource = Callable[[list[str]], Linear]  # weights named (fused in order) → a Linear
+TensorSource = Callable[[str], torch.Tensor]
+
+
+@dataclass
+class LMState:
+    rings: list[KVRing] = field(default_factory=list)
+    position: int = 0  # absolute position of the next step; grows without bound
+
+
+class Embedding:
+    """Rows of a table, float or int8 with a scale per row."""
+
+    def __init__(self, table: torch.Tensor, scales: torch.Tensor | None, dtype: torch.dtype):
+        self.table, self.scales, self.dtype = table, scales, dtype
+
+    def sum(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.table[ids]
+        if self.scales is not None:
+            rows = rows.to(self.dtype) * self.scales[ids][:, None]
+        return rows.sum(dim=0)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """In float32 whatever the compute dtype, as the reference does."""
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return (normed * weight.float()).to(x.dtype)
+
+
+class DecoderLayer:
+    def __init__(self, config: KyutaiConfig, linear: LinearSource, tensor: TensorSource, i: int):
+        self.config = config
+        p = f"model.layers.{i}."
+        self.qkv = linear([f"{p}self_attn.{n}_proj.linear.weight" for n in "qkv"])
+        self.out = linear([f"{p}self_attn.o_proj.linear.weight"])
+        self.fc1 = linear([f"{p}mlp.fc1.weight"])  # [ffn_dim, hidden]: gate half, value half
+        self.fc2 = linear([f"{p}mlp.fc2.weight"])
+        self.norm1 = tensor(f"{p}input_layernorm.weight")
+        self.norm2 = tensor(f"{p}post_attention_layernorm.weight")
+        kv = config.num_kv_heads * config.head_dim
+        self.split = [config.num_heads * config.head_dim, kv, kv]
+
+    def __call__(self, x: torch.Tensor, ring: KVRing, position: int, cos, sin) -> torch.Tensor:
+        c = self.config
+        q, k, v = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).split(self.split, dim=-1)
+        q = apply_rotary(q.view(1, 1, -1, c.head_dim).transpose(1, 2), cos, sin)
+        k = apply_rotary(k.view(1, 1, -1, c.head_dim).transpose(1, 2), cos, sin)
+        ring.write(k, v.view(1, 1, -1, c.head_dim).transpose(1, 2), position)
+        x = x + self.out(ring.attend(q, position, c.sliding_window).reshape(1, 1, -1))
+        gate, value = self.fc1(rms_norm(x, self.norm2, c.rms_norm_eps)).chunk(2, dim=-1)
+        return x + self.fc2(F.silu(gate) * value)
+
+
+class TextLM:
+    def __init__(
+        self,
+        config: KyutaiConfig,
+        embedding: Embedding,
+        linear: LinearSource,
+        tensor: TensorSource,
+        dtype: torch.dtype,
+    ) -> None:
+        self.config, self.embedding, self.dtype = config, embedding, dtype
+        self.layers = [DecoderLayer(config, linear, tensor, i) for i in range(config.num_layers)]
+        self.norm = tensor("model.norm.weight")
+        self.head = linear(["lm_head.weight"])
+        self.device = self.norm.device
+        self.rotary = Rotary(config.head_dim, config.rope_theta, self.device)
+        offsets = config.vocab_size + config.codebook_vocab_size * torch.arange(
+            config.num_codebooks
+        )
+        self.code_offsets = offsets.to(self.device)
+
+    def new_state(self) -> LMState:
+        c = self.config
+        rings = [
+            KVRing(c.num_kv_heads, c.sliding_window, c.head_dim, self.dtype, self.device)
+            for _ in self.layers
+        ]
+        return LMState(rings=rings)
+
+    def start_inputs(self) -> tuple[int, torch.Tensor]:
+        """The first step's text token and audio codes: the start-of-stream markers."""
+        c = self.config
+        return c.bos_token_id, torch.full((c.num_codebooks,), c.audio_bos_token_id)
+
+    def step(self, text_token: int, codes: torch.Tensor, state: LMState) -> torch.Tensor:
+        """One frame: the previous text token and this frame's codes [codebooks] → logits."""
+        ids = torch.cat(
+            (
+                torch.tensor([text_token], device=self.device),
+                codes.to(self.device) + self.code_offsets,
+            )
+        )
+        x = self.embedding.sum(ids).view(1, 1, -1)
+        cos, sin = self.rotary.cos_sin(state.position, 1, x.dtype)
+        for layer, ring in zip(self.layers, state.rings, strict=True):
+            x = layer(x, ring, state.position, cos, sin)
+        state.position += 1
+        return self.head(rms_norm(x, self.norm, self.config.rms_norm_eps)).view(-1)

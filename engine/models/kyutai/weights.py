@@ -1,0 +1,246 @@
+"""Checkpoint layout and loading for Kyutai STT (transformers' tensor names, safetensors only).
+
+`checkpoint_layout(config)` lists every tensor the engine reads, with its shape; `_SKIPPED`
+names what a checkpoint may hold that streaming recognition does not need (the Mimi decoder
+half, codebooks beyond the LM's, bookkeeping buffers). Anything else, anything missing and
+any shape that differs is an error naming the tensor.
+
+Tensors are read one at a time, converted straight to the target dtype and device, and the
+file is closed again, so peak memory stays close to the size of the converted weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from engine.errors import ModelError
+from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
+from engine.models.kyutai.layers import Linear, quantize_rows
+from engine.models.kyutai.lm import Embedding, TextLM
+from engine.models.kyutai.mimi import MimiEncoder
+
+Shape = tuple[int, ...]
+DTYPES = ("float32", "bfloat16", "int8")
+_SKIPPED = re.compile(
+    r"codec_model\.(decoder\.|decoder_transformer\.|upsample\.)"
+    r"|codec_model\.quantizer\.\w+\.output_proj\.weight"
+    r"|codec_model\.quantizer\.\w+\.layers\.\d+\.codebook\.initialized"
+)
+_ROWS_PER_READ = 8192  # large tables are converted in slices of this many rows
+
+
+@dataclass
+class KyutaiModel:
+    config: KyutaiConfig
+    mimi: MimiEncoder
+    lm: TextLM
+    dtype: str
+    device: torch.device
+    weight_bytes: int  # bytes held by the loaded weights
+
+
+def _mimi_layout(c: MimiConfig, num_codebooks: int) -> Iterator[tuple[str, Shape]]:
+    seanet = "codec_model.encoder.layers."
+
+    def conv(name: str, out: int, inp: int, kernel: int, bias: bool = True):
+        yield f"{name}.conv.weight", (out, inp, kernel)
+        if bias:
+            yield f"{name}.conv.bias", (out,)
+
+    yield from conv(f"{seanet}0", c.num_filters, 1, c.kernel_size)
+    index, width = 1, c.num_filters
+    for ratio in c.ratios:
+        for _ in range(c.num_residual_layers):
+            hidden = width // c.compress
+            yield from conv(f"{seanet}{index}.block.1", hidden, width, c.residual_kernel_size)
+            yield from conv(f"{seanet}{index}.block.3", width, hidden, 1)
+            index += 1
+        yield from conv(f"{seanet}{index + 1}", width * 2, width, ratio * 2)
+        index, width = index + 2, width * 2
+    yield from conv(f"{seanet}{index + 1}", c.hidden_size, width, c.last_kernel_size)
+
+    h, q, kv = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    for i in range(c.num_layers):
+        p = f"codec_model.encoder_transformer.layers.{i}."
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            yield f"{p}{norm}.weight", (h,)
+            yield f"{p}{norm}.bias", (h,)
+        yield f"{p}self_attn.q_proj.weight", (q, h)
+        yield f"{p}self_attn.k_proj.weight", (kv, h)
+        yield f"{p}self_attn.v_proj.weight", (kv, h)
+        yield f"{p}self_attn.o_proj.weight", (h, q)
+        yield f"{p}mlp.fc1.weight", (c.intermediate_size, h)
+        yield f"{p}mlp.fc2.weight", (h, c.intermediate_size)
+        yield f"{p}self_attn_layer_scale.scale", (h,)
+        yield f"{p}mlp_layer_scale.scale", (h,)
+    yield from conv("codec_model.downsample", h, h, 4, bias=False)
+
+    groups = {"semantic": c.num_semantic, "acoustic": c.num_quantizers - c.num_semantic}
+    used = {"semantic": c.num_semantic, "acoustic": num_codebooks - c.num_semantic}
+    for group, count in groups.items():
+        p = f"codec_model.quantizer.{group}_residual_vector_quantizer."
+        if c.quantizer_dim != h:
+            yield f"{p}input_proj.weight", (c.quantizer_dim, h, 1)
+        for i in range(count):
+            # Codebooks past the LM's are in the file but never read.
+            if i < used[group]:
+                yield f"{p}layers.{i}.codebook.cluster_usage", (c.codebook_size,)
+                yield f"{p}layers.{i}.codebook.embed_sum", (c.codebook_size, c.codebook_dim)
+
+
+def _lm_layout(c: KyutaiConfig) -> Iterator[tuple[str, Shape]]:
+    d, q, kv = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    yield "model.embed_tokens.embed_tokens.weight", (c.embedding_rows, d)
+    for i in range(c.num_layers):
+        p = f"model.layers.{i}."
+        yield f"{p}input_layernorm.weight", (d,)
+        yield f"{p}post_attention_layernorm.weight", (d,)
+        yield f"{p}self_attn.q_proj.linear.weight", (q, d)
+        yield f"{p}self_attn.k_proj.linear.weight", (kv, d)
+        yield f"{p}self_attn.v_proj.linear.weight", (kv, d)
+        yield f"{p}self_attn.o_proj.linear.weight", (d, q)
+        yield f"{p}mlp.fc1.weight", (c.ffn_dim, d)
+        yield f"{p}mlp.fc2.weight", (d, c.ffn_dim // 2)
+    yield "model.norm.weight", (d,)
+    yield "lm_head.weight", (c.vocab_size, d)
+
+
+def checkpoint_layout(config: KyutaiConfig) -> dict[str, Shape]:
+    """Every tensor the engine reads, by checkpoint name, with its shape."""
+    return dict(_mimi_layout(config.mimi, config.num_codebooks)) | dict(_lm_layout(config))
+
+
+def is_skipped(name: str, config: KyutaiConfig) -> bool:
+    """True for checkpoint tensors that streaming recognition does not need."""
+    if _SKIPPED.match(name):
+        return True
+    book = re.match(
+        r"codec_model\.quantizer\.(\w+)_residual_vector_quantizer\.layers\.(\d+)\.", name
+    )
+    if book is None:
+        return False
+    used = (
+        config.mimi.num_semantic
+        if book[1] == "semantic"
+        else config.num_codebooks - config.mimi.num_semantic
+    )
+    limit = (
+        config.mimi.num_semantic
+        if book[1] == "semantic"
+        else config.mimi.num_quantizers - config.mimi.num_semantic
+    )
+    return used <= int(book[2]) < limit
+
+
+class CheckpointReader:
+    """Tensor names and shapes of a (possibly sharded) safetensors checkpoint; reads one
+    tensor at a time, opening its file only for that read."""
+
+    def __init__(self, folder: Path) -> None:
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = sorted({folder / name for name in weight_map.values()})
+        else:
+            files = [folder / "model.safetensors"]
+        self.files: dict[str, Path] = {}
+        self.shapes: dict[str, Shape] = {}
+        for path in files:
+            if not path.exists():
+                raise ModelError(
+                    f"{path} is missing.", "Download the model again (`livecap models`)."
+                )
+            try:
+                with safe_open(path, framework="pt") as f:
+                    for name in f.keys():
+                        self.files[name] = path
+                        self.shapes[name] = tuple(f.get_slice(name).get_shape())
+            except (SafetensorError, OSError) as exc:
+                raise ModelError(
+                    f"{path} is not a readable safetensors file ({exc}).",
+                    "Download the model again (`livecap models`).",
+                ) from None
+
+    def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
+        with safe_open(self.files[name], framework="pt") as f:
+            return f.get_tensor(name) if rows is None else f.get_slice(name)[rows]
+
+
+def check_layout(reader: CheckpointReader, config: KyutaiConfig, folder: Path) -> None:
+    expected = checkpoint_layout(config)
+    hint = "The folder does not hold a Kyutai STT checkpoint matching its config.json."
+    for name, shape in expected.items():
+        if name not in reader.shapes:
+            raise ModelError(f"{folder}: tensor '{name}' is missing from the checkpoint.", hint)
+        if reader.shapes[name] != shape:
+            raise ModelError(
+                f"{folder}: tensor '{name}' has shape {list(reader.shapes[name])}, "
+                f"the config implies {list(shape)}.",
+                hint,
+            )
+    for name in reader.shapes:
+        if name not in expected and not is_skipped(name, config):
+            raise ModelError(f"{folder}: unexpected tensor '{name}' in the checkpoint.", hint)
+
+
+def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> KyutaiModel:
+    """Load a Kyutai STT folder for streaming: Mimi in float32, the LM in `dtype`."""
+    if dtype not in DTYPES:
+        raise ModelError(f"Unknown dtype '{dtype}'.", f"Choose one of: {', '.join(DTYPES)}.")
+    if dtype == "int8" and device != "cpu":
+        raise ModelError("int8 weights run on the CPU only.", "Use --dtype bfloat16 on a GPU.")
+    config = load_config(folder)
+    reader = CheckpointReader(folder)
+    check_layout(reader, config, folder)
+    target = torch.device(device)
+    compute = torch.float32 if dtype == "float32" else torch.bfloat16
+    held = 0
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal held
+        held += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def mimi_tensor(name: str) -> torch.Tensor:
+        return keep(reader.read(name).to(target, torch.float32))
+
+    def lm_tensor(name: str) -> torch.Tensor:
+        return keep(reader.read(name).to(target, compute))
+
+    def linear(names: list[str]) -> Linear:
+        if dtype != "int8":
+            return Linear(keep(torch.cat([reader.read(n).to(target, compute) for n in names])))
+        weight, scales = quantize_rows(torch.cat([reader.read(n) for n in names]))
+        return Linear(keep(weight), keep(scales.to(compute)))
+
+    mimi = MimiEncoder(config.mimi, config.num_codebooks, mimi_tensor)
+    lm = TextLM(
+        config, _load_embedding(reader, dtype, compute, target, keep), linear, lm_tensor, compute
+    )
+    return KyutaiModel(config, mimi, lm, dtype, target, held)
+
+
+def _load_embedding(reader, dtype, compute, target, keep) -> Embedding:
+    """The shared text/audio table, converted a slice of rows at a time (it is the largest)."""
+    name = "model.embed_tokens.embed_tokens.weight"
+    rows, width = reader.shapes[name]
+    table = torch.empty(
+        rows, width, dtype=torch.int8 if dtype == "int8" else compute, device=target
+    )
+    scales = torch.empty(rows, dtype=compute, device=target) if dtype == "int8" else None
+    for start in range(0, rows, _ROWS_PER_READ):
+        part = slice(start, min(rows, start + _ROWS_PER_READ))
+        block = reader.read(name, part)
+        if scales is None:
+            table[part] = block.to(target, compute)
+        else:
+            quantized, block_scales = quantize_rows(block)
+            table[part], scales[part] = quantized, block_scales.to(compute)
+    return Embedding(keep(table), keep(scales) if scales is not None else None, compute)

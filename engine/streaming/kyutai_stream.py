@@ -1,0 +1,262 @@
+"""Kyutai STT as a streaming recognizer: one Mimi + LM step per 80 ms frame.
+
+Audio timeline. The model sees: the silence prefix its checkpoint expects, then the user's
+audio, with silence inserted where pauses are flushed. `_Timeline` maps positions in that
+model audio back to stream time, so word times are always in the user's audio.
+
+Pause flush. When the pause detector confirms a pause, the text still owed for the last
+`delay` seconds is pushed out at once by inserting that much silence into the model's audio
+(less the quiet already heard). The silence becomes part of the stream the model sees: no
+state is rolled back, every real sample is consumed exactly once, so no word is lost or
+repeated; word times skip over the inserted silence. The model hears a somewhat longer pause,
+which is what it was trained to handle. Insertion happens at a fixed sample position (where
+the pause is confirmed), so how the audio is cut into `feed()` calls never changes the output.
+
+Tokens. 3 = pad (nothing new), 0 = a word starts next; other ids are SentencePiece pieces,
+"▁" starting a word. A word is committed when the next word starts, at a pause, or at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from engine.catalogue import find_entry
+from engine.errors import ModelError
+from engine.events import Commit, EndOfTurn, Event, Partial, Stats, Word
+from engine.models.kyutai.config import SAMPLE_RATE
+from engine.models.kyutai.weights import KyutaiModel, load_model
+from engine.recognizer import LoadOptions, ModelInfo
+from engine.streaming.pause import PauseDetector
+
+_FLUSH_EXTRA_SECONDS = 1.0  # past the delay, as transformers' feature extractor pads
+_PAUSE_MARGIN_SECONDS = 0.16  # past the delay when flushing at a pause (two frames)
+_STATS_EVERY_SECONDS = 1.0
+_WORD_START_ID = 0  # "end of padding": the model's own marker that a word starts next
+
+
+class _Timeline:
+    """Model-audio sample positions → stream seconds, across the prefix and inserted silence."""
+
+    def __init__(self, prefix_samples: int) -> None:
+        self.prefix = prefix_samples
+        self.inserts: list[tuple[int, int]] = []  # (model position, length), in order
+        self.dropped = 0  # inserted samples of spans forgotten as too old to matter
+
+    def insert(self, position: int, length: int) -> None:
+        self.inserts.append((position, length))
+
+    def to_stream(self, position: int) -> float:
+        offset = self.prefix + self.dropped
+        for start, length in self.inserts:
+            if position < start:
+                break
+            offset += min(length, position - start)
+        return max(0, position - offset) / SAMPLE_RATE
+
+    def forget_before(self, position: int) -> None:
+        """Spans wholly before `position` will never be asked about again: fold them."""
+        while self.inserts and sum(self.inserts[0]) < position:
+            self.dropped += self.inserts.pop(0)[1]
+
+
+class _Words:
+    """SentencePiece pieces → Partial events for the word being built, Commit when done."""
+
+    def __init__(self, tokenizer: Tokenizer, skip_ids: set[int]) -> None:
+        self.tokenizer = tokenizer
+        self.skip_ids = skip_ids
+        self.ids: list[int] = []
+        self.start = 0.0
+
+    def push(self, token: int, at: float) -> list[Event]:
+        if token in self.skip_ids:
+            return []
+        piece = self.tokenizer.id_to_token(token)
+        if piece is None:
+            return []
+        events: list[Event] = []
+        if piece.startswith("▁") and self.ids:
+            events += self.finish(at)
+        if not self.ids:
+            self.start = at
+        self.ids.append(token)
+        events.append(Partial(self._text(), self.start))
+        return events
+
+    def finish(self, end: float) -> list[Event]:
+        """Commit the word being built, if any, ending at `end`."""
+        if not self.ids:
+            return []
+        text, start = self._text(), self.start
+        self.ids = []
+        if not text:
+            return []
+        end = max(end, start)
+        return [Commit(text, start, end, (Word(text, start, end),))]
+
+    def _text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
+
+
+class KyutaiRecognizer:
+    """The engine contract (see engine/recognizer.py) for a loaded Kyutai STT model."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self, model: KyutaiModel, tokenizer: Tokenizer, info: ModelInfo, pause_flush: bool = True
+    ) -> None:
+        self.model = model
+        self.info = info
+        self.frame_size = model.config.mimi.frame_size
+        self.pause_flush = pause_flush
+        config = model.config
+        self.delay_samples = round(config.delay_seconds * SAMPLE_RATE)
+        self.prefix_samples = round(config.silence_prefix_seconds * SAMPLE_RATE)
+        specials = {
+            id_ for id_, token in tokenizer.get_added_tokens_decoder().items() if token.special
+        }
+        self._skip_ids = specials | {config.pad_token_id, _WORD_START_ID}
+        self._tokenizer = tokenizer
+        self.reset()
+
+    def reset(self) -> None:
+        self._mimi = self.model.mimi.new_state()
+        self._lm = self.model.lm.new_state()
+        self._words = _Words(self._tokenizer, self._skip_ids)
+        self._timeline = _Timeline(self.prefix_samples)
+        self._pauses = PauseDetector(SAMPLE_RATE)
+        self._pending = np.zeros(self.prefix_samples, dtype=np.float32)  # short of a frame
+        self._model_samples = 0  # model-audio samples consumed, in whole frames
+        self._stream_samples = 0  # real samples received
+        self._pause_checked = 0  # real samples the pause detector has seen
+        self._compute = 0.0
+        self._last_stats = 0.0
+        self._token: int | None = None  # the last text token; None before the start step
+
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        events: list[Event] = []
+        while len(samples):
+            take, pause = self._until_pause(samples)
+            events += self._consume(samples[:take])
+            self._stream_samples += take
+            samples = samples[take:]
+            if pause is not None:
+                events += self._flush_pause(pause)
+        return events + self._stats()
+
+    def flush(self) -> list[Event]:
+        """End the stream: push the delay's worth of silence (and a second) through."""
+        end = self._stream_samples / SAMPLE_RATE
+        silence = self.delay_samples + round(_FLUSH_EXTRA_SECONDS * SAMPLE_RATE)
+        events = self._consume(np.zeros(silence, dtype=np.float32))
+        events += self._words.finish(end) + self._stats(force=True)
+        self.reset()
+        return events
+
+    def _until_pause(self, samples: np.ndarray) -> tuple[int, float | None]:
+        """How many samples to consume before the next confirmed pause, and its time."""
+        if not self.pause_flush:
+            return len(samples), None
+        detector = self._pauses
+        for i in range(0, len(samples), detector.block):
+            block = samples[i : i + detector.block]
+            pauses = detector.feed(block)
+            if pauses:
+                return i + len(block), pauses[0]
+        return len(samples), None
+
+    def _flush_pause(self, pause_time: float) -> list[Event]:
+        heard = self._stream_samples - round(pause_time * SAMPLE_RATE)  # quiet already fed
+        owed = self.delay_samples + round(_PAUSE_MARGIN_SECONDS * SAMPLE_RATE) - heard
+        events: list[Event] = []
+        if owed > 0:
+            owed += -(len(self._pending) + owed) % self.frame_size  # end on a frame boundary
+            self._timeline.insert(self._model_samples + len(self._pending), owed)
+            events += self._consume(np.zeros(owed, dtype=np.float32))
+        return events + self._words.finish(pause_time) + [EndOfTurn(pause_time)]
+
+    def _consume(self, samples: np.ndarray) -> list[Event]:
+        """Run every whole frame of model audio through Mimi and the LM."""
+        audio = np.concatenate((self._pending, samples))
+        whole = len(audio) // self.frame_size * self.frame_size
+        self._pending = audio[whole:]
+        if whole == 0:
+            return []
+        started = time.perf_counter()
+        events: list[Event] = []
+        model = self.model
+        with torch.inference_mode():
+            if self._token is None:  # the start step: start markers in, first token out
+                text, start_codes = model.lm.start_inputs()
+                self._token = int(model.lm.step(text, start_codes, self._lm).argmax())
+                events += self._words.push(self._token, 0.0)
+            chunk = torch.from_numpy(audio[:whole]).to(model.device)
+            codes = model.mimi.encode(chunk, self._mimi)
+            for frame_codes in codes:
+                logits = model.lm.step(self._token, frame_codes, self._lm)
+                self._token = int(logits.argmax())
+                at = self._timeline.to_stream(self._model_samples - self.delay_samples)
+                self._model_samples += self.frame_size
+                events += self._words.push(self._token, at)
+        self._timeline.forget_before(self._model_samples - self.delay_samples)
+        self._compute += time.perf_counter() - started
+        return events
+
+    def _stats(self, force: bool = False) -> list[Event]:
+        audio = self._stream_samples / SAMPLE_RATE
+        if not force and audio - self._last_stats < _STATS_EVERY_SECONDS:
+            return []
+        self._last_stats = audio
+        factor = self._compute / audio if audio > 0 else 0.0
+        return [Stats(audio, self._compute, factor, latency_seconds=self.info.delay_seconds)]
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelError("No CUDA GPU is available.", "Use --device cpu (or auto).")
+    return requested
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    """`auto`: bfloat16 on a GPU; on a CPU int8 weights, the only mode measured to keep the
+    1B model in real time on two cores (see README's benchmark table)."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if device == "cuda" else "int8"
+
+
+def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiRecognizer:
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    if options.progress:
+        options.progress("loading", 0.0)
+    model = load_model(folder, device, dtype)
+    tokenizer_file = folder / "tokenizer.json"
+    if not tokenizer_file.exists():
+        raise ModelError(
+            f"{folder} has no tokenizer.json.", "Download the model again (`livecap models`)."
+        )
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    entry = find_entry(name)
+    languages = entry.languages if entry else (("en", "fr") if "en_fr" in name else ("en",))
+    info = ModelInfo(
+        name=name,
+        family="kyutai",
+        languages=languages,
+        language=None,
+        delay_seconds=model.config.delay_seconds,
+        device=device,
+        dtype=dtype,
+    )
+    if options.progress:
+        options.progress("loading", 1.0)
+    return KyutaiRecognizer(model, tokenizer, info)
