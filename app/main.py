@@ -1,0 +1,43 @@
+"""Starting the desktop app: `python main.py` with no subcommand calls `run()`."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from app.bridge import Task
+from app.settings import RESOURCES, AppSettings
+
+
+def run(argv: list[str] | None = None) -> int:
+    from app.window import MainWindow
+    from engine.errors import LivecapError
+    from engine.store import SessionStore
+
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
+    app.setOrganizationName("Livecap")
+    app.setApplicationName("Livecap")
+    app.setDesktopFileName("livecap")
+    app.setWindowIcon(QIcon(str(RESOURCES / "icons" / "livecap.svg")))
+    settings = AppSettings()
+    try:
+        store = SessionStore()
+    except (OSError, sqlite3.Error, LivecapError) as exc:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(
+            None,
+            "Livecap cannot start",
+            f"The session history cannot be opened: {exc}\n"
+            "Check that your home folder is writable and has free space.",
+        )
+        return 1
+    window = MainWindow(settings, store)
+    window.show()
+    code = app.exec()
+    Task.wait_all()
+    store.close()
+    return code

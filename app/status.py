@@ -1,0 +1,70 @@
+"""The status line: model, device, speed and latency, in words a user understands."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
+
+from app.level_meter import LevelMeter
+from engine.events import Stats
+
+SUGGESTION = "Try a smaller model, int8 precision or the GPU (Settings → Engine)."
+
+
+def describe(stats: Stats) -> tuple[str, str]:
+    """(summary, warning) for a Stats event; warning is "" while the engine keeps up."""
+    summary = f"{stats.realtime_factor:.2f}× real time · latency {stats.latency_seconds:.1f} s"
+    problems = []
+    if stats.realtime_factor > 1.05:
+        behind = max(stats.latency_seconds, 1.0)
+        problems.append(
+            f"The model is running slower than speech; captions are {behind:.0f} s behind."
+        )
+    if stats.dropped_seconds > 0:
+        problems.append(
+            f"{stats.dropped_seconds:.1f} s of audio was skipped because the model fell behind."
+        )
+    return summary, (" ".join(problems) + " " + SUGGESTION) if problems else ""
+
+
+class StatusLine(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("statusLine")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 4, 8, 4)
+        self.state = self._label("stateLabel", "Session state", "Ready")
+        self.model = self._label("modelLabel", "Caption model", "")
+        self.device = self._label("deviceLabel", "Compute device", "")
+        self.speed = self._label("speedLabel", "Speed and latency", "")
+        self.warning = self._label("warningLabel", "Performance warning", "")
+        self.warning.setWordWrap(True)
+        self.warning.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.meter = LevelMeter(self)
+        self.meter.setMaximumWidth(180)
+        for widget in (self.state, self.model, self.device, self.speed):
+            layout.addWidget(widget)
+        layout.addWidget(self.warning, 1)
+        layout.addWidget(QLabel("Level:", self))
+        layout.addWidget(self.meter)
+
+    def _label(self, name: str, accessible: str, text: str) -> QLabel:
+        label = QLabel(text, self)
+        label.setObjectName(name)
+        label.setAccessibleName(accessible)
+        return label
+
+    def set_state(self, text: str) -> None:
+        self.state.setText(text)
+
+    def set_model(self, model: str, device: str, dtype: str = "") -> None:
+        self.model.setText(model)
+        self.device.setText(f"{device.upper()} {dtype}".strip() if device else "")
+
+    def show_stats(self, stats: Stats) -> None:
+        summary, warning = describe(stats)
+        self.speed.setText(summary)
+        self.warning.setText(warning)
+
+    def clear_stats(self) -> None:
+        self.speed.clear()
+        self.warning.clear()

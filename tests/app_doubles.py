@@ -1,0 +1,107 @@
+"""Recognizer doubles for the GUI tests: scripted words, emitted as stream time passes.
+
+`ScriptedRecognizer` follows the engine contract (sample rate, frame size, feed, flush,
+reset): each word of its script is shown as a Partial once its start time has been fed and
+committed once its end time plus `delay` has been fed; `pauses` give EndOfTurn events.
+The loaders mimic `engine.recognizer.load_recognizer(model, options)`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engine.errors import ModelError
+from engine.events import Commit, EndOfTurn, Partial, Word
+from engine.recognizer import LoadOptions, ModelInfo
+
+CAPTION_WORDS = [
+    ("Hello", 0.1, 0.4),
+    ("everyone", 0.4, 0.8),
+    ("and", 0.8, 0.9),
+    ("welcome.", 0.9, 1.3),
+    ("Today", 1.5, 1.8),
+    ("we", 1.8, 1.9),
+    ("test", 1.9, 2.2),
+    ("captions", 2.2, 2.6),
+]
+TRANSLATION_WORDS = [
+    ("Hallo", 0.1, 0.4),
+    ("zusammen", 0.4, 0.8),
+    ("und", 0.8, 0.9),
+    ("willkommen.", 0.9, 1.3),
+    ("Heute", 1.5, 1.8),
+    ("testen", 1.8, 2.2),
+    ("wir", 2.2, 2.3),
+    ("Untertitel", 2.3, 2.6),
+]
+PAUSES = [1.4]
+
+
+class ScriptedRecognizer:
+    sample_rate = 16000
+    frame_size = 1600  # 100 ms
+
+    def __init__(
+        self,
+        name: str,
+        words,
+        pauses=(),
+        delay: float = 0.2,
+        task="transcribe",
+        language: str | None = "en",
+    ) -> None:
+        self.info = ModelInfo(
+            name, "double", (language or "en",), language, delay, "cpu", "float32", task
+        )
+        self.words, self.pauses, self.delay = list(words), list(pauses), delay
+        self.reset()
+
+    def reset(self) -> None:
+        self.fed = 0
+        self.committed = 0
+        self.paused = 0
+        self.last_partial = ""
+
+    @property
+    def now(self) -> float:
+        return self.fed / self.sample_rate
+
+    def feed(self, samples: np.ndarray) -> list:
+        self.fed += len(samples)
+        return self._events(self.now - self.delay)
+
+    def flush(self) -> list:
+        return self._events(float("inf"))
+
+    def _events(self, horizon: float) -> list:
+        events = []
+        while self.committed < len(self.words) and self.words[self.committed][2] <= horizon:
+            text, start, end = self.words[self.committed]
+            while self.paused < len(self.pauses) and self.pauses[self.paused] <= start:
+                events.append(EndOfTurn(self.pauses[self.paused]))
+                self.paused += 1
+            events.append(Commit(text, start, end, (Word(text, start, end),)))
+            self.committed += 1
+        heard = [w for w in self.words[self.committed :] if w[1] <= self.now]
+        partial = " ".join(w[0] for w in heard)
+        if partial != self.last_partial and horizon != float("inf"):
+            events.append(Partial(partial, heard[0][1] if heard else self.now))
+            self.last_partial = partial
+        return events
+
+
+def load_double(model: str, options: LoadOptions) -> ScriptedRecognizer:
+    """Stands in for load_recognizer: "broken" fails like a missing model would."""
+    if options.progress:
+        options.progress("reading weights", 0.5)
+    if "broken" in model:
+        raise ModelError(f"{model} is not downloaded.", "Download it in Tools → Models.")
+    if "slow" in model:
+        time.sleep(0.6)  # a model that takes a while to load, off the GUI thread
+    if options.target_lang:
+        return ScriptedRecognizer(
+            model, TRANSLATION_WORDS, PAUSES, task="translate", language=options.target_lang
+        )
+    return ScriptedRecognizer(model, CAPTION_WORDS, PAUSES)
