@@ -1,0 +1,78 @@
+"""The models Livecap knows to work, with what a user needs to choose between them.
+
+Sizes are the approximate download sizes of the weights Livecap fetches (safetensors only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    repo_id: str
+    title: str
+    family: str  # "kyutai" | "speech2text" | "speech-encoder-decoder"
+    languages: tuple[str, ...]  # heard, or for translation models, produced
+    delay_seconds: float  # how long after a word is spoken it can appear
+    size_bytes: int  # approximate download size
+    params: int  # approximate parameter count
+    task: str = "transcribe"  # "transcribe" | "translate"
+
+
+_GB = 1_000_000_000
+_MB = 1_000_000
+
+CATALOGUE: list[CatalogueEntry] = [
+    CatalogueEntry(
+        "kyutai/stt-1b-en_fr-trfs",
+        "Kyutai STT 1B (English, French) — streaming",
+        "kyutai",
+        ("en", "fr"),
+        0.5,
+        2_100 * _MB,
+        1_030_000_000,
+    ),
+    CatalogueEntry(
+        "kyutai/stt-2.6b-en-trfs",
+        "Kyutai STT 2.6B (English) — streaming, most accurate",
+        "kyutai",
+        ("en",),
+        2.5,
+        5_300 * _MB,
+        2_640_000_000,
+    ),
+    CatalogueEntry(
+        "facebook/s2t-small-librispeech-asr",
+        "Speech2Text small (English) — light, chunked",
+        "speech2text",
+        ("en",),
+        2.0,
+        120 * _MB,
+        29_500_000,
+    ),
+    CatalogueEntry(
+        "facebook/s2t-medium-mustc-multilingual-st",
+        "Speech2Text medium — English speech to 8 languages",
+        "speech2text",
+        ("de", "nl", "es", "fr", "it", "pt", "ro", "ru"),
+        2.0,
+        290 * _MB,
+        72_000_000,
+        task="translate",
+    ),
+    CatalogueEntry(
+        "facebook/wav2vec2-xls-r-300m-en-to-15",
+        "XLS-R 300M + mBART — English speech to 15 languages",
+        "speech-encoder-decoder",
+        ("de", "tr", "fa", "sv", "mn", "zh", "cy", "ca", "sl", "et", "id", "ar", "ta", "lv", "ja"),
+        2.0,
+        int(3.1 * _GB),
+        770_000_000,
+        task="translate",
+    ),
+]
+
+
+def find_entry(repo_id: str) -> CatalogueEntry | None:
+    return next((entry for entry in CATALOGUE if entry.repo_id == repo_id), None)

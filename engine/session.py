@@ -1,0 +1,152 @@
+"""LiveSession: one source, a caption engine and optionally a translation engine, one store.
+
+The source writes into an AudioRing at its own rate; each engine reads it through its own
+resampling reader on an EngineWorker thread; a third reader at the capture rate feeds the
+level meter and watches for the end of capture. Committed text goes to the store as it
+commits. When capture ends (stop, end of file, device lost) the engines drain what was
+captured, flush, and the session is saved: what was transcribed is kept.
+
+`on_event(role, event)` is called from worker threads with role "caption", "translation" or
+"audio" (Level, CaptureEnded, and audio Errors).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from engine.audio.meter import measure
+from engine.audio.ring import AudioRing
+from engine.audio.sources import Source
+from engine.events import CaptureEnded, Commit, EndOfTurn, Error, Event
+from engine.recognizer import Recognizer
+from engine.store import SessionStore
+from engine.transcript import Transcript, TranscriptBuilder
+from engine.worker import EngineWorker
+
+RING_SECONDS = 30.0  # how far an engine may fall behind before it loses audio
+LEVEL_SECONDS = 0.05  # one Level event per 50 ms of audio
+
+
+class LiveSession:
+    def __init__(
+        self,
+        source: Source,
+        caption: Recognizer,
+        on_event: Callable[[str, Event], None],
+        *,
+        translation: Recognizer | None = None,
+        store: SessionStore | None = None,
+        source_name: str = "",
+    ) -> None:
+        self.source = source
+        self.on_event = on_event
+        self.store = store
+        self.source_name = source_name or source.name
+        self.session_id: int | None = None
+        self.ring = AudioRing(source.sample_rate, RING_SECONDS)
+        self._engines = {"caption": caption}
+        if translation is not None:
+            self._engines["translation"] = translation
+        self._builders = {
+            role: TranscriptBuilder(r.info.name, r.info.language)
+            for role, r in self._engines.items()
+        }
+        self._workers = {
+            role: EngineWorker(r, self.ring.reader(r.sample_rate), self._engine_event(role))
+            for role, r in self._engines.items()
+        }
+        self._meter = self.ring.reader()
+        self._lock = threading.Lock()  # guards the builders
+        self._done = threading.Event()
+        self._audio_thread = threading.Thread(target=self._watch_audio, name="audio", daemon=True)
+
+    def start(self) -> None:
+        """Open the source and start the engines; raises AudioError if the source can't open."""
+        if self.store is not None:
+            caption = self._engines["caption"].info
+            translation = self._engines.get("translation")
+            self.session_id = self.store.begin(
+                caption.name,
+                self.source_name,
+                caption.language,
+                translation.info.name if translation else None,
+                translation.info.language if translation else None,
+            )
+        try:
+            self.source.start(self.ring)
+        except Exception:
+            if self.store is not None and self.session_id is not None:
+                self.store.delete(self.session_id)
+            raise
+        for worker in self._workers.values():
+            worker.start()
+        self._audio_thread.start()
+
+    def stop(self) -> None:
+        """End capture; the engines finish the audio already captured, then it is saved."""
+        self.source.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the engines finished and the session was saved."""
+        return self._done.wait(timeout)
+
+    @property
+    def duration(self) -> float:
+        return self.ring.written / self.ring.sample_rate
+
+    def transcript(self) -> Transcript:
+        """The transcript so far, the open segment included."""
+        with self._lock:
+            parts = {role: self._snapshot(builder) for role, builder in self._builders.items()}
+        transcript = parts["caption"]
+        transcript.translation = parts.get("translation")
+        return transcript
+
+    def _snapshot(self, builder: TranscriptBuilder) -> Transcript:
+        segments = list(builder.segments)
+        if builder.current is not None:
+            segments.append(builder.current)
+        return Transcript(builder.model, builder.language, self.duration, segments)
+
+    def _engine_event(self, role: str) -> Callable[[Event], None]:
+        def handle(event: Event) -> None:
+            if isinstance(event, Commit | EndOfTurn):
+                with self._lock:
+                    self._builders[role].add(event)
+                self._save(role, event)
+            self.on_event(role, event)
+            if isinstance(event, Error) and event.fatal and role == "caption":
+                self.stop()  # no captions: end the session, keeping what was transcribed
+
+        return handle
+
+    def _save(self, role: str, event: Commit | EndOfTurn) -> None:
+        if self.store is None or self.session_id is None:
+            return
+        try:
+            self.store.add(self.session_id, role, event)
+        except sqlite3.Error as exc:
+            self.on_event(
+                "audio",
+                Error(
+                    f"Saving the session failed: {exc}",
+                    "Captions go on, but this session may be incomplete in the history. "
+                    "Check free disk space.",
+                    fatal=False,
+                ),
+            )
+
+    def _watch_audio(self) -> None:
+        block = max(1, round(self.ring.sample_rate * LEVEL_SECONDS))
+        while (samples := self._meter.read(block, timeout=LEVEL_SECONDS * 2)) is not None:
+            if samples.size:
+                self.on_event("audio", measure(samples))
+            self.source.check()
+        self.on_event("audio", CaptureEnded(self.ring.end_reason, self.ring.end_error))
+        for worker in self._workers.values():
+            worker.join()
+        if self.store is not None and self.session_id is not None:
+            self.store.finish(self.session_id, self.duration)
+        self._done.set()

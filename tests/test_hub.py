@@ -1,0 +1,98 @@
+"""Model names to folders through huggingface_hub's real cache code, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from huggingface_hub import constants
+from safetensors.numpy import save_file
+
+from engine import hub
+from engine.errors import ModelError
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_in_cache(cache: Path, repo_id: str, with_weights: bool = True) -> Path:
+    """Lay a tiny model out the way huggingface_hub stores downloads: blobs, refs, snapshots."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    (repo / "blobs").mkdir()
+    files = {"config.json": json.dumps({"model_type": "speech_to_text"}).encode()}
+    if with_weights:
+        weights = repo / "tmp.safetensors"
+        save_file({"w": np.zeros((4, 4), np.float32)}, str(weights))
+        files["model.safetensors"] = weights.read_bytes()
+        weights.unlink()
+    for name, data in files.items():
+        blob = repo / "blobs" / f"blob-{name}"
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
+    return snapshot
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def test_cached_repo_id_resolves_offline(hf_cache):
+    snapshot = put_in_cache(hf_cache, "org/tiny-s2t")
+    folder = hub.resolve_model("org/tiny-s2t")
+    assert folder == snapshot
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "speech_to_text"
+    assert hub.is_downloaded("org/tiny-s2t")
+    [cached] = hub.cached_models()
+    assert cached.repo_id == "org/tiny-s2t" and cached.complete and cached.size_bytes > 0
+
+
+def test_uncached_repo_offline_says_which_and_what_to_do(hf_cache):
+    put_in_cache(hf_cache, "org/config-only", with_weights=False)
+    for name in ("org/not-here", "org/config-only"):
+        with pytest.raises(ModelError) as info:
+            hub.resolve_model(name)
+        assert name in info.value.message and "HF_HUB_OFFLINE" in info.value.message
+        assert "network" in info.value.hint
+    assert not hub.is_downloaded("org/config-only")
+
+
+def test_local_folder_and_bad_names(tmp_path, hf_cache):
+    assert hub.resolve_model(str(tmp_path)) == tmp_path.resolve()
+    with pytest.raises(ModelError, match="no model folder"):
+        hub.resolve_model(str(tmp_path / "missing" / "model"))
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with pytest.raises(ModelError, match="is a file"):
+        hub.resolve_model(str(tmp_path / "file.bin"))
+
+
+def test_delete_model_removes_it_from_the_cache(hf_cache):
+    put_in_cache(hf_cache, "org/tiny-s2t")
+    hub.delete_model("org/tiny-s2t")
+    assert hub.cached_models() == [] and not hub.is_downloaded("org/tiny-s2t")
+    hub.delete_model("org/never-there")  # nothing to do is not an error
+
+
+def test_catalogue_lists_the_supported_models():
+    from engine.catalogue import CATALOGUE, find_entry
+
+    ids = [entry.repo_id for entry in CATALOGUE]
+    assert ids == [
+        "kyutai/stt-1b-en_fr-trfs",
+        "kyutai/stt-2.6b-en-trfs",
+        "facebook/s2t-small-librispeech-asr",
+        "facebook/s2t-medium-mustc-multilingual-st",
+        "facebook/wav2vec2-xls-r-300m-en-to-15",
+    ]
+    assert find_entry("kyutai/stt-2.6b-en-trfs").delay_seconds == 2.5
+    assert find_entry("nobody/nothing") is None
