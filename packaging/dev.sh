@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Set up what Livecap needs on this machine, then run it.
+#   bash packaging/dev.sh app    start the GUI
+#   bash packaging/dev.sh test   run the test suite
+# Installs missing system libraries with apt (when root), creates .venv, installs torch
+# (pinned CPU-friendly version first, so pip pulls no CUDA wheels) and the project with its
+# test extras; skips pip when pyproject.toml has not changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE="${1:-}"
+shift || true
+case "$MODE" in
+    app | test) ;;
+    *)
+        echo "usage: bash packaging/dev.sh app|test [pytest args...]" >&2
+        exit 64
+        ;;
+esac
+
+APT_PACKAGES=(
+    libportaudio2 libasound2-plugins pulseaudio pulseaudio-utils espeak-ng sox
+    xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0
+    libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-xkb1
+    libxkbcommon-x11-0 libdbus-1-3 libfontconfig1 libegl1 libgl1
+)
+TORCH_VERSION=2.13.0
+PYTHON="${PYTHON:-python3}"
+
+install_system_packages() {
+    command -v dpkg-query >/dev/null || return 0
+    local missing=()
+    for package in "${APT_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$package")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "dev.sh: missing system packages: ${missing[*]}" >&2
+        echo "dev.sh: install them with: sudo apt-get install ${missing[*]}" >&2
+        return 0
+    fi
+    echo "dev.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python_packages() {
+    if [ ! -x .venv/bin/python ]; then
+        if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+            [ "$(id -u)" -eq 0 ] && apt-get install -y -qq python3-venv >/dev/null
+            "$PYTHON" -m venv .venv
+        fi
+    fi
+    local stamp=.venv/.livecap-installed
+    local digest
+    digest="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+        return 0
+    fi
+    # torch first and pinned: the plain index resolves it without CUDA libraries here.
+    .venv/bin/python -m pip install -q "torch==${TORCH_VERSION}"
+    .venv/bin/python -m pip install -q -e '.[test]'
+    echo "$digest" >"$stamp"
+}
+
+install_system_packages
+install_python_packages
+
+if [ "$MODE" = app ]; then
+    exec .venv/bin/python main.py "$@"
+fi
+
+export QT_QPA_PLATFORM=offscreen
+status=0
+.venv/bin/python -m pytest -q "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    # pytest's "no tests collected": only an error when the whole suite was asked for.
+    if [ $# -eq 0 ]; then
+        echo "dev.sh: no tests were collected" >&2
+        exit 1
+    fi
+    exit 0
+fi
+exit "$status"
