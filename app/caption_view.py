@@ -216,5 +216,5 @@ class PaneAligner:
 
     @staticmethod
     def _natural_height(pane: TranscriptPane, block) -> float:
-        layout = pane.document().documentLayout()
-        return layout.blockBoundingRect(block).height() - block.blockFormat().bottomMargin()
+        # The bounding rect leaves out the block's bottom margin, the padding added here.
+        return pane.document().documentLayout().blockBoundingRect(block).height()

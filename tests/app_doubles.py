@@ -105,3 +105,36 @@ def load_double(model: str, options: LoadOptions) -> ScriptedRecognizer:
             model, TRANSLATION_WORDS, PAUSES, task="translate", language=options.target_lang
         )
     return ScriptedRecognizer(model, CAPTION_WORDS, PAUSES)
+
+
+class FakeHub:
+    """Stands in for engine.hub's download functions: bytes arrive in steps, cancel pauses,
+    the next download resumes from the bytes already fetched (as huggingface_hub does)."""
+
+    def __init__(self, step: int = 20_000_000, pause: float = 0.02) -> None:
+        self.fetched: dict[str, int] = {}
+        self.complete: set[str] = set()
+        self.step, self.pause = step, pause
+
+    def download(self, repo_id, on_bytes, cancel):
+        from engine import catalogue
+        from engine.hub import DownloadCancelled
+
+        total = catalogue.find_entry(repo_id).size_bytes
+        done = self.fetched.get(repo_id, 0)
+        while done < total:
+            if cancel.is_set():
+                raise DownloadCancelled("Download cancelled.", "Start it again to resume.")
+            done = min(total, done + self.step)
+            self.fetched[repo_id] = done
+            on_bytes(done, total)
+            time.sleep(self.pause)
+        self.complete.add(repo_id)
+        return repo_id
+
+    def is_downloaded(self, repo_id) -> bool:
+        return repo_id in self.complete
+
+    def delete_model(self, repo_id) -> None:
+        self.complete.discard(repo_id)
+        self.fetched.pop(repo_id, None)
