@@ -1,0 +1,351 @@
+"""Livecap's entry point: no arguments open the app; subcommands work without a window.
+
+    livecap                      the desktop app
+    livecap devices              input devices, system-audio sources marked
+    livecap models               the model catalogue and the local model cache
+    livecap transcribe AUDIO     a sound file to a transcript (txt, srt, vtt, json)
+    livecap live                 live captions from an input device in the terminal
+    livecap bench                per-frame speed of a model on this machine
+
+Subcommands never import Qt. Errors a user can act on print what was wrong and what to do,
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import AudioError, LivecapError
+from engine.transcript import FORMATS
+
+ERROR_EXIT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        from app.main import run
+
+        return run()
+    try:
+        return args.handler(args)
+    except LivecapError as exc:
+        print(f"livecap: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(exc.hint, file=sys.stderr)
+        return ERROR_EXIT
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livecap",
+        description="Live captions and translation with local speech models. "
+        "Without a subcommand, opens the app.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    devices = commands.add_parser("devices", help="list audio inputs")
+    devices.set_defaults(handler=cmd_devices)
+
+    models = commands.add_parser("models", help="list known and downloaded models")
+    models.set_defaults(handler=cmd_models)
+
+    transcribe = commands.add_parser("transcribe", help="transcribe a sound file")
+    transcribe.add_argument("audio", metavar="AUDIO", help="a WAV, FLAC or OGG file")
+    add_engine_options(transcribe)
+    transcribe.add_argument(
+        "--offline",
+        action="store_true",
+        help="chunked models: decode whole windows (at most 20 s) instead of the live policy",
+    )
+    transcribe.add_argument("--format", choices=FORMATS, default="txt", help="default: txt")
+    transcribe.add_argument("-o", "--output", metavar="OUT", help="file to write (default: stdout)")
+    transcribe.set_defaults(handler=cmd_transcribe)
+
+    live = commands.add_parser("live", help="live captions from an input device")
+    live.add_argument(
+        "--input",
+        metavar="DEVICE",
+        help="device index or name from `livecap devices` (default: the default input)",
+    )
+    add_engine_options(live)
+    live.set_defaults(handler=cmd_live)
+
+    bench = commands.add_parser("bench", help="measure a model's speed on this machine")
+    bench.add_argument("--model", metavar="MODEL", required=True, help="folder or Hub repo id")
+    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    bench.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
+    bench.add_argument("--seconds", metavar="N", type=float, default=10.0, help="audio to run")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", metavar="MODEL", required=True, help="a model folder or a Hugging Face repo id"
+    )
+    parser.add_argument(
+        "--translate-model", metavar="MODEL", help="a speech translation model to run alongside"
+    )
+    parser.add_argument(
+        "--target-lang", metavar="LANG", help="language to translate into (e.g. de, fr, ja)"
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
+    parser.add_argument("--beams", metavar="N", type=int, help="beam width for chunked models")
+
+
+# -- devices / models ----------------------------------------------------------------------
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from engine.audio.devices import list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except AudioError as exc:
+        print(exc.message)
+        print(exc.hint)
+        return 0
+    for device in devices:
+        mark = "  [system audio]" if device.is_system_audio else ""
+        print(
+            f"{device.index!s:>4}  {device.name}  ({device.hostapi}, {device.channels} ch, "
+            f"{device.default_rate:g} Hz){mark}"
+        )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.catalogue import CATALOGUE
+    from engine.hub import cached_models
+
+    cached = {model.repo_id: model for model in cached_models()}
+    print("Known models:")
+    for entry in CATALOGUE:
+        model = cached.get(entry.repo_id)
+        state = "downloaded" if model and model.complete else "not downloaded"
+        size = model.size_bytes if model else entry.size_bytes
+        print(f"  {entry.repo_id:45} {human_size(size):>9}  {state:15} {entry.title}")
+    others = [m for repo_id, m in cached.items() if repo_id not in {e.repo_id for e in CATALOGUE}]
+    if others:
+        print("Other models in the cache:")
+        for model in others:
+            state = "downloaded" if model.complete else "incomplete"
+            print(f"  {model.repo_id:45} {human_size(model.size_bytes):>9}  {state}")
+    return 0
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+# -- transcribe ----------------------------------------------------------------------------
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from engine.transcript import export
+
+    audio, rate = read_audio(Path(args.audio))
+    caption_model, translation_model = load_engines(args, offline=args.offline)
+    transcript = transcribe(caption_model, audio, rate)
+    if translation_model is not None:
+        transcript.translation = transcribe(translation_model, audio, rate)
+    text = export(transcript, args.format)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise LivecapError(
+                f"Cannot write {args.output}: {exc.strerror}",
+                "Choose a writable path with -o.",
+            ) from None
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def read_audio(path: Path):
+    """The whole file as mono float32 and its sample rate."""
+    import soundfile
+
+    if not path.is_file():
+        raise AudioError(f"No such audio file: {path}", "Check the path of AUDIO.")
+    try:
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(
+            f"Cannot read {path} as audio: {exc}", "Give a WAV, FLAC or OGG file."
+        ) from None
+    return audio.mean(axis=1), int(rate)
+
+
+def load_engines(args: argparse.Namespace, offline: bool = False):
+    """The caption recognizer and, with --translate-model, the translation one."""
+    from engine.recognizer import LoadOptions, load_recognizer
+
+    def options(target_lang: str | None) -> LoadOptions:
+        return LoadOptions(
+            device=args.device,
+            dtype=args.dtype,
+            beams=args.beams,
+            target_lang=target_lang,
+            offline=offline,
+            progress=show_progress,
+        )
+
+    translating = args.translate_model is not None
+    caption = load_recognizer(args.model, options(None if translating else args.target_lang))
+    translation = None
+    if translating:
+        translation = load_recognizer(args.translate_model, options(args.target_lang))
+    clear_progress()
+    return caption, translation
+
+
+def show_progress(stage: str, fraction: float) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\x1b[K{stage}: {fraction:.0%}")
+        sys.stderr.flush()
+
+
+def clear_progress() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+
+
+def transcribe(recognizer, audio, rate: int):
+    """Feed the whole file in one-second chunks, at the recognizer's rate."""
+    import soxr
+
+    from engine.transcript import TranscriptBuilder
+
+    if rate != recognizer.sample_rate:
+        audio = soxr.resample(audio, rate, recognizer.sample_rate, quality="HQ")
+    builder = TranscriptBuilder(recognizer.info.name, recognizer.info.language)
+    chunk = recognizer.sample_rate
+    for start in range(0, len(audio), chunk):
+        for event in recognizer.feed(audio[start : start + chunk]):
+            builder.add(event)
+    for event in recognizer.flush():
+        builder.add(event)
+    return builder.finish(len(audio) / recognizer.sample_rate)
+
+
+# -- live ----------------------------------------------------------------------------------
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from engine.audio.sources import MicrophoneSource
+    from engine.session import LiveSession
+    from engine.store import SessionStore
+
+    device = int(args.input) if args.input and args.input.isdigit() else args.input
+    source = MicrophoneSource(device)
+    caption, translation = load_engines(args)
+    printer = LivePrinter()
+    session = LiveSession(
+        source, caption, printer.show, translation=translation, store=SessionStore()
+    )
+    session.start()
+    print(f"Listening to {source.name}. Ctrl+C ends the session.", file=sys.stderr)
+    try:
+        while not session.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        session.stop()
+        session.wait()
+    printer.finish()
+    print(f"Session {session.session_id} saved ({session.duration:.0f} s).", file=sys.stderr)
+    return ERROR_EXIT if printer.failed else 0
+
+
+class LivePrinter:
+    """Captions in a terminal: finished lines scroll up, the line being spoken is rewritten."""
+
+    def __init__(self) -> None:
+        from engine.transcript import TranscriptBuilder
+
+        self.lines = {"caption": TranscriptBuilder(), "translation": TranscriptBuilder()}
+        self.partial = ""
+        self.live = sys.stdout.isatty()  # rewriting in place only makes sense on a terminal
+        self.failed = False
+
+    def show(self, role: str, event) -> None:
+        from engine.events import CaptureEnded, Commit, EndOfTurn, Error, Partial
+
+        if isinstance(event, Error):
+            self._print_error(event.message, event.hint)
+            self.failed = self.failed or (event.fatal and role == "caption")
+        elif isinstance(event, CaptureEnded) and event.error:
+            self._print_error(event.reason, "What was captured so far is saved.")
+            self.failed = True
+        elif role == "caption" and isinstance(event, Partial):
+            self.partial = event.text
+        elif isinstance(event, Commit | EndOfTurn) and role in self.lines:
+            self.partial = "" if role == "caption" else self.partial
+            closed = self.lines[role].add(event)
+            if closed is not None:
+                self._print_line(closed.text if role == "caption" else f"  → {closed.text}")
+        else:
+            return
+        self._redraw()
+
+    def finish(self) -> None:
+        for role, builder in self.lines.items():
+            closed = builder.close()
+            if closed is not None:
+                self._print_line(closed.text if role == "caption" else f"  → {closed.text}")
+
+    def _redraw(self) -> None:
+        if self.live:
+            from engine.transcript import join_text
+
+            line = join_text(self.lines["caption"].open_text, self.partial)
+            sys.stdout.write(f"\r\x1b[K{line}")
+            sys.stdout.flush()
+
+    def _print_line(self, text: str) -> None:
+        sys.stdout.write(f"\r\x1b[K{text}\n" if self.live else f"{text}\n")
+        sys.stdout.flush()
+
+    def _print_error(self, message: str, hint: str) -> None:
+        if self.live:
+            sys.stdout.write("\r\x1b[K")
+        print(f"livecap: {message}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
+
+
+# -- bench ---------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from engine.bench import run_bench
+    except ImportError as exc:
+        raise LivecapError(
+            f"Benchmarking is not available in this build ({exc}).", "Update Livecap."
+        ) from None
+    result = run_bench(args.model, args.device, args.dtype, args.seconds)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.model} on {result.get('device', args.device)}, {result.get('dtype', args.dtype)}")
+    for key, value in result.items():
+        if key not in {"device", "dtype"}:
+            shown = f"{value:.3f}" if isinstance(value, float) else value
+            print(f"  {key.replace('_', ' ')}: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

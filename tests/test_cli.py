@@ -1,0 +1,219 @@
+"""The command line: every subcommand's --help, clear errors, and the transcribe/live flows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import srt
+
+import main
+from engine.audio.devices import InputDevice
+from engine.errors import AudioError
+from tests.recognizer_doubles import RecordingRecognizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ("devices", "transcribe", "live", "models", "bench")
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory) -> Path:
+    rate = 22050
+    t = np.arange(rate * 2) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t)
+    path = tmp_path_factory.mktemp("audio") / "stereo.wav"
+    soundfile.write(path, np.stack([tone, tone], axis=1).astype(np.float32), rate)
+    return path
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"livecap {command}" in capsys.readouterr().out
+
+
+def test_subcommands_do_not_import_qt():
+    probe = "import sys, main; main.main(['models']); print('PySide6' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("False")
+
+
+def assert_clear_failure(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr
+
+
+def test_missing_audio_file_is_a_clear_error(tmp_path):
+    result = run_cli("transcribe", str(tmp_path / "gone.wav"), "--model", str(tmp_path))
+    assert_clear_failure(result, "No such audio file", "gone.wav")
+
+
+def test_folder_without_config_is_a_clear_error(wav, tmp_path):
+    result = run_cli("transcribe", str(wav), "--model", str(tmp_path))
+    assert_clear_failure(result, "no config.json", "--model")
+
+
+def test_uncached_repo_offline_says_which_and_what_to_do(wav, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf")}
+    result = run_cli("transcribe", str(wav), "--model", "someone/some-model", env=env)
+    assert_clear_failure(result, "someone/some-model", "not in the local model cache")
+    assert "HF_HUB_OFFLINE" in result.stderr and "network access" in result.stderr
+
+
+def test_cached_repo_resolves_offline_through_hf_home(wav, tmp_path):
+    from tests.test_hub import put_in_cache
+
+    snapshot = put_in_cache(tmp_path / "hf" / "hub", "someone/odd-model")
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = run_cli("transcribe", str(wav), "--model", "someone/odd-model", env=env)
+    # It was found in the cache; the failure is now about what the model is.
+    assert_clear_failure(result, "model type 'bert' is not supported")
+
+
+def test_unreadable_audio_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "notes.wav"
+    bogus.write_text("not audio")
+    result = run_cli("transcribe", str(bogus), "--model", str(tmp_path))
+    assert_clear_failure(result, "Cannot read", "notes.wav")
+
+
+@pytest.fixture
+def doubles(monkeypatch):
+    """Replace model loading with recognizer doubles; returns the (caption, translation)."""
+    made: dict[str, RecordingRecognizer] = {}
+
+    def load_engines(args, offline=False):
+        made["caption"] = RecordingRecognizer(sample_rate=16000, word_seconds=0.5)
+        made["options"] = (args.device, args.dtype, args.beams, args.target_lang, offline)
+        if args.translate_model:
+            made["translation"] = RecordingRecognizer(sample_rate=24000, word_seconds=1.0)
+        return made["caption"], made.get("translation")
+
+    monkeypatch.setattr(main, "load_engines", load_engines)
+    return made
+
+
+def test_transcribe_mixes_down_resamples_and_writes_srt(wav, tmp_path, doubles):
+    out = tmp_path / "out.srt"
+    code = main.main(["transcribe", str(wav), "--model", "m", "--format", "srt", "-o", str(out)])
+    assert code == 0
+    fed = doubles["caption"].audio
+    assert fed.size == 32000  # 2 s at 16 kHz, mono
+    t = np.arange(fed.size) / 16000
+    expected = 0.3 * np.sin(2 * np.pi * 220 * t)
+    assert np.max(np.abs(fed[100:-100] - expected[100:-100])) < 1e-3
+    [cue] = list(srt.parse(out.read_text(encoding="utf-8")))
+    assert cue.content == "w0 w1 w2 w3"
+    assert cue.end.total_seconds() == 2.0
+
+
+def test_transcribe_json_with_translation_to_stdout(wav, doubles, capsys):
+    code = main.main(
+        ["transcribe", str(wav), "--model", "m", "--translate-model", "t", "--target-lang", "de"]
+        + ["--format", "json", "--offline", "--beams", "3", "--device", "cpu"]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["segments"][0]["text"] == "w0 w1 w2 w3"
+    assert data["translation"]["segments"][0]["text"] == "w0 w1"
+    assert doubles["translation"].fed == 48000
+    assert doubles["options"] == ("cpu", "auto", 3, "de", True)
+
+
+def test_transcribe_txt_is_one_line_per_segment(wav, doubles, capsys):
+    assert main.main(["transcribe", str(wav), "--model", "m"]) == 0
+    assert capsys.readouterr().out == "w0 w1 w2 w3\n"
+
+
+def test_devices_without_an_audio_system_says_so_and_succeeds(monkeypatch, capsys):
+    def no_audio():
+        raise AudioError("No audio system: PortAudio is not installed.", "Install libportaudio2.")
+
+    monkeypatch.setattr("engine.audio.devices.list_input_devices", no_audio)
+    assert main.main(["devices"]) == 0
+    assert "No audio system" in capsys.readouterr().out
+
+
+def test_devices_marks_system_audio(monkeypatch, capsys):
+    listing = [
+        InputDevice(0, "USB Mic", "ALSA", 1, 48000.0, False),
+        InputDevice("out.monitor", "out.monitor", "PulseAudio", 2, 44100.0, True),
+    ]
+    monkeypatch.setattr("engine.audio.devices.list_input_devices", lambda: listing)
+    assert main.main(["devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "USB Mic" in lines[0] and "[system audio]" not in lines[0]
+    assert "out.monitor" in lines[1] and lines[1].endswith("[system audio]")
+
+
+def test_models_lists_the_catalogue_with_download_state(monkeypatch, tmp_path, capsys):
+    from huggingface_hub import constants
+
+    from tests.test_hub import put_in_cache
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    put_in_cache(tmp_path, "facebook/s2t-small-librispeech-asr")
+    put_in_cache(tmp_path, "someone/extra")
+    assert main.main(["models"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert " downloaded " in rows["facebook/s2t-small-librispeech-asr"]
+    assert "not downloaded" in rows["kyutai/stt-1b-en_fr-trfs"]
+    assert "someone/extra" in rows
+
+
+def test_bench_prints_one_json_object(monkeypatch, capsys):
+    calls = []
+
+    def run_bench(model, device, dtype, seconds):
+        calls.append((model, device, dtype, seconds))
+        return {"frame_ms_median": 12.5, "realtime_factor": 0.16, "device": "cpu"}
+
+    monkeypatch.setitem(sys.modules, "engine.bench", types.SimpleNamespace(run_bench=run_bench))
+    argv = ["bench", "--model", "m", "--dtype", "float32", "--seconds", "3", "--json"]
+    assert main.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["frame_ms_median"] == 12.5
+    assert calls == [("m", "auto", "float32", 3.0)]
+    assert main.main(["bench", "--model", "m"]) == 0
+    assert "frame ms median: 12.500" in capsys.readouterr().out
+
+
+def test_live_prints_lines_and_saves_the_session(wav, doubles, monkeypatch, capsys):
+    from engine.audio.sources import FileSource
+    from engine.store import SessionStore
+
+    monkeypatch.setattr(
+        "engine.audio.sources.MicrophoneSource", lambda device: FileSource(wav, realtime=False)
+    )
+    assert main.main(["live", "--model", "m"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "w0 w1 w2 w3\n"
+    assert "saved" in captured.err
+    [summary] = SessionStore().sessions()
+    assert summary.preview == "w0 w1 w2 w3" and summary.duration == 2.0
