@@ -17,6 +17,8 @@ from PySide6.QtWidgets import QTextBrowser, QToolButton, QWidget
 
 from app.live_transcript import LiveTranscript
 
+ROW_GAP = 8  # pixels between rows
+
 
 def clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -63,10 +65,12 @@ class TranscriptPane(QTextBrowser):
         model.row_added.connect(self._on_row_added)
         model.row_changed.connect(self.render_row)
         model.cleared.connect(self.rerender)
+        self.rerender()
 
     # -- rendering --------------------------------------------------------------------------
     def rerender(self) -> None:
         self.document().clear()
+        QTextCursor(self.document()).setBlockFormat(_row_format())
         for index in range(len(self.model.rows)):
             if index:
                 self._append_block()
@@ -80,7 +84,7 @@ class TranscriptPane(QTextBrowser):
     def _append_block(self) -> None:
         cursor = QTextCursor(self.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
+        cursor.insertBlock(_row_format(), QTextCharFormat())
 
     def render_row(self, index: int) -> None:
         block = self.document().findBlockByNumber(index)
@@ -147,6 +151,13 @@ class TranscriptPane(QTextBrowser):
         self.jump.setGeometry(x, y, hint.width(), hint.height())
 
 
+def _row_format() -> QTextBlockFormat:
+    """Rows a little apart: easier to follow while they grow."""
+    fmt = QTextBlockFormat()
+    fmt.setTopMargin(ROW_GAP)
+    return fmt
+
+
 def _muted(palette: QPalette) -> QColor:
     text, base = palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base)
     return QColor(
@@ -183,9 +194,11 @@ class PaneAligner:
         tallest = max(natural)
         for block, height in zip(blocks, natural, strict=True):
             padding = round(tallest - height)
-            if round(block.blockFormat().bottomMargin()) != padding:
+            # Qt collapses a block's bottom margin with the next one's top margin, like CSS.
+            margin = padding + ROW_GAP if padding > 0 else 0
+            if round(block.blockFormat().bottomMargin()) != margin:
                 fmt = block.blockFormat()
-                fmt.setBottomMargin(padding)
+                fmt.setBottomMargin(margin)
                 QTextCursor(block).setBlockFormat(fmt)
 
     def align_all(self) -> None:
@@ -216,5 +229,6 @@ class PaneAligner:
 
     @staticmethod
     def _natural_height(pane: TranscriptPane, block) -> float:
-        # The bounding rect leaves out the block's bottom margin, the padding added here.
-        return pane.document().documentLayout().blockBoundingRect(block).height()
+        # The text's own height: margins (the same in both panes, plus the padding added
+        # here) are not part of it.
+        return block.layout().boundingRect().height()

@@ -45,6 +45,13 @@ from engine.store import SessionStore
 NO_TRANSLATION = "No translation"
 FILE_INPUT = "Audio file…"
 MANAGE_MODELS = "Manage models…"
+LANGUAGES = {
+    "ar": "Arabic", "ca": "Catalan", "cy": "Welsh", "de": "German", "en": "English",
+    "es": "Spanish", "et": "Estonian", "fa": "Persian", "fr": "French", "id": "Indonesian",
+    "it": "Italian", "ja": "Japanese", "lv": "Latvian", "mn": "Mongolian", "nl": "Dutch",
+    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sl": "Slovenian", "sv": "Swedish",
+    "ta": "Tamil", "tr": "Turkish", "zh": "Chinese",
+}  # fmt: skip
 
 
 class MainWindow(QMainWindow):
@@ -119,7 +126,7 @@ class MainWindow(QMainWindow):
         self.translation_combo.activated.connect(self._on_translation_model_activated)
         self.language_combo = self._combo("targetLanguageCombo", "Target language", "to", controls)
         self.language_combo.activated.connect(
-            lambda: self.settings.set("models/target_language", self.language_combo.currentText())
+            lambda: self.settings.set("models/target_language", self.language_combo.currentData())
         )
         controls.addStretch(1)
         self.overlay_button = QPushButton("Overlay", central)
@@ -248,7 +255,6 @@ class MainWindow(QMainWindow):
         """(Re)read every visible setting: theme, fonts, layout, masking, model lists."""
         s = self.settings
         self.set_theme(s.get("view/theme"), save=False)
-        self._apply_caption_font()
         self.set_timestamps(s.get("view/timestamps"), save=False)
         self.set_layout(s.get("view/layout"), save=False)
         masking = s.get("view/profanity_mask")
@@ -266,7 +272,7 @@ class MainWindow(QMainWindow):
         family = self.settings.get("view/caption_font_family")
         font = QFont(family) if family else QFont(QApplication.font())
         if size <= 0:  # follow the user's desktop font size, a little larger for reading
-            size = round(QApplication.font().pointSizeF() * 1.5) or 14
+            size = max(15, round(QApplication.font().pointSizeF() * 1.6))
         font.setPointSize(size)
         for pane in (self.caption_pane, self.translation_pane):
             pane.set_caption_font(font)
@@ -286,7 +292,7 @@ class MainWindow(QMainWindow):
             self.settings.set("view/theme", theme)
         for pane in (self.caption_pane, self.translation_pane):
             pane.setPalette(QApplication.palette())
-            pane.rerender()
+        self._apply_caption_font()  # a new style sheet resets widget fonts; this rerenders
 
     def set_timestamps(self, enabled: bool, save: bool = True) -> None:
         self.timestamps_action.setChecked(bool(enabled))
@@ -420,9 +426,10 @@ class MainWindow(QMainWindow):
                 {lang for e in catalogue.CATALOGUE if e.task == "translate" for lang in e.languages}
             )
         self.language_combo.clear()
-        self.language_combo.addItems(languages)
+        for code in languages:
+            self.language_combo.addItem(LANGUAGES.get(code, code), code)
         wanted = self.settings.get("models/target_language")
-        self.language_combo.setCurrentIndex(max(0, self.language_combo.findText(wanted)))
+        self.language_combo.setCurrentIndex(max(0, self.language_combo.findData(wanted)))
         enabled = bool(model)
         self.language_combo.setEnabled(enabled and self.controller.state == "idle")
         self.translation_box.setVisible(enabled or self._has_translation_text())
@@ -460,7 +467,7 @@ class MainWindow(QMainWindow):
             source=self.input_choice(),
             caption_model=self.caption_model(),
             translation_model=translation or None,
-            target_language=self.language_combo.currentText() if translation else None,
+            target_language=self.language_combo.currentData() if translation else None,
             device=self.settings.get("engine/device"),
             dtype=self.settings.get("engine/precision"),
         )
@@ -515,6 +522,11 @@ class MainWindow(QMainWindow):
         self.status.clear_stats()
         self.translation_box.setVisible(translation_info is not None)
         self.aligner.enabled = translation_info is not None
+        if translation_info is not None:
+            language = translation_info.language or ""
+            self.translation_title.setText(
+                f"Translation — {LANGUAGES.get(language, language)}" if language else "Translation"
+            )
         self.status.set_model(caption_info.name, caption_info.device, caption_info.dtype)
 
     def _on_events(self, batch: list) -> None:

@@ -287,7 +287,8 @@ def test_model_manager_downloads_with_progress_cancels_resumes_and_deletes(
 
     qtbot.mouseClick(manager.translation_button, Qt.MouseButton.LeftButton)
     assert window.translation_model() == repo
-    assert window.language_combo.itemText(0) == "de"
+    assert window.language_combo.itemData(0) == "de"
+    assert window.language_combo.itemText(0) == "German"
 
     qtbot.mouseClick(manager.delete_button, Qt.MouseButton.LeftButton)
     assert manager.table.item(3, 5).text() == "Not downloaded"
