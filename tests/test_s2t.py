@@ -113,7 +113,11 @@ def test_forced_prefix_matches_generate_with_decoder_input_ids(tiny, reference):
     feats = torch.from_numpy(reference_features(audio))[None]
     with torch.no_grad():
         expected = ref_model.generate(
-            feats, decoder_input_ids=torch.tensor([start]), num_beams=3, forced_bos_token_id=None
+            feats,
+            decoder_input_ids=torch.tensor([start]),
+            num_beams=3,
+            forced_bos_token_id=None,
+            max_length=24 + len(prefix),  # the checkpoint's 24, not counting the forced prefix
         )[0].tolist()
     assert ours.generate(ours.encode(audio), prefix) == expected
     assert len(expected) > len(start) + 2

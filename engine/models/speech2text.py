@@ -449,13 +449,14 @@ class SpeechSeq2SeqSpeech2Text:
         if prefix:  # the language token is then forced explicitly, before the prefix
             start += [self.language_id] if self.language_id is not None else []
             start += list(prefix)
+        # a forced prefix is text already said: it does not eat into the budget for new text
+        config = replace(self.generation, max_length=self.generation.max_length + len(prefix))
         cross = self.model.cross_keys_values(memory)
-        capacity = self.generation.max_length
 
         def new_state(rows: int) -> Speech2TextDecoderState:
-            return Speech2TextDecoderState(self.model, cross, rows, capacity)
+            return Speech2TextDecoderState(self.model, cross, rows, config.max_length)
 
-        return generate(new_state, self.generation, start_ids=start)
+        return generate(new_state, config, start_ids=start)
 
     def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
         if len(audio) < FRAME_LENGTH:
