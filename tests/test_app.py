@@ -319,3 +319,47 @@ def test_no_audio_system_still_offers_files(qtbot, settings, store):
     assert "audio file" in win.banner.hint.text()
     assert win.input_combo.findText("Audio file…") >= 0
     win.close()
+
+
+def test_python_main_py_opens_the_window_and_quits_cleanly(tmp_path):
+    """`python main.py` with no subcommand: the real run(), default settings and store
+    locations pointed into a temporary home."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = (
+        "import sys\n"
+        "from PySide6.QtCore import QTimer\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication(sys.argv)\n"
+        "def check():\n"
+        "    shown = [w for w in app.topLevelWidgets() if w.objectName() == 'mainWindow']\n"
+        "    print('WINDOW', shown[0].windowTitle() if shown and shown[0].isVisible() else None)\n"
+        "    app.quit()\n"
+        "QTimer.singleShot(1500, check)\n"
+        "import main\n"
+        "sys.exit(main.main([]))\n"
+    )
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "QT_QPA_PLATFORM": "offscreen",
+        "LIVECAP_NO_FIRST_RUN": "1",
+    }
+    env.pop("PYTEST_CURRENT_TEST", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "WINDOW Livecap" in done.stdout
+    assert (tmp_path / "data" / "livecap" / "sessions.db").exists()
+    assert (tmp_path / "config" / "Livecap" / "Livecap.conf").exists()
