@@ -396,7 +396,7 @@ def test_every_control_has_an_accessible_name_and_takes_keyboard_focus(qtbot, wi
     assert window.start_button.focusPolicy() & Qt.FocusPolicy.TabFocus
 
 
-def test_qt_bindings_keep_their_references_to_none():
+def test_qt_bindings_keep_their_references_to_none(qapp):
     """PySide6 6.12.0 on Python 3.11 drops a reference to None on every call that returns
     nothing, and the app aborts ("none_dealloc") after a few thousand; the project pins
     another version. This shows which install is at fault when that happens."""
