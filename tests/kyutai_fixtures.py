@@ -18,6 +18,12 @@ import torch
 SAMPLE_RATE = 24_000
 FRAME = 1920
 HEAD_SCALE = 20.0
+# Full-size LM shapes (DESIGN.md, model cards): dim 2048; 1B 16 layers, 16 heads, window 750,
+# vocab 8000; 2.6B 48 layers, 32 heads, window 375, vocab 4000. ffn 11264 = 2·2048·4.125·2/3.
+FULL_SIZE = {
+    "1b": dict(num_hidden_layers=16, num_attention_heads=16, sliding_window=750, vocab_size=8001),
+    "2.6b": dict(num_hidden_layers=48, num_attention_heads=32, sliding_window=375, vocab_size=4001),
+}
 
 
 @dataclass(frozen=True)

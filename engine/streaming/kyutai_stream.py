@@ -165,11 +165,17 @@ class KyutaiRecognizer:
         if not self.pause_flush:
             return len(samples), None
         detector = self._pauses
-        for i in range(0, len(samples), detector.block):
-            block = samples[i : i + detector.block]
-            pauses = detector.feed(block)
+        taken = 0
+        while taken < len(samples):
+            # Slices end on the detector's block boundaries, so a pause is confirmed exactly
+            # at a slice's end, whatever the sizes of the feed() calls.
+            size = detector.block - self._pause_checked % detector.block
+            pauses = detector.feed(samples[taken : taken + size])
+            step = min(size, len(samples) - taken)
+            taken += step
+            self._pause_checked += step
             if pauses:
-                return i + len(block), pauses[0]
+                return taken, pauses[0]
         return len(samples), None
 
     def _flush_pause(self, pause_time: float) -> list[Event]:

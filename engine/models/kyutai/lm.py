@@ -106,6 +106,10 @@ class TextLM:
 
     def step(self, text_token: int, codes: torch.Tensor, state: LMState) -> torch.Tensor:
         """One frame: the previous text token and this frame's codes [codebooks] → logits."""
+        return self.head(self.hidden(text_token, codes, state)).view(-1)
+
+    def hidden(self, text_token: int, codes: torch.Tensor, state: LMState) -> torch.Tensor:
+        """The step's final normalized hidden state [1, 1, hidden] (what the head reads)."""
         ids = torch.cat(
             (
                 torch.tensor([text_token], device=self.device),
@@ -117,4 +121,4 @@ class TextLM:
         for layer, ring in zip(self.layers, state.rings, strict=True):
             x = layer(x, ring, state.position, cos, sin)
         state.position += 1
-        return self.head(rms_norm(x, self.norm, self.config.rms_norm_eps)).view(-1)
+        return rms_norm(x, self.norm, self.config.rms_norm_eps)

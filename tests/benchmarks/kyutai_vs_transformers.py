@@ -1,0 +1,180 @@
+"""Per-frame cost of our Kyutai STT engine against transformers, full size, random weights.
+
+    flock /tmp/team/bench.lock .venv/bin/python tests/benchmarks/kyutai_vs_transformers.py \
+        --config 1b --dtype int8
+
+Builds the 1B or 2.6B shape with random weights (nothing is downloaded), saves it in the Hub
+layout, times transformers' generate() per step on it, then (in a fresh process, so its peak
+RSS is its own) loads the same files with our loader and times Mimi + LM per 80 ms frame.
+Prints one JSON object: medians, p95s, the ratio ours / transformers, peak RSS against the
+loaded weights' size. For int8 it also reports the deviation from our float32 on the same
+weights: final hidden-state cosine and logit top-1 agreement, teacher-forced on one stream.
+transformers has no int8 path here, so int8 is compared with transformers in bfloat16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.kyutai_fixtures import FULL_SIZE  # noqa: E402
+
+FRAME = 1920
+
+
+def build_reference(config_name: str, dtype: torch.dtype, folder: Path):
+    from transformers import KyutaiSpeechToTextConfig, KyutaiSpeechToTextForConditionalGeneration
+
+    shape = FULL_SIZE[config_name]
+    config = KyutaiSpeechToTextConfig(
+        hidden_size=2048,
+        ffn_dim=11264,
+        max_position_embeddings=shape["sliding_window"],
+        bos_token_id=shape["vocab_size"] - 1,
+        audio_pad_token_id=shape["vocab_size"] + 32 * 2049,
+        **shape,
+    )
+    torch.set_default_dtype(dtype)
+    model = KyutaiSpeechToTextForConditionalGeneration(config).eval()
+    torch.set_default_dtype(torch.float32)
+    model.codec_model.float()  # transformers keeps the codec in float32
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0})
+    )
+    return model
+
+
+def time_reference(model, audio: np.ndarray) -> list[float]:
+    """Per-step wall time of generate() (its own codec and cache handling included)."""
+    from transformers import StoppingCriteria
+
+    stamps: list[float] = []
+
+    class Stamp(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            stamps.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    values = torch.from_numpy(audio).view(1, 1, -1)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.generate(input_values=values, stopping_criteria=[Stamp()], do_sample=False)
+    steps = np.diff([start, *stamps]) * 1000
+    return steps[10:].tolist()  # the first steps include the whole-audio codec pass
+
+
+def time_ours(folder: Path, dtype: str, frames: int, warmup: int) -> dict:
+    """Runs in its own process: load, stream frames, report timings and peak RSS."""
+    from engine.models.kyutai.weights import load_model
+
+    started = time.perf_counter()
+    model = load_model(folder, "cpu", dtype)
+    load_seconds = time.perf_counter() - started
+    rss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    audio = np.random.default_rng(0).standard_normal((frames + warmup) * FRAME).astype(np.float32)
+    audio *= 0.1
+    mimi_state, lm_state = model.mimi.new_state(), model.lm.new_state()
+    token, codes = model.lm.start_inputs()
+    times, mimi_times, tokens, hidden = [], [], [], []
+    with torch.inference_mode():
+        token = int(model.lm.step(token, codes, lm_state).argmax())
+        for i in range(frames + warmup):
+            t0 = time.perf_counter()
+            frame = torch.from_numpy(audio[i * FRAME : (i + 1) * FRAME])
+            codes = model.mimi.encode(frame, mimi_state)[0]
+            t1 = time.perf_counter()
+            state = model.lm.hidden(token, codes, lm_state)
+            logits = model.lm.head(state).view(-1)
+            tokens.append((token, codes))  # this step's inputs, for the int8 comparison
+            token = int(logits.argmax())
+            t2 = time.perf_counter()
+            if i >= warmup:
+                times.append((t2 - t0) * 1000)
+                mimi_times.append((t1 - t0) * 1000)
+            hidden.append((state.float().view(-1), logits.float()))
+    result = {
+        "ours_ms_median": float(np.median(times)),
+        "ours_ms_p95": float(np.percentile(times, 95)),
+        "ours_mimi_ms_median": float(np.median(mimi_times)),
+        "load_seconds": round(load_seconds, 1),
+        "weight_bytes": model.weight_bytes,
+        "peak_rss_bytes": rss_after_load,
+    }
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["rss_over_weights"] = result["peak_rss_bytes"] / model.weight_bytes
+    if dtype == "int8":
+        result |= int8_deviation(folder, tokens, hidden)
+    return result
+
+
+def int8_deviation(folder: Path, inputs: list, int8_outputs: list) -> dict:
+    """Our float32 on the same inputs (teacher-forced) against the int8 outputs."""
+    from engine.models.kyutai.weights import load_model
+
+    model = load_model(folder, "cpu", "float32")
+    state = model.lm.new_state()
+    token, codes = model.lm.start_inputs()
+    cosines, agree = [], []
+    with torch.inference_mode():
+        model.lm.step(token, codes, state)
+        for (text_token, frame_codes), (h8, logits8) in zip(inputs, int8_outputs, strict=True):
+            h32 = model.lm.hidden(text_token, frame_codes, state)
+            logits32 = model.lm.head(h32).view(-1)
+            cosines.append(float(torch.nn.functional.cosine_similarity(h32.view(-1), h8, dim=0)))
+            agree.append(int(logits32.argmax()) == int(logits8.argmax()))
+    return {
+        "int8_hidden_cosine_mean": float(np.mean(cosines)),
+        "int8_hidden_cosine_min": float(np.min(cosines)),
+        "int8_top1_agreement": float(np.mean(agree)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=sorted(FULL_SIZE), default="1b")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default="float32")
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--ours-only", metavar="FOLDER", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-reference", action="store_true")
+    args = parser.parse_args()
+    if args.ours_only:
+        print(json.dumps(time_ours(Path(args.ours_only), args.dtype, args.frames, args.warmup)))
+        return
+
+    reference_dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
+    with tempfile.TemporaryDirectory(prefix="kyutai-bench-") as tmp:
+        folder = Path(tmp)
+        model = build_reference(args.config, reference_dtype, folder)
+        result = {"config": args.config, "dtype": args.dtype, "threads": torch.get_num_threads()}
+        if not args.skip_reference:
+            audio = np.random.default_rng(1).standard_normal(args.frames * FRAME) * 0.1
+            steps = time_reference(model, audio.astype(np.float32))
+            result["transformers_dtype"] = str(reference_dtype).removeprefix("torch.")
+            result["transformers_ms_median"] = float(np.median(steps))
+            result["transformers_ms_p95"] = float(np.percentile(steps, 95))
+        del model
+        command = [sys.executable, __file__, "--ours-only", str(folder), "--dtype", args.dtype]
+        command += ["--frames", str(args.frames), "--warmup", str(args.warmup)]
+        ours = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+        result |= ours
+        if "transformers_ms_median" in result:
+            result["ratio_median"] = result["ours_ms_median"] / result["transformers_ms_median"]
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
