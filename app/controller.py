@@ -207,7 +207,7 @@ class SessionController(QObject):
 def explain(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, LivecapError):
         return exc.message, exc.hint
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return (
             "There is not enough memory for this model.",
             "Close other programs, or choose a smaller model or int8 precision.",

@@ -92,6 +92,7 @@ class MainWindow(QMainWindow):
         self.history: HistoryDialog | None = None
 
         self.apply_settings()
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self._on_system_scheme)
         self._restore_geometry()
         self._list_devices(device_lister)
         self._on_state("idle")
@@ -293,6 +294,10 @@ class MainWindow(QMainWindow):
         for pane in (self.caption_pane, self.translation_pane):
             pane.setPalette(QApplication.palette())
         self._apply_caption_font()  # a new style sheet resets widget fonts; this rerenders
+
+    def _on_system_scheme(self, _scheme) -> None:
+        if self.settings.get("view/theme") == "system":
+            self.set_theme("system", save=False)
 
     def set_timestamps(self, enabled: bool, save: bool = True) -> None:
         self.timestamps_action.setChecked(bool(enabled))

@@ -122,9 +122,10 @@ def run_session(qtbot, window, wav, translation="double-translate"):
     window.set_input_file(wav)
     window.set_caption_model("double-captions")
     window.set_translation_model(translation)
-    seen_partials = {CAPTION: set(), TRANSLATION: set()}
+    seen_partials = {CAPTION: set(), TRANSLATION: set(), "level": set()}
 
     def watch(_index):
+        seen_partials["level"].add(round(window.status.meter.rms_db))
         for pane in (window.caption_pane, window.translation_pane):
             text = italic_text(pane)
             if text:
@@ -149,6 +150,7 @@ def test_session_fills_both_panes_then_history_and_exports(
     assert any("Today" in p for p in partials[CAPTION]), partials
     assert any("Heute" in p for p in partials[TRANSLATION]), partials
     assert italic_text(window.caption_pane) == ""
+    assert max(partials["level"]) > -40  # the meter moved (the noise is at about -26 dBFS)
     assert pane_rows(window.caption_pane) == CAPTION_ROWS
     assert pane_rows(window.translation_pane) == TRANSLATION_ROWS
     assert re.fullmatch(r"\d+\.\d\d× real time · latency \d+\.\d s", window.status.speed.text())
@@ -240,6 +242,19 @@ class MissingMicrophone(UnpluggedSource):
 
 def choose_input(window, label):
     window.input_combo.setCurrentIndex(window.input_combo.findText(label))
+
+
+def test_escape_stops_a_running_session_and_keeps_its_text(qtbot, window, speech_wav):
+    window.set_input_file(speech_wav)
+    window.set_caption_model("double-captions")
+    window.start_button.click()
+    qtbot.waitUntil(lambda: "welcome." in window.caption_pane.toPlainText(), timeout=5000)
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert window.controller.state in ("stopping", "idle")
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=5000)
+    assert window.start_button.text() == "Start"
+    assert window.caption_pane.toPlainText().startswith("Hello everyone and welcome.")
+    assert window.controller.last_session_id is not None
 
 
 def test_inputs_are_labelled_and_the_choice_is_remembered(qtbot, window, settings, store):
