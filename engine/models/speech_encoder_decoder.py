@@ -325,6 +325,11 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
             "This is not a speech encoder-decoder model folder; download the model again.",
         )
     device = _device(options.device)
+    if options.dtype == "int8" and device.type != "cpu":
+        raise ModelError(
+            "int8 weights run on the CPU only for speech encoder-decoder models.",
+            "Use --dtype bfloat16 on the GPU, or --device cpu for int8.",
+        )
     dtype = {"bfloat16": torch.bfloat16}.get(options.dtype, torch.float32)
     if options.dtype == "auto" and device.type == "cuda":
         dtype = torch.bfloat16

@@ -1,0 +1,235 @@
+"""Benchmark: our speech encoder-decoder vs transformers' generate() on full-size weights.
+
+The shape of facebook/wav2vec2-xls-r-300m-en-to-15 (XLS-R 300M encoder with adapter, mBART-50
+decoder, 250k vocabulary) with random weights, saved once in the Hub layout. In one run:
+  1. one window decode, ours vs SpeechEncoderDecoderModel.generate() on the same weights
+     (greedy and beam search, German forced first), medians and the ratio;
+  2. the live real-time factor: the LocalAgreement recognizer over a stream of speech-like
+     noise, compute seconds per audio second, in float32 and weight-only int8;
+  3. int8's deviation from float32 (encoder states, first-step logits, token agreement).
+Random weights never say end-of-sentence, so every decode runs to `--tokens` generated tokens,
+about what a 10 s window of real speech produces.
+
+Full-size: run it alone, `flock /tmp/team/bench.lock .venv/bin/python
+tests/benchmarks/sed_vs_transformers.py` (≈ 7 GB of memory, several minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from engine.models.speech_encoder_decoder import MBART50_CODES, load_model  # noqa: E402
+from engine.recognizer import LoadOptions  # noqa: E402
+from engine.streaming.chunked import ChunkedRecognizer  # noqa: E402
+
+NAME = "facebook/wav2vec2-xls-r-300m-en-to-15"  # its language table; weights are random
+GERMAN = 250003
+RATE = 16000
+
+
+def build_full_size(folder: Path) -> Path:
+    """Random-weight xls-r-300m + mBART-50 in the Hub layout (built once, then reused)."""
+    if (folder / "model.safetensors").exists():
+        return folder
+    from transformers import (
+        MBartConfig,
+        SpeechEncoderDecoderConfig,
+        SpeechEncoderDecoderModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+    )
+
+    encoder = Wav2Vec2Config(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        add_adapter=True,
+        adapter_kernel_size=3,
+        adapter_stride=2,
+        num_adapter_layers=3,
+        output_hidden_size=1024,
+        mask_time_prob=0.0,
+    )
+    vocab = 250000 + 1 + len(MBART50_CODES) + 1  # pieces, <s>/<pad>/</s>/<unk>, codes, <mask>
+    decoder = MBartConfig(
+        vocab_size=vocab,
+        d_model=1024,
+        encoder_layers=12,
+        decoder_layers=12,
+        decoder_attention_heads=16,
+        decoder_ffn_dim=4096,
+        max_position_embeddings=1024,
+        scale_embedding=True,
+        is_decoder=True,
+        add_cross_attention=True,
+    )
+    config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = 2, 2, 1
+    model = SpeechEncoderDecoderModel(config=config).eval()
+    model.generation_config.update(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1)
+    model.save_pretrained(folder, safe_serialization=True)
+    _write_tokenizer(folder, vocab)
+    Wav2Vec2FeatureExtractor(
+        sampling_rate=RATE, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(folder)
+    return folder
+
+
+def _write_tokenizer(folder: Path, vocab: int) -> None:
+    """A tokenizer.json with the mBART-50 id layout (placeholder pieces: text is not judged)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    pieces = [(t, 0.0) for t in specials] + [(f"▁p{i}", -1.0) for i in range(249997)]
+    pieces += [(code, 0.0) for code in MBART50_CODES] + [("<mask>", 0.0)]
+    assert len(pieces) == vocab
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=3))
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True) for t in specials + MBART50_CODES + ["<mask>"]]
+    )
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Noise with a syllable-rate loudness wobble and no pauses (so no turn ends early)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t)
+    return (0.2 * envelope * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def window_decode(folder: Path, audio: np.ndarray, tokens: int, beams: int, repeats: int):
+    from transformers import AutoFeatureExtractor, SpeechEncoderDecoderModel
+
+    ours, _ = load_model(folder, NAME, LoadOptions(target_lang="de", device="cpu"))
+    ours.generation = replace(ours.generation, max_length=tokens + 2, num_beams=beams)
+    reference = SpeechEncoderDecoderModel.from_pretrained(folder).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(folder)
+
+    def run_reference() -> list[int]:
+        with torch.inference_mode():
+            inputs = extractor(audio, sampling_rate=RATE, return_tensors="pt")
+            out = reference.generate(
+                inputs.input_values,
+                attention_mask=inputs.attention_mask,
+                forced_bos_token_id=GERMAN,
+                max_length=tokens + 2,
+                num_beams=beams,
+            )
+        return out[0].tolist()
+
+    timed(lambda: ours.generate_ids(audio), 1)  # warm-up both
+    timed(run_reference, 1)
+    ours_s, ours_ids = timed(lambda: ours.generate_ids(audio), repeats)
+    ref_s, ref_ids = timed(run_reference, repeats)
+    return {
+        "beams": beams,
+        "window_s": len(audio) / RATE,
+        "generated_tokens": len(ours_ids) - 1,
+        "ours_s": round(ours_s, 3),
+        "transformers_s": round(ref_s, 3),
+        "ratio": round(ours_s / ref_s, 3),
+        "same_tokens": ours_ids == ref_ids,
+    }
+
+
+def live_rtf(folder: Path, dtype: str, seconds: float, tokens: int) -> dict:
+    model, info = load_model(folder, NAME, LoadOptions(target_lang="de", dtype=dtype))
+    model.generation = replace(model.generation, max_length=tokens + 2, num_beams=1)
+    recognizer = ChunkedRecognizer(model, info)
+    audio = speechlike(seconds, seed=1)
+    chunk = RATE // 2
+    busy = []
+    for at in range(0, len(audio), chunk):
+        start = time.perf_counter()
+        recognizer.feed(audio[at : at + chunk])
+        busy.append(time.perf_counter() - start)
+    return {
+        "dtype": dtype,
+        "stream_s": seconds,
+        "realtime_factor": round(sum(busy) / seconds, 3),
+        "worst_chunk_s": round(max(busy), 3),
+    }
+
+
+def int8_deviation(folder: Path, audio: np.ndarray, tokens: int) -> dict:
+    results = {}
+    for dtype in ("float32", "int8"):
+        model, _ = load_model(folder, NAME, LoadOptions(target_lang="de", dtype=dtype))
+        model.generation = replace(model.generation, max_length=tokens + 2, num_beams=1)
+        with torch.inference_mode():
+            memory = model.model.encode(model.features(audio))
+            state = model.model.decoder.cross_kv(memory)
+            from engine.models.bart import CachedDecoderState
+
+            logits = CachedDecoderState(model.model.decoder, state, 1).step(
+                torch.tensor([[2, GERMAN]])
+            )
+        results[dtype] = (memory.float(), logits.float(), model.generate_ids(audio))
+        del model
+    (m32, l32, ids32), (m8, l8, ids8) = results["float32"], results["int8"]
+    agree = sum(a == b for a, b in zip(ids32, ids8, strict=True)) / len(ids32)
+    return {
+        "encoder_rel_error": round(((m8 - m32).norm() / m32.norm()).item(), 4),
+        "logits_max_abs_diff": round((l8 - l32).abs().max().item(), 4),
+        "logits_std": round(l32.std().item(), 4),
+        "same_first_token": bool(l8.argmax() == l32.argmax()),
+        "greedy_token_agreement": round(agree, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--folder", type=Path, default=Path("/tmp/livecap-bench/xls-r-300m-en-to-15")
+    )
+    parser.add_argument("--window", type=float, default=10.0, help="window seconds")
+    parser.add_argument("--tokens", type=int, default=40, help="generated tokens per window")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--live-seconds", type=float, default=20.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    folder = build_full_size(args.folder)
+    audio = speechlike(args.window)
+    report: dict = {"threads": args.threads, "window_decode": [], "live": []}
+    for beams in (1, 5):
+        row = window_decode(folder, audio, args.tokens, beams, args.repeats)
+        report["window_decode"].append(row)
+        print(json.dumps(row), flush=True)
+    for dtype in ("float32", "int8"):
+        row = live_rtf(folder, dtype, args.live_seconds, args.tokens)
+        report["live"].append(row)
+        print(json.dumps(row), flush=True)
+    report["int8_deviation"] = int8_deviation(folder, audio, args.tokens)
+    print(json.dumps(report["int8_deviation"]), flush=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
