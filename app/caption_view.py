@@ -178,6 +178,7 @@ class PaneAligner:
             pane.rows_rendered.connect(self.align_row)
             pane.document().documentLayout().documentSizeChanged.connect(self._on_resized)
         self._syncing = False
+        self._widths: tuple[int, int] | None = None
         first.verticalScrollBar().valueChanged.connect(lambda v: self._sync(first, second, v))
         second.verticalScrollBar().valueChanged.connect(lambda v: self._sync(second, first, v))
 
@@ -209,7 +210,7 @@ class PaneAligner:
     def _on_resized(self) -> None:
         # A new width rewraps every row; realign once the resizing settles.
         widths = tuple(pane.viewport().width() for pane in self.panes)
-        if widths != getattr(self, "_widths", None):
+        if widths != self._widths:
             self._widths = widths
             self._realign_all.start()
 

@@ -106,7 +106,14 @@ class SessionController(QObject):
         session.start()
         return session, caption.info, translation.info if translation else None
 
-    def _recognizer(self, slot, model, request, target, progress) -> Recognizer:
+    def _recognizer(
+        self,
+        slot: str,
+        model: str,
+        request: SessionRequest,
+        target: str | None,
+        progress: Callable[[str, float], None],
+    ) -> Recognizer:
         key = (model, request.device, request.dtype, target)
         cached = self._cache.get(slot)
         if cached is not None and cached[0] == key:

@@ -79,6 +79,7 @@ class ModelManager(QDialog):
         self.resize(980, 420)
         self._download: tuple[str, threading.Event] | None = None
         self._paused: dict[str, tuple[int, int]] = {}
+        self._last_bytes = (0, 0)
 
         layout = QVBoxLayout(self)
         intro = QLabel(
@@ -222,6 +223,7 @@ class ModelManager(QDialog):
             return
         cancel = threading.Event()
         self._download = (repo_id, cancel)
+        self._last_bytes = (0, 0)
         self.progress.setRange(0, 0)
         self.progress.show()
         self.progress_label.setText(f"Connecting to download {repo_id}…")
@@ -254,7 +256,7 @@ class ModelManager(QDialog):
         self._download = None
         self.progress.hide()
         if cancelled:
-            self._paused[repo_id] = getattr(self, "_last_bytes", (0, 0))
+            self._paused[repo_id] = self._last_bytes
             self.progress_label.setText(
                 f"Download of {repo_id} paused. Choose Resume download to continue."
             )
