@@ -10,7 +10,11 @@ and beam ties cannot hinge on rounding.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +130,11 @@ def build(kind: str, folder: Path, max_length: int = 24, num_beams: int = 5) -> 
     model.save_pretrained(folder)
     Speech2TextFeatureExtractor().save_pretrained(folder)
     return folder
+
+
+@functools.cache
+def tiny(kind: str) -> Path:
+    """One tiny checkpoint of each kind per test process, shared by the test modules."""
+    root = Path(tempfile.mkdtemp(prefix="livecap-s2t-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return build(kind, root / kind)

@@ -3,8 +3,11 @@ transformers' generate() as the oracle for what a pause, a flush or a file must 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,15 +17,15 @@ from engine.events import Commit, EndOfTurn, Partial
 from engine.models.speech2text import load_model
 from engine.recognizer import LoadOptions
 from engine.streaming.chunked import ChunkedRecognizer, load_speech2text
-from tests.s2t_fixtures import build, speech_like
+from tests.s2t_fixtures import speech_like, tiny
 
 transformers = pytest.importorskip("transformers")
 RATE = 16000
 
 
 @pytest.fixture(scope="session")
-def tiny_st(tmp_path_factory):
-    return build("st", tmp_path_factory.mktemp("s2t-live") / "st")
+def tiny_st():
+    return tiny("st")
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +150,27 @@ def test_offline_transcribes_a_short_clip_exactly(tiny_st, oracle):
     events = recognizer.flush()
     assert [e.text for e in events] == [oracle(audio)]
     assert events[0].start == 0.0 and events[0].end == pytest.approx(4.2)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    main = Path(__file__).resolve().parents[1] / "main.py"
+    return subprocess.run(
+        [sys.executable, str(main), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_transcribe_offline_prints_the_reference_decode(tiny_st, oracle, tmp_path):
+    import soundfile
+
+    audio = speech_like(6.5, seed=16)
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, audio, RATE, subtype="FLOAT")
+    done = run_cli(
+        "transcribe", str(clip), "--model", str(tiny_st), "--target-lang", "de", "--offline"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == oracle(audio) + "\n"
+
+    refused = run_cli("transcribe", str(clip), "--model", str(tiny_st), "--offline")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "target language" in refused.stdout + refused.stderr

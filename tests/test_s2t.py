@@ -13,16 +13,16 @@ import torch
 from engine.errors import ModelError
 from engine.models.speech2text import FilterbankFeatures, load_model
 from engine.recognizer import LoadOptions
-from tests.s2t_fixtures import build, speech_like
+from tests import s2t_fixtures as fixtures
+from tests.s2t_fixtures import speech_like
 
 transformers = pytest.importorskip("transformers")
 RATE = 16000
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("s2t")
-    return {kind: build(kind, root / kind) for kind in ("asr", "st")}
+def tiny() -> dict[str, Path]:
+    return {kind: fixtures.tiny(kind) for kind in ("asr", "st")}
 
 
 @pytest.fixture(scope="session")
