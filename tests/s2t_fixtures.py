@@ -11,6 +11,7 @@ and beam ties cannot hinge on rounding.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import shutil
@@ -138,3 +139,14 @@ def tiny(kind: str) -> Path:
     root = Path(tempfile.mkdtemp(prefix="livecap-s2t-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     return build(kind, root / kind)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny models run faster on one thread than fighting over two (and the suite is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -14,10 +14,16 @@ from engine.errors import ModelError
 from engine.models.speech2text import FilterbankFeatures, load_model
 from engine.recognizer import LoadOptions
 from tests import s2t_fixtures as fixtures
-from tests.s2t_fixtures import speech_like
+from tests.s2t_fixtures import one_thread, speech_like
 
 transformers = pytest.importorskip("transformers")
 RATE = 16000
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
