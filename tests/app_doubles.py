@@ -138,3 +138,63 @@ class FakeHub:
     def delete_model(self, repo_id) -> None:
         self.complete.discard(repo_id)
         self.fetched.pop(repo_id, None)
+
+
+class Responsiveness:
+    """Was the GUI thread ever blocked for more than `limit` seconds?
+
+    A 10 ms QTimer heartbeat finds the gaps between event-loop turns. On a loaded machine a
+    gap can also mean the OS ran other processes, so each long gap is checked for what the
+    GUI thread did meanwhile: the CPU time it used, and how long a sampler thread saw it
+    inside Livecap's own code (app/ or engine/, which also catches a blocking wait). A gap
+    counts as blocking when either covers more than half the limit.
+    """
+
+    def __init__(self, limit: float = 0.1) -> None:
+        import sys
+        import threading
+
+        from PySide6.QtCore import QTimer
+
+        self.limit = limit
+        self.longest_gap = 0.0
+        self.blocked: list[str] = []
+        self._main = threading.main_thread().ident
+        self._busy: list[float] = []
+        self._running = True
+        self._last, self._cpu = time.perf_counter(), time.thread_time()
+        self._timer = QTimer(interval=10, timeout=self._beat)
+        self._timer.start()
+        self._frames = sys._current_frames
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while self._running:
+            frame = self._frames().get(self._main)
+            while frame is not None:
+                name = frame.f_code.co_filename
+                if "/app/" in name or "/engine/" in name:
+                    self._busy.append(time.perf_counter())
+                    break
+                frame = frame.f_back
+            time.sleep(0.005)
+
+    def _beat(self) -> None:
+        now, cpu = time.perf_counter(), time.thread_time()
+        gap = now - self._last
+        self.longest_gap = max(self.longest_gap, gap)
+        if gap > self.limit:
+            inside = 0.005 * sum(1 for t in self._busy if self._last <= t <= now)
+            if max(cpu - self._cpu, inside) > self.limit / 2:
+                self.blocked.append(
+                    f"{gap * 1000:.0f} ms gap: {(cpu - self._cpu) * 1000:.0f} ms CPU, "
+                    f"{inside * 1000:.0f} ms seen in Livecap code"
+                )
+        self._last, self._cpu = now, cpu
+
+    def stop(self) -> list[str]:
+        self._timer.stop()
+        self._running = False
+        self._sampler.join()
+        return self.blocked

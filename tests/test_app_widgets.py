@@ -409,3 +409,26 @@ def test_qt_bindings_keep_their_references_to_none(qapp):
     for _ in range(2000):
         label.setText("x")
     assert sys.getrefcount(None) > before - 1000
+
+
+def test_the_responsiveness_check_catches_a_blocked_gui_thread(qtbot):
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    from app.bridge import Task
+    from tests.app_doubles import Responsiveness
+
+    def spin(seconds):
+        began = time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            pass
+
+    watch = Responsiveness()
+    Task(lambda _progress: time.sleep(0.3)).start()
+    QTimer.singleShot(30, Task.wait_all)  # waiting on the GUI thread, in app code
+    QTimer.singleShot(450, lambda: spin(0.25))  # busy on the GUI thread
+    qtbot.wait(900)
+    blocked = watch.stop()
+    assert len(blocked) == 2, blocked
+    assert watch.longest_gap > 0.2
