@@ -154,10 +154,13 @@ class SessionController(QObject):
             self._early.extend(batch)
             return
         self.events.emit(batch)
-        for _role, event in batch:
+        for role, event in batch:
             if isinstance(event, Error):
-                self.failed.emit(event.message, event.hint)
-                if event.fatal:
+                if role == "translation":
+                    self.failed.emit(f"Translation stopped: {event.message}", event.hint)
+                else:
+                    self.failed.emit(event.message, event.hint)
+                if event.fatal and role != "translation":  # captions go on without it
                     self.stop()
             elif isinstance(event, CaptureEnded):
                 if event.error:

@@ -113,6 +113,8 @@ def run_session(qtbot, window, wav, translation="double-translate"):
                 seen_partials[pane.role].add(text)
 
     window.transcript.row_changed.connect(watch)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # shortcuts go to the active window
     qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: window.controller.state == "running", timeout=5000)
     qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=15000)
@@ -359,3 +361,29 @@ def test_python_main_py_opens_the_window_and_quits_cleanly(tmp_path):
     assert "WINDOW Livecap" in done.stdout
     assert (tmp_path / "data" / "livecap" / "sessions.db").exists()
     assert (tmp_path / "config" / "Livecap" / "Livecap.conf").exists()
+
+
+def test_a_second_session_reuses_the_loaded_model_and_text_can_be_copied(
+    qtbot, settings, store, speech_wav
+):
+    from PySide6.QtGui import QGuiApplication, QKeySequence
+
+    loads = []
+
+    def counting_loader(model, options):
+        loads.append(model)
+        return load_double(model, options)
+
+    win = MainWindow(settings, store, loader=counting_loader, device_lister=lambda: DEVICES)
+    qtbot.addWidget(win)
+    win.show()
+    for _ in range(2):
+        run_session(qtbot, win, speech_wav, translation="")
+    assert loads == ["double-captions"]
+    assert len(store.sessions()) == 2
+
+    win.caption_pane.setFocus()
+    win.caption_pane.selectAll()
+    qtbot.keySequence(win.caption_pane, QKeySequence.StandardKey.Copy)
+    assert QGuiApplication.clipboard().text().splitlines() == CAPTION_ROWS
+    win.close()
