@@ -6,10 +6,11 @@ thread through `SessionController` and `Task`; the window only reacts to their s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QFont, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QFont, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -60,7 +61,7 @@ class MainWindow(QMainWindow):
         settings: AppSettings,
         store: SessionStore,
         loader: Loader = load_recognizer,
-        device_lister=None,
+        device_lister: Callable[[], list] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -68,11 +69,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Livecap")
         self.setObjectName("mainWindow")
         self.setAccessibleName("Livecap main window")
-        icon = RESOURCES / "icons" / "livecap.svg"
-        if icon.exists():
-            from PySide6.QtGui import QIcon
-
-            self.setWindowIcon(QIcon(str(icon)))
+        self.setWindowIcon(QIcon(str(RESOURCES / "icons" / "livecap.svg")))
 
         self.transcript = LiveTranscript(self)
         self.controller = SessionController(store, loader, self)
@@ -96,7 +93,6 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
         self._list_devices(device_lister)
         self._on_state("idle")
-        self.status.set_model(self.caption_model(), "")
         if should_offer_first_download(settings, self.caption_model()):
             QTimer.singleShot(500, self._offer_first_download)
 
