@@ -182,7 +182,9 @@ class MainWindow(QMainWindow):
         self.layout_.addWidget(self.status)
 
     def _build_menus(self) -> None:
-        shortcut = lambda key: QKeySequence(str(self.settings.get(f"shortcuts/{key}")))  # noqa: E731
+        def shortcut(key: str) -> QKeySequence:
+            return QKeySequence(str(self.settings.get(f"shortcuts/{key}")))
+
         session = self.menuBar().addMenu("&Session")
         self.start_action = self._action(session, "&Start / stop", self.toggle_session)
         self.start_action.setShortcut(shortcut("start_stop"))
@@ -237,7 +239,7 @@ class MainWindow(QMainWindow):
         tools = self.menuBar().addMenu("&Tools")
         self._action(tools, "&Models…", self.show_model_manager)
         prefs = self._action(tools, "&Settings…", self.show_settings)
-        prefs.setShortcut(QKeySequence.StandardKey.Preferences)
+        prefs.setShortcuts([QKeySequence.StandardKey.Preferences, QKeySequence("Ctrl+,")])
 
     def _action(self, menu, text: str, slot, checkable: bool = False) -> QAction:
         action = QAction(text, self)
