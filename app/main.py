@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import sys
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
@@ -37,7 +39,17 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     window = MainWindow(settings, store)
     window.show()
+    _close_on_signals(window)
     code = app.exec()
     Task.wait_all()
     store.close()
     return code
+
+
+def _close_on_signals(window) -> None:
+    """Ctrl+C in the terminal or a logout's SIGTERM close the window properly, so a running
+    session is stopped and saved. Python sees signals only while it runs, hence the timer."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: window.close())
+    window._signal_timer = QTimer(window, interval=250, timeout=lambda: None)
+    window._signal_timer.start()
