@@ -435,8 +435,11 @@ class MainWindow(QMainWindow):
         self.language_combo.setCurrentIndex(max(0, self.language_combo.findData(wanted)))
         enabled = bool(model)
         self.language_combo.setEnabled(enabled and self.controller.state == "idle")
-        self.translation_box.setVisible(enabled or self._has_translation_text())
-        self.aligner.enabled = self.translation_box.isVisible()
+        self._show_translation(enabled or self._has_translation_text())
+
+    def _show_translation(self, visible: bool) -> None:
+        self.translation_box.setVisible(visible)
+        self.aligner.enabled = visible
 
     def _has_translation_text(self) -> bool:
         return any(row.translation for row in self.transcript.rows)
@@ -523,8 +526,7 @@ class MainWindow(QMainWindow):
         # The previous session's text stays until this one has really started.
         self.transcript.clear()
         self.status.clear_stats()
-        self.translation_box.setVisible(translation_info is not None)
-        self.aligner.enabled = translation_info is not None
+        self._show_translation(translation_info is not None)
         if translation_info is not None:
             language = translation_info.language or ""
             self.translation_title.setText(
@@ -660,9 +662,10 @@ class MainWindow(QMainWindow):
                 area = screen.availableGeometry()
                 self.resize(min(1100, area.width() - 40), min(640, area.height() - 40))
         splitter = self.settings.window_state("splitter")
-        if splitter is not None:
+        if splitter is not None:  # pane sizes; which panes show follows the chosen models
             self.splitter.restoreState(splitter)
             self.set_layout(self.settings.get("view/layout"), save=False)
+            self._show_translation(bool(self.translation_model()))
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.settings.set_window_state("geometry", self.saveGeometry())

@@ -432,3 +432,20 @@ def test_the_responsiveness_check_catches_a_blocked_gui_thread(qtbot):
     blocked = watch.stop()
     assert len(blocked) == 2, blocked
     assert watch.longest_gap > 0.2
+
+
+def test_restored_pane_sizes_do_not_hide_a_chosen_translation(qtbot, settings, tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    first = MainWindow(settings, store, loader=load_double, device_lister=lambda: [])
+    qtbot.addWidget(first)
+    first.show()
+    first.set_translation_model("")
+    assert first.translation_box.isHidden()
+    first.close()  # saves the splitter with the translation pane hidden
+    settings.set("models/translation", "facebook/s2t-medium-mustc-multilingual-st")
+    second = MainWindow(settings, store, loader=load_double, device_lister=lambda: [])
+    qtbot.addWidget(second)
+    second.show()
+    assert not second.translation_box.isHidden()
+    second.close()
+    store.close()
