@@ -60,9 +60,17 @@ install_python_packages() {
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
         return 0
     fi
-    # torch first and pinned: the plain index resolves it without CUDA libraries here.
-    .venv/bin/python -m pip install -q "torch==${TORCH_VERSION}"
-    .venv/bin/python -m pip install -q -e '.[test]'
+    echo "dev.sh: installing Python packages into .venv (log: .venv/pip-install.log)"
+    # torch first and pinned, so that the project's unpinned "torch" is already satisfied
+    # and pip does not pull a different build (with CUDA libraries) along with it.
+    if ! {
+        .venv/bin/python -m pip install "torch==${TORCH_VERSION}" &&
+            .venv/bin/python -m pip install -e '.[test]'
+    } >.venv/pip-install.log 2>&1; then
+        tail -n 30 .venv/pip-install.log >&2
+        echo "dev.sh: pip install failed; the whole log is in .venv/pip-install.log" >&2
+        exit 1
+    fi
     echo "$digest" >"$stamp"
 }
 
@@ -70,6 +78,10 @@ install_system_packages
 install_python_packages
 
 if [ "$MODE" = app ]; then
+    if [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && command -v xvfb-run >/dev/null; then
+        echo "dev.sh: no display found; starting the app on a virtual one (Xvfb)" >&2
+        exec xvfb-run -a .venv/bin/python main.py "$@"
+    fi
     exec .venv/bin/python main.py "$@"
 fi
 
@@ -77,11 +89,9 @@ export QT_QPA_PLATFORM=offscreen
 status=0
 .venv/bin/python -m pytest -q "$@" || status=$?
 if [ "$status" -eq 5 ]; then
-    # pytest's "no tests collected": only an error when the whole suite was asked for.
-    if [ $# -eq 0 ]; then
-        echo "dev.sh: no tests were collected" >&2
-        exit 1
-    fi
+    # pytest's "no tests collected": an error for the whole suite, fine for a selection.
+    echo "dev.sh: no tests were collected" >&2
+    [ $# -eq 0 ] && exit 1
     exit 0
 fi
 exit "$status"

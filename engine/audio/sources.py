@@ -20,6 +20,8 @@ from engine.audio.devices import import_sounddevice, pulse_sources
 from engine.audio.ring import AudioRing
 from engine.errors import AudioError
 
+# PortAudio's input buffer: enough to ride out a busy machine not scheduling us for a while.
+CAPTURE_LATENCY = 0.2
 STALL_SECONDS = 2.0  # a device silent this long while running is treated as lost
 
 
@@ -56,6 +58,7 @@ class MicrophoneSource:
         self._stream = None
         self._ring: AudioRing | None = None
         self._stopping = False
+        self.overflows = 0  # times PortAudio lost input before it reached us
 
     def start(self, ring: AudioRing) -> None:
         self._ring = ring
@@ -68,6 +71,7 @@ class MicrophoneSource:
                 channels=self.channels,
                 samplerate=self.sample_rate,
                 dtype="float32",
+                latency=CAPTURE_LATENCY,
                 callback=self._callback,
                 finished_callback=self._finished,
             )
@@ -84,6 +88,8 @@ class MicrophoneSource:
     def _callback(self, indata: np.ndarray, frames: int, when: object, status: object) -> None:
         # Runs on PortAudio's thread: copy and return. Any failure ends capture with a reason.
         try:
+            if status.input_overflow:
+                self.overflows += 1
             self._ring.write(indata)
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into PortAudio
             self._ring.close(f"Audio capture failed: {exc!r}", error=True)
