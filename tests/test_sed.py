@@ -205,3 +205,19 @@ def test_cli_transcribe_prints_reference(tiny, tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == _reference_text(tiny, audio).strip()
+
+
+def test_int8_decoder_keeps_reference_tokens(tiny) -> None:
+    """Weight-only int8 decoder Linears (BERT's widths fit the kernel's 16-wide blocks)."""
+    from engine.models.speech_encoder_decoder import Int8Linear
+
+    folder, ref, _, extractor = tiny["bert"]
+    ours, info = _ours(folder, "bert", dtype="int8")
+    assert info.dtype == "int8"
+    assert sum(isinstance(m, Int8Linear) for m in ours.model.decoder.modules()) >= 10
+    audio = fx.clip(1.0)
+    with torch.inference_mode():
+        expected = ref.generate(_inputs(extractor, audio))[0].tolist()
+    got = ours.generate_ids(audio)
+    agree = sum(a == b for a, b in zip(got, expected, strict=False)) / len(expected)
+    assert agree >= 0.8
