@@ -71,6 +71,18 @@ SHAPES = {
         pad_bias=0.8,
         word_bias=0.8,
     ),
+    "long": TinyShape(
+        "long",
+        lm_layers=1,
+        heads=2,
+        kv_heads=1,
+        lm_hidden=16,
+        codebooks=2,
+        quantizers=2,
+        mimi_layers=1,
+        window=20,
+        max_positions=30,
+    ),
 }
 
 

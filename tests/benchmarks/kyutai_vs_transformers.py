@@ -57,6 +57,12 @@ def build_reference(config_name: str, dtype: torch.dtype, folder: Path):
     return model
 
 
+def load_reference(folder: Path, dtype: torch.dtype):
+    from transformers import KyutaiSpeechToTextForConditionalGeneration
+
+    return KyutaiSpeechToTextForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
+
+
 def time_reference(model, audio: np.ndarray) -> list[float]:
     """Per-step wall time of generate() (its own codec and cache handling included)."""
     from transformers import StoppingCriteria
@@ -76,14 +82,18 @@ def time_reference(model, audio: np.ndarray) -> list[float]:
     return steps[10:].tolist()  # the first steps include the whole-audio codec pass
 
 
+def resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+
 def time_ours(folder: Path, dtype: str, frames: int, warmup: int) -> dict:
     """Runs in its own process: load, stream frames, report timings and peak RSS."""
     from engine.models.kyutai.weights import load_model
 
+    baseline = resident_bytes()
     started = time.perf_counter()
     model = load_model(folder, "cpu", dtype)
     load_seconds = time.perf_counter() - started
-    rss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     audio = np.random.default_rng(0).standard_normal((frames + warmup) * FRAME).astype(np.float32)
     audio *= 0.1
     mimi_state, lm_state = model.mimi.new_state(), model.lm.new_state()
@@ -111,10 +121,11 @@ def time_ours(folder: Path, dtype: str, frames: int, warmup: int) -> dict:
         "ours_mimi_ms_median": float(np.median(mimi_times)),
         "load_seconds": round(load_seconds, 1),
         "weight_bytes": model.weight_bytes,
-        "peak_rss_bytes": rss_after_load,
     }
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["rss_before_load_bytes"] = baseline  # interpreter, torch and libraries
     result["rss_over_weights"] = result["peak_rss_bytes"] / model.weight_bytes
+    result["rss_growth_over_weights"] = (result["peak_rss_bytes"] - baseline) / model.weight_bytes
     if dtype == "int8":
         result |= int8_deviation(folder, tokens, hidden)
     return result
@@ -150,6 +161,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--ours-only", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--keep", metavar="FOLDER", help="save (or reuse) the random model here")
     args = parser.parse_args()
     if args.ours_only:
         print(json.dumps(time_ours(Path(args.ours_only), args.dtype, args.frames, args.warmup)))
@@ -157,8 +169,12 @@ def main() -> None:
 
     reference_dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
     with tempfile.TemporaryDirectory(prefix="kyutai-bench-") as tmp:
-        folder = Path(tmp)
-        model = build_reference(args.config, reference_dtype, folder)
+        folder = Path(args.keep or tmp)
+        if (folder / "config.json").exists():  # kept from an earlier run: same random weights
+            model = load_reference(folder, reference_dtype)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            model = build_reference(args.config, reference_dtype, folder)
         result = {"config": args.config, "dtype": args.dtype, "threads": torch.get_num_threads()}
         if not args.skip_reference:
             audio = np.random.default_rng(1).standard_normal(args.frames * FRAME) * 0.1

@@ -39,9 +39,21 @@ class Rotary:
     """Rotary position embedding (rotate-half form) at absolute positions: positions grow
     without bound, so cos/sin are computed per call instead of from a fixed table."""
 
+    _BLOCK = 256  # positions whose cos/sin `at` computes at once
+
     def __init__(self, head_dim: int, theta: float, device: torch.device) -> None:
         exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
         self.inv_freq = 1.0 / (theta**exponents)
+        self._block: tuple[int, torch.dtype, torch.Tensor, torch.Tensor] | None = None
+
+    def at(self, position: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [1, head_dim] of one position, from a block computed once per 256 steps
+        (each element is the same product as computing it alone)."""
+        first = position - position % self._BLOCK
+        if self._block is None or self._block[:2] != (first, dtype):
+            self._block = (first, dtype, *self.cos_sin(first, self._BLOCK, dtype))
+        offset = position - first
+        return self._block[2][offset : offset + 1], self._block[3][offset : offset + 1]
 
     def cos_sin(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         positions = torch.arange(start, start + length, device=self.inv_freq.device).float()
@@ -51,7 +63,7 @@ class Rotary:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, T, D] rotated by the angles of its T positions."""
+    """x [..., T, D] rotated by the angles of its T positions (cos/sin [T, D])."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
@@ -76,6 +88,11 @@ class KVRing:
         """Store T ≤ size new positions start..start+T-1 ([1, heads, T, head_dim])."""
         length = keys.shape[2]
         first = start % self.size
+        if length == 1:  # the LM's every step: no index tensors
+            self.keys[:, :, first] = keys[:, :, 0]
+            self.values[:, :, first] = values[:, :, 0]
+            self.positions[first] = start
+            return
         if first + length <= self.size:  # the common case: one contiguous block
             self.keys[:, :, first : first + length] = keys
             self.values[:, :, first : first + length] = values

@@ -42,9 +42,7 @@ class Embedding:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """In float32 whatever the compute dtype, as the reference does."""
-    x32 = x.float()
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return (normed * weight.float()).to(x.dtype)
+    return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).to(x.dtype)
 
 
 class DecoderLayer:
@@ -57,15 +55,15 @@ class DecoderLayer:
         self.fc2 = linear([f"{p}mlp.fc2.weight"])
         self.norm1 = tensor(f"{p}input_layernorm.weight")
         self.norm2 = tensor(f"{p}post_attention_layernorm.weight")
-        kv = config.num_kv_heads * config.head_dim
-        self.split = [config.num_heads * config.head_dim, kv, kv]
+        self.heads = (config.num_heads, config.num_kv_heads)
 
     def __call__(self, x: torch.Tensor, ring: KVRing, position: int, cos, sin) -> torch.Tensor:
         c = self.config
-        q, k, v = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).split(self.split, dim=-1)
-        q = apply_rotary(q.view(1, 1, -1, c.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rotary(k.view(1, 1, -1, c.head_dim).transpose(1, 2), cos, sin)
-        ring.write(k, v.view(1, 1, -1, c.head_dim).transpose(1, 2), position)
+        heads, kv_heads = self.heads
+        qkv = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).view(-1, 1, c.head_dim)
+        qk = apply_rotary(qkv[: heads + kv_heads], cos, sin)  # [heads + kv, 1, head_dim]
+        q, k, v = qk[None, :heads], qk[None, heads:], qkv[None, heads + kv_heads :]
+        ring.write(k, v, position)
         x = x + self.out(ring.attend(q, position, c.sliding_window).reshape(1, 1, -1))
         gate, value = self.fc1(rms_norm(x, self.norm2, c.rms_norm_eps)).chunk(2, dim=-1)
         return x + self.fc2(F.silu(gate) * value)
@@ -86,10 +84,9 @@ class TextLM:
         self.head = linear(["lm_head.weight"])
         self.device = self.norm.device
         self.rotary = Rotary(config.head_dim, config.rope_theta, self.device)
-        offsets = config.vocab_size + config.codebook_vocab_size * torch.arange(
-            config.num_codebooks
-        )
-        self.code_offsets = offsets.to(self.device)
+        books = torch.arange(config.num_codebooks, device=self.device)
+        self.code_offsets = config.vocab_size + config.codebook_vocab_size * books
+        self.ids = torch.empty(1 + config.num_codebooks, dtype=torch.long, device=self.device)
 
     def new_state(self) -> LMState:
         c = self.config
@@ -110,14 +107,11 @@ class TextLM:
 
     def hidden(self, text_token: int, codes: torch.Tensor, state: LMState) -> torch.Tensor:
         """The step's final normalized hidden state [1, 1, hidden] (what the head reads)."""
-        ids = torch.cat(
-            (
-                torch.tensor([text_token], device=self.device),
-                codes.to(self.device) + self.code_offsets,
-            )
-        )
+        ids = self.ids  # [text, codebook 0 .. K-1]: rows of the shared table
+        ids[0] = text_token
+        torch.add(codes.to(self.device), self.code_offsets, out=ids[1:])
         x = self.embedding.sum(ids).view(1, 1, -1)
-        cos, sin = self.rotary.cos_sin(state.position, 1, x.dtype)
+        cos, sin = self.rotary.at(state.position, x.dtype)
         for layer, ring in zip(self.layers, state.rings, strict=True):
             x = layer(x, ring, state.position, cos, sin)
         state.position += 1
