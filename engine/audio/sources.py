@@ -23,6 +23,7 @@ from engine.errors import AudioError
 # PortAudio's input buffer: enough to ride out a busy machine not scheduling us for a while.
 CAPTURE_LATENCY = 0.2
 STALL_SECONDS = 2.0  # a device silent this long while running is treated as lost
+_USER_PULSE_SOURCE = os.environ.get("PULSE_SOURCE")  # the user's own choice, if any
 
 
 class Source(Protocol):
@@ -62,9 +63,13 @@ class MicrophoneSource:
 
     def start(self, ring: AudioRing) -> None:
         self._ring = ring
+        # libpulse reads PULSE_SOURCE when the stream connects: it picks the source to record.
         if self._pulse_source is not None:
-            # libpulse reads this when the stream connects; it picks the source to record.
             os.environ["PULSE_SOURCE"] = self._pulse_source
+        elif _USER_PULSE_SOURCE is None:
+            os.environ.pop("PULSE_SOURCE", None)  # set by an earlier session, not by the user
+        else:
+            os.environ["PULSE_SOURCE"] = _USER_PULSE_SOURCE
         try:
             self._stream = self._sd.InputStream(
                 device=self.device,
