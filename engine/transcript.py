@@ -42,10 +42,6 @@ class Transcript:
     segments: list[Segment]
     translation: Transcript | None = None
 
-    @property
-    def text(self) -> str:
-        return "\n".join(segment.text for segment in self.segments)
-
 
 def join_text(left: str, right: str) -> str:
     """Append committed text, with a space between words unless the script uses none."""

@@ -50,10 +50,6 @@ class EngineWorker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     def _run(self) -> None:
         try:
             self._loop()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -96,3 +98,63 @@ def test_catalogue_lists_the_supported_models():
     ]
     assert find_entry("kyutai/stt-2.6b-en-trfs").delay_seconds == 2.5
     assert find_entry("nobody/nothing") is None
+
+
+class FakeHub:
+    """Stands in for the network side of huggingface_hub: a repo's listing and file fetches
+    that report bytes through the tqdm class they are given, as huggingface_hub does."""
+
+    FILES = {"config.json": 100, "model.safetensors": 1000, "pytorch_model.bin": 1000}
+
+    def __init__(self, root: Path, cancel_after: int | None = None):
+        self.root, self.cancel_after, self.fetched = root, cancel_after, []
+
+    def model_info(self, repo_id, files_metadata):
+        siblings = [SimpleNamespace(rfilename=n, size=s) for n, s in self.FILES.items()]
+        return SimpleNamespace(sha=COMMIT, siblings=siblings)
+
+    def hf_hub_download(self, repo_id, filename, revision, tqdm_class):
+        self.fetched.append(filename)
+        bar = tqdm_class(total=self.FILES[filename], initial=0, unit="B", desc=filename)
+        for _ in range(self.FILES[filename] // 50):
+            bar.update(50)
+        bar.close()
+        path = self.root / "snapshots" / revision / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        return str(path)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    fake = FakeHub(tmp_path / "models--org--tiny")
+    monkeypatch.setattr(hub.huggingface_hub, "HfApi", lambda: fake)
+    monkeypatch.setattr(hub.huggingface_hub, "hf_hub_download", fake.hf_hub_download)
+    return fake
+
+
+def test_download_fetches_safetensors_only_reporting_bytes(fake_hub):
+    progress = []
+    folder = hub.download("org/tiny", lambda done, total: progress.append((done, total)))
+    assert fake_hub.fetched == ["config.json", "model.safetensors"]  # never pickles
+    assert folder == fake_hub.root / "snapshots" / COMMIT
+    assert progress[-1] == (1100, 1100)
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+
+
+def test_download_can_be_cancelled(fake_hub):
+    cancel = threading.Event()
+
+    def on_bytes(done, total):
+        if done >= 500:
+            cancel.set()
+
+    with pytest.raises(hub.DownloadCancelled):
+        hub.download("org/tiny", on_bytes, cancel)
+    assert fake_hub.fetched == ["config.json", "model.safetensors"]
+
+
+def test_a_repo_without_safetensors_is_refused(fake_hub, monkeypatch):
+    monkeypatch.setattr(FakeHub, "FILES", {"config.json": 10, "pytorch_model.bin": 10})
+    with pytest.raises(ModelError, match="no safetensors"):
+        hub.download("org/tiny")
