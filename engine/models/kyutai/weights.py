@@ -33,7 +33,7 @@ _SKIPPED = re.compile(
     r"|codec_model\.quantizer\.\w+\.output_proj\.weight"
     r"|codec_model\.quantizer\.\w+\.layers\.\d+\.codebook\.initialized"
 )
-_ROWS_PER_READ = 8192  # large tables are converted in slices of this many rows
+_ROWS_PER_READ = 2048  # large matrices are converted in slices of this many rows
 
 
 @dataclass
@@ -214,33 +214,34 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     def lm_tensor(name: str) -> torch.Tensor:
         return keep(reader.read(name).to(target, compute))
 
-    def linear(names: list[str]) -> Linear:
-        if dtype != "int8":
-            return Linear(keep(torch.cat([reader.read(n).to(target, compute) for n in names])))
-        weight, scales = quantize_rows(torch.cat([reader.read(n) for n in names]))
-        return Linear(keep(weight), keep(scales.to(compute)))
+    def rows(names: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight, scales = _read_rows(reader, names, dtype == "int8", compute, target)
+        return keep(weight), keep(scales) if scales is not None else None
 
     mimi = MimiEncoder(config.mimi, config.num_codebooks, mimi_tensor)
-    lm = TextLM(
-        config, _load_embedding(reader, dtype, compute, target, keep), linear, lm_tensor, compute
-    )
+    embedding = Embedding(*rows(["model.embed_tokens.embed_tokens.weight"]), compute)
+    lm = TextLM(config, embedding, lambda names: Linear(*rows(names)), lm_tensor, compute)
     return KyutaiModel(config, mimi, lm, dtype, target, held)
 
 
-def _load_embedding(reader, dtype, compute, target, keep) -> Embedding:
-    """The shared text/audio table, converted a slice of rows at a time (it is the largest)."""
-    name = "model.embed_tokens.embed_tokens.weight"
-    rows, width = reader.shapes[name]
-    table = torch.empty(
-        rows, width, dtype=torch.int8 if dtype == "int8" else compute, device=target
-    )
-    scales = torch.empty(rows, dtype=compute, device=target) if dtype == "int8" else None
-    for start in range(0, rows, _ROWS_PER_READ):
-        part = slice(start, min(rows, start + _ROWS_PER_READ))
-        block = reader.read(name, part)
-        if scales is None:
-            table[part] = block.to(target, compute)
-        else:
-            quantized, block_scales = quantize_rows(block)
-            table[part], scales[part] = quantized, block_scales.to(compute)
-    return Embedding(keep(table), keep(scales) if scales is not None else None, compute)
+def _read_rows(reader: CheckpointReader, names: list[str], int8: bool, compute, target):
+    """Matrices `names` stacked by rows (fused QKV), in `compute` dtype or int8 with per-row
+    scales. Converted a slice of rows at a time straight into the final tensor, so no
+    full-size temporary copy ever exists."""
+    total = sum(reader.shapes[n][0] for n in names)
+    width = reader.shapes[names[0]][1]
+    weight = torch.empty(total, width, dtype=torch.int8 if int8 else compute, device=target)
+    scales = torch.empty(total, dtype=compute, device=target) if int8 else None
+    row = 0
+    for name in names:
+        count = reader.shapes[name][0]
+        for start in range(0, count, _ROWS_PER_READ):
+            block = reader.read(name, slice(start, min(count, start + _ROWS_PER_READ)))
+            end = row + block.shape[0]
+            if scales is None:
+                weight[row:end] = block.to(target, compute)
+            else:
+                quantized, block_scales = quantize_rows(block)
+                weight[row:end], scales[row:end] = quantized, block_scales.to(compute)
+            row = end
+    return weight, scales
