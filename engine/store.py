@@ -90,6 +90,7 @@ class SessionStore:
         # Create the file 0600 before SQLite opens it; SQLite gives its -wal and -shm files
         # the database file's permissions.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)  # also for a file an older run left readable by others
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

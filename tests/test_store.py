@@ -82,6 +82,14 @@ def test_files_are_private_to_the_user(tmp_path):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
+def test_a_readable_file_left_by_an_older_run_is_made_private(tmp_path):
+    path = tmp_path / "sessions.db"
+    path.touch()
+    path.chmod(0o644)
+    SessionStore(path).begin("m", "mic", "en")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 WRITER = textwrap.dedent(
     """
     import sys
