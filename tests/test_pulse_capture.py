@@ -182,7 +182,6 @@ def test_sink_monitor_speech_arrives_intact_and_in_real_time(pulse, speech, tmp_
     time.sleep(0.5)
     _, errors = capture.communicate("stop\n", timeout=60)
     assert capture.returncode == 0, errors
-    np.save("/tmp/spoken.npy", speech[1])
     result = np.load(result_file)
     captured, arrivals = result["audio"].astype(np.float64), result["arrivals"]
     assert float(result["dropped"]) == 0.0 and int(result["overflows"]) == 0
