@@ -34,6 +34,7 @@ import sys, time
 import numpy as np
 from engine.audio.ring import AudioRing
 from engine.audio.sources import MicrophoneSource
+from engine.events import Error
 from engine.worker import EngineWorker
 from tests.recognizer_doubles import RecordingRecognizer
 
@@ -47,8 +48,8 @@ class TimedRecorder(RecordingRecognizer):
 source = MicrophoneSource(sys.argv[1])
 ring = AudioRing(source.sample_rate)
 recorder = TimedRecorder(sample_rate=int(sys.argv[3]), frame_size=320)
-errors = []
-worker = EngineWorker(recorder, ring.reader(recorder.sample_rate), errors.append)
+events = []
+worker = EngineWorker(recorder, ring.reader(recorder.sample_rate), events.append)
 worker.start()
 source.start(ring)
 while recorder.fed == 0:  # until sound really flows
@@ -58,7 +59,9 @@ sys.stdin.readline()  # the test says when playback is over
 source.stop()
 worker.join(30)
 np.savez(sys.argv[2], audio=recorder.audio, arrivals=np.array(recorder.arrivals),
-         dropped=worker.reader.dropped_seconds, end=ring.end_reason, overflows=source.overflows)
+         dropped=worker.reader.dropped_seconds,
+         errors=sum(isinstance(e, Error) for e in events), end=ring.end_reason,
+         overflows=source.overflows)
 """
 
 
@@ -185,7 +188,7 @@ def test_sink_monitor_speech_arrives_intact_and_in_real_time(pulse, speech, tmp_
     result = np.load(result_file)
     captured, arrivals = result["audio"].astype(np.float64), result["arrivals"]
     assert float(result["dropped"]) == 0.0 and int(result["overflows"]) == 0
-    assert str(result["end"]) == "Stopped."
+    assert str(result["end"]) == "Stopped." and int(result["errors"]) == 0
 
     reference = soxr.resample(spoken, SINK_RATE, ENGINE_RATE, quality="VHQ").astype(np.float64)
     start = align(captured, reference)
