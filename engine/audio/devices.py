@@ -7,6 +7,7 @@ sources, including each output's `.monitor` (what the computer is playing), come
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -65,29 +66,41 @@ def list_input_devices() -> list[InputDevice]:
 
 def pulse_sources() -> list[InputDevice]:
     """PulseAudio (or PipeWire's pulse server) sources from `pactl`; none if it is absent."""
-    if shutil.which("pactl") is None:
+    listing = _pactl("-f", "json", "list", "sources")
+    if listing is None:
         return []
     try:
-        listing = subprocess.run(
-            ["pactl", "list", "short", "sources"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
+        sources = json.loads(listing)
+    except json.JSONDecodeError:
+        return []
+    return [
+        InputDevice(
+            index=source["name"],
+            name=source.get("description") or source["name"],
+            hostapi="PulseAudio",
+            channels=_spec_value(source.get("sample_specification", ""), "ch", 2),
+            default_rate=float(_spec_value(source.get("sample_specification", ""), "Hz", 48000)),
+            is_system_audio=source["name"].endswith(".monitor"),
+        )
+        for source in sources
+        if isinstance(source, dict) and "name" in source
+    ]
+
+
+def _pactl(*args: str) -> str | None:
+    if shutil.which("pactl") is None:
+        return None
+    try:
+        return subprocess.run(
+            ["pactl", *args], capture_output=True, text=True, timeout=5, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
-    sources = []
-    for line in listing.splitlines():
-        # index, name, driver, sample spec ("float32le 2ch 48000Hz"), state
-        fields = line.split("\t")
-        if len(fields) < 4:
-            continue
-        spec = fields[3].split()
-        channels = next((int(s[:-2]) for s in spec if s.endswith("ch")), 2)
-        rate = next((float(s[:-2]) for s in spec if s.endswith("Hz")), 48000.0)
-        name = fields[1]
-        sources.append(
-            InputDevice(name, name, "PulseAudio", channels, rate, name.endswith(".monitor"))
-        )
-    return sources
+        return None
+
+
+def _spec_value(spec: str, unit: str, default: int) -> int:
+    """A number from a sample spec such as "s16le 2ch 44100Hz"."""
+    for field in spec.split():
+        if field.endswith(unit) and field[: -len(unit)].isdigit():
+            return int(field[: -len(unit)])
+    return default

@@ -43,7 +43,8 @@ class MicrophoneSource:
     def __init__(self, device: int | str | None = None) -> None:
         self._sd = import_sounddevice()
         self._pulse_source: str | None = None
-        if isinstance(device, str) and device in {s.name for s in pulse_sources()}:
+        pulse = {s.index: s.name for s in pulse_sources()} if isinstance(device, str) else {}
+        if device in pulse:
             self._pulse_source, device = device, "pulse"
         try:
             info = self._sd.query_devices(device, "input")
@@ -53,7 +54,7 @@ class MicrophoneSource:
                 "List the inputs with `livecap devices` and pick one with --input.",
             ) from None
         self.device = int(info["index"])
-        self.name = self._pulse_source or str(info["name"])
+        self.name = pulse[self._pulse_source] if self._pulse_source else str(info["name"])
         self.sample_rate = int(info["default_samplerate"])
         self.channels = min(2, int(info["max_input_channels"]))
         self._stream = None
