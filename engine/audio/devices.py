@@ -60,7 +60,11 @@ def list_input_devices() -> list[InputDevice]:
     ]
     devices += pulse_sources()
     if not devices:
-        raise AudioError("No audio input devices were found.", NO_AUDIO_HINT)
+        raise AudioError(
+            "No audio input devices were found.",
+            "Connect a microphone, or start a sound server (PulseAudio or PipeWire) to "
+            "capture what the computer plays.",
+        )
     return devices
 
 
