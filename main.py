@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", metavar="MODEL", required=True, help="folder or Hub repo id")
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     bench.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
-    bench.add_argument("--seconds", metavar="N", type=float, default=10.0, help="audio to run")
+    bench.add_argument("--seconds", metavar="N", type=float, default=30.0, help="audio to run")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=cmd_bench)
     return parser
