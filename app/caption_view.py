@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QPalette, QTextBlockFormat, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import QTextBrowser, QToolButton, QWidget
+from PySide6.QtWidgets import QApplication, QTextBrowser, QToolButton, QWidget
 
 from app.live_transcript import LiveTranscript
 
@@ -107,8 +107,11 @@ class TranscriptPane(QTextBrowser):
     def _format(self, kind: str) -> QTextCharFormat:
         fmt = QTextCharFormat()
         palette = self.palette()
-        if kind == "committed":
+        high_contrast = QApplication.instance().property("livecapTheme") == "high-contrast"
+        if kind == "committed" or (high_contrast and kind == "stamp"):
             fmt.setForeground(palette.color(QPalette.ColorRole.Text))
+        elif high_contrast:  # grey is too faint there: the partial tail turns yellow instead
+            fmt.setForeground(palette.color(QPalette.ColorRole.Highlight))
         else:
             fmt.setForeground(_muted(palette))
         if kind == "partial":

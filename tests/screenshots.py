@@ -2,7 +2,8 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/screenshots.py
 
-Writes resources/screenshots/{main-light,main-dark,overlay,model-manager,history}.png.
+Writes resources/screenshots/{main-light,main-dark,main-high-contrast,overlay,model-manager,
+history}.png.
 Settings and the session store live in a temporary folder; nothing of the user's is read.
 """
 
@@ -181,7 +182,7 @@ def main() -> int:
     window.show()
     settle(app, 20)
     window.input_combo.setCurrentIndex(1)
-    for theme in ("light", "dark"):
+    for theme in ("light", "dark", "high-contrast"):
         window.set_theme(theme)
         feed(window)
         settle(app, 10)
