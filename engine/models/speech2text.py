@@ -370,7 +370,7 @@ class Speech2TextDecoderState:
         capacity: int,
     ) -> None:
         self.model = model
-        self.cross = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in cross]
+        self.cross = cross  # [1, H, S, D/H] per layer: the same for every row
         config = model.config
         heads = config.decoder_attention_heads
         shape = (config.decoder_layers, rows, heads, capacity, config.d_model // heads)
@@ -401,13 +401,24 @@ class Speech2TextDecoderState:
             keys, values = cache.keys[index, :, :, :total], cache.values[index, :, :, :total]
             attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
             x = x + layer.self_attn.out(_merge_heads(attended))
-            cross_k, cross_v = self.cross[index]
-            q = _split_heads(layer.cross_attn.q(layer.cross_norm(x)), layer.cross_attn.heads)
-            attended = F.scaled_dot_product_attention(q, cross_k, cross_v)
-            x = x + layer.cross_attn.out(_merge_heads(attended))
+            x = x + layer.cross_attn.out(self._attend_encoder(layer, x, *self.cross[index]))
             x = layer.ffn(x)
         cache.length = total
         return model.lm_head(model.decoder_norm(x[:, -1])).float().cpu()
+
+    @staticmethod
+    def _attend_encoder(
+        layer: DecoderLayer, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-attention for x [B, T, D]. Every row attends to the same encoder output, so
+        the rows' queries go in as one sequence [1, H, B*T, D/H] against keys [1, H, S, D/H]
+        instead of copying the keys and values once per beam."""
+        batch, length, _ = x.shape
+        q = _split_heads(layer.cross_attn.q(layer.cross_norm(x)), layer.cross_attn.heads)
+        heads, head_dim = q.shape[1], q.shape[3]
+        queries = q.transpose(0, 1).reshape(1, heads, batch * length, head_dim)
+        attended = F.scaled_dot_product_attention(queries, keys, values)
+        return _merge_heads(attended.reshape(heads, batch, length, head_dim).transpose(0, 1))
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         cache, used = self.cache, self.cache.length
@@ -445,13 +456,17 @@ class SpeechSeq2SeqSpeech2Text:
     @torch.inference_mode()
     def generate(self, memory: torch.Tensor, prefix: Sequence[int] = ()) -> list[int]:
         """The whole generated sequence (start tokens included), like transformers' output."""
+        return self._search(self.model.cross_keys_values(memory), prefix)
+
+    def _search(
+        self, cross: list[tuple[torch.Tensor, torch.Tensor]], prefix: Sequence[int]
+    ) -> list[int]:
         start = [self.generation.decoder_start_token_id]
         if prefix:  # the language token is then forced explicitly, before the prefix
             start += [self.language_id] if self.language_id is not None else []
             start += list(prefix)
         # a forced prefix is text already said: it does not eat into the budget for new text
         config = replace(self.generation, max_length=self.generation.max_length + len(prefix))
-        cross = self.model.cross_keys_values(memory)
 
         def new_state(rows: int) -> Speech2TextDecoderState:
             return Speech2TextDecoderState(self.model, cross, rows, config.max_length)
@@ -459,22 +474,26 @@ class SpeechSeq2SeqSpeech2Text:
         return generate(new_state, config, start_ids=start)
 
     def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
-        if len(audio) < FRAME_LENGTH:
-            return Hypothesis(ids=[], times=[])
-        memory = self.encode(audio)
-        sequence = self.generate(memory, prefix)
-        first_text = 1 + (self.language_id is not None)
-        ids = [i for i in sequence[first_text:] if i not in self.tokenizer.special_ids]
-        duration = len(audio) / SAMPLE_RATE
-        return Hypothesis(ids=ids, times=self.align(memory, sequence, ids, duration))
+        if len(audio) < FRAME_LENGTH:  # not one feature frame
+            return Hypothesis(ids=list(prefix), times=[0.0] * len(prefix))
+        with torch.inference_mode():
+            cross = self.model.cross_keys_values(self.encode(audio))
+            sequence = self._search(cross, prefix)
+        ids = [i for i in sequence[1:] if i not in self.tokenizer.special_ids]
+        times = self.align(cross, sequence, len(audio) / SAMPLE_RATE)
+        return Hypothesis(ids=ids, times=times)
 
     @torch.inference_mode()
     def align(
-        self, memory: torch.Tensor, sequence: list[int], ids: list[int], duration: float
+        self, cross: list[tuple[torch.Tensor, torch.Tensor]], sequence: list[int], duration: float
     ) -> list[float]:
-        """Each text token's end time (s): the encoder frame its cross-attention peaks on,
-        averaged over layers and heads, made monotonic. Cheap: one teacher-forced pass."""
-        if not ids:
+        """Each text token's end time (s), from cross-attention averaged over layers and
+        heads: the monotonic token → encoder-frame path that collects the most attention
+        (robust to stray peaks). Cheap: one teacher-forced pass over the sequence."""
+        text_rows = [
+            i for i, token in enumerate(sequence) if token not in self.tokenizer.special_ids
+        ]
+        if not text_rows:
             return []
         model = self.model
         tokens = torch.tensor([sequence], device=self.device)
@@ -484,27 +503,34 @@ class SpeechSeq2SeqSpeech2Text:
             model.embed(tokens) * model.embed_scale
             + model.positions[model.token_positions(tokens, 0)]
         )
-        weights = torch.zeros(len(sequence), memory.shape[1], device=self.device)
-        for layer in model.decoder_layers:
+        weights = torch.zeros(len(sequence), cross[0][0].shape[2], device=self.device)
+        for layer, (cross_k, cross_v) in zip(model.decoder_layers, cross, strict=True):
             q, k, v = layer.self_attn.project(layer.self_norm(x))
             x = x + layer.self_attn.out(
                 _merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
             )
-            cross_k, cross_v = layer.cross_attn.keys_values(memory)
             q = _split_heads(layer.cross_attn.q(layer.cross_norm(x)), layer.cross_attn.heads)
             probs = torch.softmax((q @ cross_k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5, -1)
             weights += probs[0].mean(dim=0)
             x = x + layer.cross_attn.out(_merge_heads(probs.to(cross_v.dtype) @ cross_v))
             x = layer.ffn(x)
-        text_rows = [
-            i for i, token in enumerate(sequence) if token not in self.tokenizer.special_ids
-        ]
-        peaks = weights[text_rows].argmax(dim=-1)
-        peaks = torch.cummax(peaks, dim=0).values.cpu()
-        return [min(duration, (int(p) + 1) * self.seconds_per_frame) for p in peaks]
+        frames = monotonic_path(torch.log(weights[text_rows] + 1e-6).cpu().numpy())
+        return [min(duration, (int(f) + 1) * self.seconds_per_frame) for f in frames]
 
     def text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
+
+
+def monotonic_path(scores: np.ndarray) -> np.ndarray:
+    """scores [T, S] → one frame per row, never decreasing, with the largest summed score."""
+    best = scores.astype(np.float64)
+    for row in range(1, len(best)):  # best path ending at each frame, via an earlier frame
+        best[row] += np.maximum.accumulate(best[row - 1])
+    frames = np.zeros(len(best), dtype=np.int64)
+    frames[-1] = int(best[-1].argmax())
+    for row in range(len(best) - 2, -1, -1):
+        frames[row] = int(best[row, : frames[row + 1] + 1].argmax())
+    return frames
 
 
 # ---------------------------------------------------------------------------------------
