@@ -347,7 +347,7 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
         quantize_linears(model.decoder)
 
     tokenizer = TextTokenizer(folder)
-    targets = KNOWN_TARGETS.get(name) or _short_codes(tokenizer.language_ids)
+    targets = KNOWN_TARGETS.get(_repo_id(folder, name)) or _short_codes(tokenizer.language_ids)
     language = _choose_language(name, targets, options.target_lang)
     language_id = targets[language] if language else None
     generation = GenerationConfig.from_folder(
@@ -374,6 +374,14 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
         task="translate" if targets else "transcribe",
     )
     return translator, info
+
+
+def _repo_id(folder: Path, name: str) -> str:
+    """The Hub repo id: `name`, or read off a Hub cache path (models--org--name/snapshots/x)."""
+    for part in folder.resolve().parts:
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    return name
 
 
 def _short_codes(language_ids: dict[str, int]) -> dict[str, int]:

@@ -3,12 +3,14 @@
 The shape of facebook/wav2vec2-xls-r-300m-en-to-15 (XLS-R 300M encoder with adapter, mBART-50
 decoder, 250k vocabulary) with random weights, saved once in the Hub layout. In one run:
   1. one window decode, ours vs SpeechEncoderDecoderModel.generate() on the same weights
-     (greedy and beam search, German forced first), medians and the ratio;
+     (greedy and beam search, German forced first), interleaved, medians and the ratio;
+     random weights never say end-of-sentence, so both run to `--tokens` tokens;
   2. the live real-time factor: the LocalAgreement recognizer over a stream of speech-like
-     noise, compute seconds per audio second, in float32 and weight-only int8;
+     noise without pauses, compute seconds per audio second, in float32, bfloat16 and int8
+     (weight-only int8 decoder), with each decode capped at a speech-like token count (see
+     `SpeechRate`), plus the parts it is made of: encoder seconds per window and decoder
+     milliseconds per token, from which the cost of any live policy follows;
   3. int8's deviation from float32 (encoder states, first-step logits, token agreement).
-Random weights never say end-of-sentence, so every decode runs to `--tokens` generated tokens,
-about what a 10 s window of real speech produces.
 
 Full-size: run it alone, `flock /tmp/team/bench.lock .venv/bin/python
 tests/benchmarks/sed_vs_transformers.py` (≈ 7 GB of memory, several minutes on 2 cores).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -114,13 +117,17 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.2 * envelope * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
+def interleaved(runs: dict, repeats: int) -> dict[str, tuple[float, object]]:
+    """Median seconds and last result of each callable, run in turn so that load from other
+    processes on a shared machine falls on all of them alike; one untimed warm-up each."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, object] = {name: fn() for name, fn in runs.items()}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in runs}
 
 
 def window_decode(folder: Path, audio: np.ndarray, tokens: int, beams: int, repeats: int):
@@ -143,10 +150,10 @@ def window_decode(folder: Path, audio: np.ndarray, tokens: int, beams: int, repe
             )
         return out[0].tolist()
 
-    timed(lambda: ours.generate_ids(audio), 1)  # warm-up both
-    timed(run_reference, 1)
-    ours_s, ours_ids = timed(lambda: ours.generate_ids(audio), repeats)
-    ref_s, ref_ids = timed(run_reference, repeats)
+    timings = interleaved(
+        {"ours": lambda: ours.generate_ids(audio), "reference": run_reference}, repeats
+    )
+    (ours_s, ours_ids), (ref_s, ref_ids) = timings["ours"], timings["reference"]
     return {
         "beams": beams,
         "window_s": len(audio) / RATE,
@@ -158,10 +165,50 @@ def window_decode(folder: Path, audio: np.ndarray, tokens: int, beams: int, repe
     }
 
 
-def live_rtf(folder: Path, dtype: str, seconds: float, tokens: int) -> dict:
+class SpeechRate:
+    """Caps each decode at what real speech yields (~`rate` tokens per second of window):
+    random weights never end a sentence and never agree twice, so uncapped every decode would
+    run to max_length, a load no real stream gives."""
+
+    def __init__(self, model, rate: float = 3.5) -> None:
+        self.model, self.rate = model, rate
+        self.sample_rate = model.sample_rate
+
+    def decode(self, audio: np.ndarray, prefix=()):
+        spoken = math.ceil(self.rate * len(audio) / RATE)
+        length = 2 + max(len(prefix) + 2, spoken)
+        self.model.generation = replace(self.model.generation, max_length=length, num_beams=1)
+        return self.model.decode(audio, prefix)
+
+    def text(self, ids) -> str:
+        return self.model.text(ids)
+
+
+def components(model, audio: np.ndarray, steps: int = 20) -> dict:
+    """Encoder seconds per window, decoder milliseconds per greedy token (one row)."""
+    from engine.models.bart import CachedDecoderState
+
+    with torch.inference_mode():
+        features = model.features(audio)
+        model.model.encode(features)  # warm-up
+        start = time.perf_counter()
+        memory = model.model.encode(features)
+        encoder_s = time.perf_counter() - start
+        state = CachedDecoderState(model.model.decoder, model.model.decoder.cross_kv(memory), 1)
+        state.step(torch.tensor([[2, GERMAN]]))
+        token = torch.tensor([[GERMAN]])
+        start = time.perf_counter()
+        for _ in range(steps):
+            token = state.step(token).argmax(-1, keepdim=True)
+        step_ms = (time.perf_counter() - start) / steps * 1000
+    return {"encoder_s_per_window": round(encoder_s, 3), "decoder_ms_per_token": round(step_ms, 1)}
+
+
+def live_rtf(folder: Path, dtype: str, seconds: float, window: np.ndarray) -> dict:
+    """The live policy over a stream without pauses: compute seconds per audio second."""
     model, info = load_model(folder, NAME, LoadOptions(target_lang="de", dtype=dtype))
-    model.generation = replace(model.generation, max_length=tokens + 2, num_beams=1)
-    recognizer = ChunkedRecognizer(model, info)
+    parts = components(model, window)
+    recognizer = ChunkedRecognizer(SpeechRate(model), info)
     audio = speechlike(seconds, seed=1)
     chunk = RATE // 2
     busy = []
@@ -174,6 +221,7 @@ def live_rtf(folder: Path, dtype: str, seconds: float, tokens: int) -> dict:
         "stream_s": seconds,
         "realtime_factor": round(sum(busy) / seconds, 3),
         "worst_chunk_s": round(max(busy), 3),
+        **parts,
     }
 
 
@@ -211,7 +259,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="window seconds")
     parser.add_argument("--tokens", type=int, default=40, help="generated tokens per window")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--live-seconds", type=float, default=20.0)
+    parser.add_argument("--live-seconds", type=float, default=12.0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -222,8 +270,8 @@ def main() -> None:
         row = window_decode(folder, audio, args.tokens, beams, args.repeats)
         report["window_decode"].append(row)
         print(json.dumps(row), flush=True)
-    for dtype in ("float32", "int8"):
-        row = live_rtf(folder, dtype, args.live_seconds, args.tokens)
+    for dtype in ("float32", "bfloat16", "int8"):
+        row = live_rtf(folder, dtype, args.live_seconds, audio)
         report["live"].append(row)
         print(json.dumps(row), flush=True)
     report["int8_deviation"] = int8_deviation(folder, audio, args.tokens)
