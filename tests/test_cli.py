@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -217,3 +219,45 @@ def test_live_prints_lines_and_saves_the_session(wav, doubles, monkeypatch, caps
     assert "saved" in captured.err
     [summary] = SessionStore().sessions()
     assert summary.preview == "w0 w1 w2 w3" and summary.duration == 2.0
+
+
+LIVE_WITH_DOUBLES = """
+import sys
+import time
+import main
+from engine.audio import sources
+from tests.recognizer_doubles import RecordingRecognizer
+
+sources.MicrophoneSource = lambda device: sources.FileSource(sys.argv[1], realtime=True)
+main.load_engines = lambda args, offline=False: (RecordingRecognizer(word_seconds=0.25), None)
+sys.exit(main.main(["live", "--model", "double"]))
+"""
+
+
+def test_ctrl_c_ends_live_cleanly_and_saves(tmp_path):
+    from engine.store import SessionStore
+
+    long_file = tmp_path / "long.wav"
+    soundfile.write(long_file, np.zeros(16000 * 60, np.float32), 16000)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(tmp_path / "data")}
+    live = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WITH_DOUBLES, str(long_file)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "Listening to long.wav" in live.stderr.readline()
+    time.sleep(1.5)
+    live.send_signal(signal.SIGINT)
+    out, err = live.communicate(timeout=30)
+    assert live.returncode == 0, err
+    assert "Traceback" not in err and "saved" in err
+    words = out.split()
+    assert words[:4] == ["w0", "w1", "w2", "w3"]  # committed lines reached the terminal
+    store = SessionStore(tmp_path / "data" / "livecap" / "sessions.db")
+    [summary] = store.sessions()
+    assert 1.0 <= summary.duration < 10.0
+    saved = " ".join(s.text for s in store.transcript(summary.id).segments).split()
+    assert saved == words
