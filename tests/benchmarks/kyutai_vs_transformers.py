@@ -14,17 +14,24 @@ transformers has no int8 path here, so int8 is compared with transformers in bfl
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import torch
+# Threads that wait for work sleep instead of spinning: on a shared or busy CPU, spinning
+# OpenMP workers steal the cores the working thread needs (measured: tiny model 29 → 4 ms per
+# frame under load). Must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -175,7 +182,12 @@ def main() -> None:
         else:
             folder.mkdir(parents=True, exist_ok=True)
             model = build_reference(args.config, reference_dtype, folder)
-        result = {"config": args.config, "dtype": args.dtype, "threads": torch.get_num_threads()}
+        result = {
+            "config": args.config,
+            "dtype": args.dtype,
+            "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        }
         if not args.skip_reference:
             audio = np.random.default_rng(1).standard_normal(args.frames * FRAME) * 0.1
             steps = time_reference(model, audio.astype(np.float32))
