@@ -131,7 +131,12 @@ def delete_model(repo_id: str) -> None:
 class _ByteCount:
     """Bytes fetched across all files of one download; raises when the user cancels."""
 
-    def __init__(self, total: int, on_bytes: Callable[[int, int], None] | None, cancel) -> None:
+    def __init__(
+        self,
+        total: int,
+        on_bytes: Callable[[int, int], None] | None,
+        cancel: threading.Event | None,
+    ) -> None:
         self.total, self.done = total, 0
         self.on_bytes, self.cancel = on_bytes, cancel
         self._lock = threading.Lock()
@@ -184,9 +189,9 @@ def download(
         count = _ByteCount(sum(f.size or 0 for f in files), on_bytes, cancel)
         bar = functools.partial(_CountingBar, count=count)
         for file in files:
-            local = huggingface_hub.hf_hub_download(
-                repo_id, file.rfilename, revision=info.sha, tqdm_class=bar
-            )
+            # The default revision ("main") also records refs/main, which is how the cache
+            # finds this snapshot again offline.
+            huggingface_hub.hf_hub_download(repo_id, file.rfilename, tqdm_class=bar)
     except (errors.RepositoryNotFoundError, errors.GatedRepoError) as exc:
         raise ModelError(
             f"{repo_id} is not a public model on the Hugging Face Hub ({type(exc).__name__}).",
@@ -197,4 +202,11 @@ def download(
             f"Could not download {repo_id} from the Hugging Face Hub: {exc}",
             "Check the network connection and try again; the download resumes.",
         ) from None
-    return Path(local).parents[len(Path(file.rfilename).parts) - 1]
+    folder = cached_snapshot(repo_id)
+    if folder is None:
+        raise ModelError(
+            f"{repo_id} was downloaded but its files are not in the cache at "
+            f"{constants.HF_HUB_CACHE}.",
+            "Check free disk space and that HF_HOME is writable, then try again.",
+        )
+    return folder

@@ -113,21 +113,25 @@ class FakeHub:
         siblings = [SimpleNamespace(rfilename=n, size=s) for n, s in self.FILES.items()]
         return SimpleNamespace(sha=COMMIT, siblings=siblings)
 
-    def hf_hub_download(self, repo_id, filename, revision, tqdm_class):
+    def hf_hub_download(self, repo_id, filename, tqdm_class, revision=None):
         self.fetched.append(filename)
         bar = tqdm_class(total=self.FILES[filename], initial=0, unit="B", desc=filename)
         for _ in range(self.FILES[filename] // 50):
             bar.update(50)
         bar.close()
-        path = self.root / "snapshots" / revision / filename
+        # As huggingface_hub does for a named revision: the file and refs/main.
+        path = self.root / "snapshots" / COMMIT / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
+        (self.root / "refs").mkdir(exist_ok=True)
+        (self.root / "refs" / (revision or "main")).write_text(COMMIT)
         return str(path)
 
 
 @pytest.fixture
-def fake_hub(tmp_path, monkeypatch):
-    fake = FakeHub(tmp_path / "models--org--tiny")
+def fake_hub(hf_cache, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    fake = FakeHub(hf_cache / "models--org--tiny")
     monkeypatch.setattr(hub.huggingface_hub, "HfApi", lambda: fake)
     monkeypatch.setattr(hub.huggingface_hub, "hf_hub_download", fake.hf_hub_download)
     return fake
@@ -138,6 +142,8 @@ def test_download_fetches_safetensors_only_reporting_bytes(fake_hub):
     folder = hub.download("org/tiny", lambda done, total: progress.append((done, total)))
     assert fake_hub.fetched == ["config.json", "model.safetensors"]  # never pickles
     assert folder == fake_hub.root / "snapshots" / COMMIT
+    assert hub.resolve_model("org/tiny") == folder  # found in the cache, not fetched again
+    assert len(fake_hub.fetched) == 2
     assert progress[-1] == (1100, 1100)
     assert [done for done, _ in progress] == sorted(done for done, _ in progress)
 
