@@ -18,6 +18,9 @@ class CatalogueEntry:
     size_bytes: int  # approximate download size
     params: int  # approximate parameter count
     task: str = "transcribe"  # "transcribe" | "translate"
+    # The Hub revision holding safetensors weights: for some repos they exist only in the
+    # Hub's own conversion pull request, not on main.
+    revision: str = "main"
 
 
 _GB = 1_000_000_000
@@ -48,7 +51,7 @@ CATALOGUE: list[CatalogueEntry] = [
         "speech2text",
         ("en",),
         2.0,
-        120 * _MB,
+        118 * _MB,
         29_500_000,
     ),
     CatalogueEntry(
@@ -60,6 +63,7 @@ CATALOGUE: list[CatalogueEntry] = [
         290 * _MB,
         72_000_000,
         task="translate",
+        revision="refs/pr/2",
     ),
     CatalogueEntry(
         "facebook/wav2vec2-xls-r-300m-en-to-15",
@@ -67,12 +71,19 @@ CATALOGUE: list[CatalogueEntry] = [
         "speech-encoder-decoder",
         ("de", "tr", "fa", "sv", "mn", "zh", "cy", "ca", "sl", "et", "id", "ar", "ta", "lv", "ja"),
         2.0,
-        int(3.1 * _GB),
-        770_000_000,
+        int(3.17 * _GB),
+        790_000_000,
         task="translate",
+        revision="refs/pr/3",
     ),
 ]
 
 
 def find_entry(repo_id: str) -> CatalogueEntry | None:
     return next((entry for entry in CATALOGUE if entry.repo_id == repo_id), None)
+
+
+def model_revision(repo_id: str) -> str:
+    """The revision to fetch: the catalogue's for a known model, else main."""
+    entry = find_entry(repo_id)
+    return entry.revision if entry else "main"

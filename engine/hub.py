@@ -20,6 +20,7 @@ import huggingface_hub
 from huggingface_hub import constants, errors
 from tqdm.std import tqdm
 
+from engine.catalogue import model_revision
 from engine.errors import ModelError
 
 # The files a model needs: configs, safetensors weights (and shard index), tokenizers.
@@ -83,7 +84,8 @@ def resolve_model(name: str, progress: Callable[[str, float], None] | None = Non
 
 def cached_snapshot(repo_id: str) -> Path | None:
     """The cached snapshot folder of `repo_id` if its config and weights are there."""
-    config = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    revision = model_revision(repo_id)
+    config = huggingface_hub.try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if not isinstance(config, str):
         return None
     folder = Path(config).parent
@@ -175,7 +177,8 @@ def download(
     `.incomplete` and huggingface_hub resumes them next time.
     """
     try:
-        info = huggingface_hub.HfApi().model_info(repo_id, files_metadata=True)
+        revision = model_revision(repo_id)
+        info = huggingface_hub.HfApi().model_info(repo_id, revision=revision, files_metadata=True)
         files = [
             sibling
             for sibling in info.siblings or []
@@ -189,9 +192,11 @@ def download(
         count = _ByteCount(sum(f.size or 0 for f in files), on_bytes, cancel)
         bar = functools.partial(_CountingBar, count=count)
         for file in files:
-            # The default revision ("main") also records refs/main, which is how the cache
+            # By name, not by commit: that records refs/<revision>, which is how the cache
             # finds this snapshot again offline.
-            huggingface_hub.hf_hub_download(repo_id, file.rfilename, tqdm_class=bar)
+            huggingface_hub.hf_hub_download(
+                repo_id, file.rfilename, revision=revision, tqdm_class=bar
+            )
     except (errors.RepositoryNotFoundError, errors.GatedRepoError) as exc:
         raise ModelError(
             f"{repo_id} is not a public model on the Hugging Face Hub ({type(exc).__name__}).",

@@ -106,32 +106,38 @@ class FakeHub:
 
     FILES = {"config.json": 100, "model.safetensors": 1000, "pytorch_model.bin": 1000}
 
-    def __init__(self, root: Path, cancel_after: int | None = None):
-        self.root, self.cancel_after, self.fetched = root, cancel_after, []
+    def __init__(self, cache: Path):
+        self.cache, self.fetched, self.revisions = cache, [], []
 
-    def model_info(self, repo_id, files_metadata):
+    def root(self, repo_id: str) -> Path:
+        return self.cache / f"models--{repo_id.replace('/', '--')}"
+
+    def model_info(self, repo_id, revision, files_metadata):
+        self.revisions.append(revision)
         siblings = [SimpleNamespace(rfilename=n, size=s) for n, s in self.FILES.items()]
         return SimpleNamespace(sha=COMMIT, siblings=siblings)
 
-    def hf_hub_download(self, repo_id, filename, tqdm_class, revision=None):
+    def hf_hub_download(self, repo_id, filename, revision, tqdm_class):
         self.fetched.append(filename)
         bar = tqdm_class(total=self.FILES[filename], initial=0, unit="B", desc=filename)
         for _ in range(self.FILES[filename] // 50):
             bar.update(50)
         bar.close()
-        # As huggingface_hub does for a named revision: the file and refs/main.
-        path = self.root / "snapshots" / COMMIT / filename
+        # As huggingface_hub does for a named revision: the file, and the revision's ref.
+        self.revisions.append(revision)
+        path = self.root(repo_id) / "snapshots" / COMMIT / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-        (self.root / "refs").mkdir(exist_ok=True)
-        (self.root / "refs" / (revision or "main")).write_text(COMMIT)
+        ref = self.root(repo_id) / "refs" / revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(COMMIT)
         return str(path)
 
 
 @pytest.fixture
 def fake_hub(hf_cache, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    fake = FakeHub(hf_cache / "models--org--tiny")
+    fake = FakeHub(hf_cache)
     monkeypatch.setattr(hub.huggingface_hub, "HfApi", lambda: fake)
     monkeypatch.setattr(hub.huggingface_hub, "hf_hub_download", fake.hf_hub_download)
     return fake
@@ -141,7 +147,8 @@ def test_download_fetches_safetensors_only_reporting_bytes(fake_hub):
     progress = []
     folder = hub.download("org/tiny", lambda done, total: progress.append((done, total)))
     assert fake_hub.fetched == ["config.json", "model.safetensors"]  # never pickles
-    assert folder == fake_hub.root / "snapshots" / COMMIT
+    assert folder == fake_hub.root("org/tiny") / "snapshots" / COMMIT
+    assert set(fake_hub.revisions) == {"main"}
     assert hub.resolve_model("org/tiny") == folder  # found in the cache, not fetched again
     assert len(fake_hub.fetched) == 2
     assert progress[-1] == (1100, 1100)
@@ -164,3 +171,11 @@ def test_a_repo_without_safetensors_is_refused(fake_hub, monkeypatch):
     monkeypatch.setattr(FakeHub, "FILES", {"config.json": 10, "pytorch_model.bin": 10})
     with pytest.raises(ModelError, match="no safetensors"):
         hub.download("org/tiny")
+
+
+def test_catalogue_models_come_from_the_revision_with_safetensors(fake_hub):
+    repo_id = "facebook/wav2vec2-xls-r-300m-en-to-15"  # safetensors only in refs/pr/3
+    folder = hub.download(repo_id)
+    assert set(fake_hub.revisions) == {"refs/pr/3"}
+    assert hub.is_downloaded(repo_id) and hub.resolve_model(repo_id) == folder
+    assert len(fake_hub.fetched) == 2
