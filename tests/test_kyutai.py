@@ -228,9 +228,10 @@ def test_reset_starts_a_new_stream(tiny, audio):
 
 
 def test_bfloat16_follows_transformers_bfloat16(tiny, audio):
-    """bf16 rounding flips near-ties, so exact sequences are not expected. Defined check:
-    teacher-forced on transformers' bf16 greedy tokens (same Mimi codes, since Mimi stays
-    float32 in both), our bf16 argmax agrees with transformers' at ≥ 90 % of the steps."""
+    """Tolerance, defined: teacher-forced on transformers' bf16 greedy tokens (same Mimi
+    codes: Mimi stays float32 in both), our bf16 argmax equals transformers' at ≥ 98 % of
+    the steps (measured: 100 % on all three tiny shapes; the margin is for bf16 near-ties
+    that other CPUs' kernels may round differently)."""
     from transformers import (
         KyutaiSpeechToTextFeatureExtractor,
         KyutaiSpeechToTextForConditionalGeneration,
@@ -255,7 +256,7 @@ def test_bfloat16_follows_transformers_bfloat16(tiny, audio):
             logits = model.lm.step(expected[step], codes[step - 1], lm_state)
             ours.append(int(logits.argmax()))
     agreement = np.mean([a == b for a, b in zip(ours, expected[1:], strict=True)])
-    assert agreement >= 0.9
+    assert agreement >= 0.98
     assert len(set(expected)) > 5
 
 
