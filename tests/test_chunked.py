@@ -155,10 +155,11 @@ def test_a_pause_commits_the_tail_and_ends_the_turn():
     assert done == len(pauses) >= 3
 
 
-def test_silence_is_never_decoded():
+@pytest.mark.parametrize("policy", [ChunkedRecognizer, OfflineRecognizer])
+def test_silence_is_never_decoded(policy):
     model = ScriptedModel()
-    recognizer = ChunkedRecognizer(model, INFO)
-    events = run(recognizer, np.zeros(10 * RATE, np.float32))
+    hiss = np.random.default_rng(0).normal(0, 1e-4, 25 * RATE).astype(np.float32)
+    events = run(policy(model, INFO), hiss)
     assert events == [] and model.windows == []
 
 

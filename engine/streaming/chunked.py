@@ -84,6 +84,12 @@ class _Token:
     end: float  # stream seconds
 
 
+def _has_sound(audio: np.ndarray) -> bool:
+    """Anything above digital silence / faint hiss (-60 dBFS)? A model only invents text
+    for a silent window."""
+    return len(audio) > 0 and float(np.abs(audio).max()) > 1e-3
+
+
 def _commit(text: str, start: float, end: float, spaced: bool) -> Commit:
     """A commit whose words share its time span in proportion to their length."""
     pieces = text.split() if spaced else [text]
@@ -310,6 +316,6 @@ class OfflineRecognizer:
     def _decode_until(self, cut: int) -> list[Event]:
         audio = self.window.audio(cut)
         start, end = self.window.start / self.sample_rate, cut / self.sample_rate
-        text = self.model.text(self.model.decode(audio).ids) if len(audio) else ""
+        text = self.model.text(self.model.decode(audio).ids) if _has_sound(audio) else ""
         self.window.drop_until(cut)
         return [_commit(text, start, end, self.spaced)] if text else []
