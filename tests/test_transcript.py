@@ -9,11 +9,14 @@ from datetime import timedelta
 import pytest
 import srt
 import webvtt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.events import Commit, EndOfTurn, Word
 from engine.transcript import (
     FORMATS,
     MAX_SEGMENT_CHARS,
+    MAX_SEGMENT_SECONDS,
     Segment,
     Transcript,
     TranscriptBuilder,
@@ -129,3 +132,35 @@ def test_unknown_format_is_refused():
     assert FORMATS == ("txt", "srt", "vtt", "json")
     with pytest.raises(ValueError):
         export(long_transcript(), "docx")
+
+
+words = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("C", "Z")), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(words, st.floats(0.01, 3.0)), min_size=1, max_size=40))
+def test_segments_keep_every_commit_in_order(commits):
+    builder = TranscriptBuilder()
+    time = 0.0
+    for text, length in commits:
+        builder.add(commit(text, time, time + length))
+        time += length
+    segments = builder.finish(time).segments
+    assert [w.text for s in segments for w in s.words] == [text for text, _ in commits]
+    assert all(a.end <= b.start for a, b in zip(segments, segments[1:], strict=False))
+    assert all(len(s.words) == 1 or s.end - s.start <= MAX_SEGMENT_SECONDS for s in segments)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(words, st.floats(0, 20_000), st.floats(0.001, 30)), max_size=10))
+def test_any_text_and_times_survive_srt_and_vtt(cues):
+    segments = [Segment(start, start + length, text) for text, start, length in cues]
+    transcript = Transcript("m", None, 0.0, segments)
+    parsed_srt = list(srt.parse(export(transcript, "srt")))
+    parsed_vtt = webvtt.from_buffer(io.StringIO(export(transcript, "vtt")))
+    for segment, cue, caption in zip(segments, parsed_srt, parsed_vtt, strict=True):
+        assert cue.content == caption.text == segment.text.replace("-->", "->")
+        assert cue.start.total_seconds() == pytest.approx(segment.start, abs=5e-4)
+        assert seconds(caption.end) == pytest.approx(segment.end, abs=5e-4)
