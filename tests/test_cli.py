@@ -261,3 +261,11 @@ def test_ctrl_c_ends_live_cleanly_and_saves(tmp_path):
     assert 1.0 <= summary.duration < 10.0
     saved = " ".join(s.text for s in store.transcript(summary.id).segments).split()
     assert saved == words
+
+
+def test_no_subcommand_opens_the_app(monkeypatch):
+    opened = []
+    fake_app = types.SimpleNamespace(run=lambda: opened.append(True) or 0)
+    monkeypatch.setitem(sys.modules, "app.main", fake_app)
+    assert main.main([]) == 0
+    assert opened == [True]
