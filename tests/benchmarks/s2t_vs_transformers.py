@@ -186,6 +186,27 @@ def live(size: str, folder: Path, seconds: float) -> dict:
     }
 
 
+def policy_latency(seconds: float = 600.0) -> dict:
+    """The policy's own delay, with a model that is never wrong (tests/test_chunked.py's
+    scripted model): from the end of each word's audio to the moment its commit is made."""
+    from tests.test_chunked import INFO, ScriptedModel, script
+
+    audio, _ = script(seconds, seed=7)
+    ends = {f"w{k}s": end / RATE for k, end, _ in ScriptedModel.words_in(audio)}
+    recognizer = ChunkedRecognizer(ScriptedModel(), INFO)
+    delays = []
+    for at in range(0, len(audio), 1600):
+        for event in recognizer.feed(audio[at : at + 1600]):
+            if isinstance(event, Commit):
+                delays += [(at + 1600) / RATE - ends[word] for word in event.text.split()]
+    return {
+        "audio_s": round(len(audio) / RATE, 1),
+        "word_latency_mean_s": round(statistics.fmean(delays), 3),
+        "word_latency_median_s": round(statistics.median(delays), 3),
+        "word_latency_p95_s": round(float(np.percentile(delays, 95)), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="small,medium")
@@ -197,6 +218,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     windows = [float(w) for w in args.windows.split(",")]
     result: dict = {"threads": args.threads, "torch": torch.__version__, "sizes": {}}
+    result["policy_with_a_perfect_model"] = policy_latency()
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             folder = build(size, Path(tmp) / size)
