@@ -175,6 +175,8 @@ def test_known_model_uses_its_model_card_language_table(tiny, monkeypatch) -> No
     assert wrong.value.hint == "Choose one of: cy, de."
     en_to_15 = sed.KNOWN_TARGETS["facebook/wav2vec2-xls-r-300m-en-to-15"]
     assert len(en_to_15) == 15 and en_to_15["de"] == 250003 and en_to_15["ja"] == 250012
+    cached = Path("/hub/models--facebook--wav2vec2-xls-r-300m-en-to-15/snapshots/0123abc")
+    assert sed._repo_id(cached, str(cached)) == "facebook/wav2vec2-xls-r-300m-en-to-15"
 
 
 def _reference_text(tiny, audio: np.ndarray) -> str:
