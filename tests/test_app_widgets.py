@@ -449,3 +449,32 @@ def test_restored_pane_sizes_do_not_hide_a_chosen_translation(qtbot, settings, t
     assert not second.translation_box.isHidden()
     second.close()
     store.close()
+
+
+def test_errors_become_a_message_and_what_to_do():
+    from app.controller import explain
+    from engine.errors import ModelError
+
+    assert explain(ModelError("x is not cached.", "Download it.")) == (
+        "x is not cached.",
+        "Download it.",
+    )
+    message, hint = explain(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert message == "There is not enough memory for this model."
+    assert "smaller model" in hint and "int8" in hint
+    message, hint = explain(ValueError("bad"))
+    assert message == "Something went wrong: ValueError: bad" and "report" in hint
+
+
+def test_desktop_entry_names_the_program_and_an_icon_that_exists():
+    import configparser
+    from pathlib import Path
+
+    resources = Path(__file__).resolve().parent.parent / "resources"
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str
+    entry.read(resources / "livecap.desktop", encoding="utf-8")
+    desktop = entry["Desktop Entry"]
+    assert desktop["Type"] == "Application" and desktop["Exec"] == "livecap"
+    assert (resources / "icons" / f"{desktop['Icon']}.svg").is_file()
+    assert "Accessibility" in desktop["Categories"].split(";")
