@@ -427,7 +427,7 @@ class Speech2TextDecoderState:
         cache.values[:, :, :, :used] = cache.values[:, index, :, :used]
 
 
-class SpeechSeq2SeqSpeech2Text:
+class Speech2TextTranscriber:
     """A loaded Speech2Text checkpoint as a `SpeechSeq2Seq`: audio window → hypothesis."""
 
     sample_rate = SAMPLE_RATE
@@ -642,7 +642,7 @@ def _pick_dtype(requested: str, device: str) -> torch.dtype:
 
 def load_model(
     folder: Path, name: str, options: LoadOptions
-) -> tuple[SpeechSeq2SeqSpeech2Text, ModelInfo]:
+) -> tuple[Speech2TextTranscriber, ModelInfo]:
     """Build the model from `folder` (Hub layout) for the chunked policy, with its info."""
     config = Speech2TextConfig.from_dict(json.loads((folder / "config.json").read_text("utf-8")))
     tokenizer = Speech2TextTokenizer(folder)
@@ -680,4 +680,4 @@ def load_model(
         dtype=str(dtype).removeprefix("torch."),
         task=task,
     )
-    return SpeechSeq2SeqSpeech2Text(model, tokenizer, generation, language_id), info
+    return Speech2TextTranscriber(model, tokenizer, generation, language_id), info

@@ -28,13 +28,17 @@ from engine.streaming.pause import PauseDetector
 _UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "yue", "bo"})
 
 
-def load_speech2text(folder: Path, name: str, options: LoadOptions):
+def load_speech2text(
+    folder: Path, name: str, options: LoadOptions
+) -> ChunkedRecognizer | OfflineRecognizer:
     from engine.models.speech2text import load_model
 
     return chunked_recognizer(*load_model(folder, name, options), options)
 
 
-def load_speech_encoder_decoder(folder: Path, name: str, options: LoadOptions):
+def load_speech_encoder_decoder(
+    folder: Path, name: str, options: LoadOptions
+) -> ChunkedRecognizer | OfflineRecognizer:
     from engine.models.speech_encoder_decoder import load_model
 
     return chunked_recognizer(*load_model(folder, name, options), options)
