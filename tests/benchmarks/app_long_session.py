@@ -7,12 +7,14 @@ eight words, a translation of every word) into the real window's transcript, bot
 row aligner and the overlay, and times the GUI-thread work of each event (the Qt layout
 included: each event is followed by processEvents, as the event loop would do). Prints one
 JSON object: per-event medians and p99s over the first and the last 2,000 events, their
-ratio (near 1 means the cost does not grow with the session), and the longest single event.
+ratio (near 1 means the cost does not grow with the session), the longest single event,
+and the longest full garbage collection (a pause that grows with all the process holds).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -69,6 +71,16 @@ def main() -> int:
     window.overlay.apply_look(window.overlay.look)
     app.processEvents()
 
+    gc_pauses: list[float] = []
+    gc_began = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_began[0] = time.perf_counter()
+        elif info["generation"] == 2:
+            gc_pauses.append(time.perf_counter() - gc_began[0])
+
+    gc.callbacks.append(on_gc)
     costs = []
     for role, event in events(args.hours):
         began = time.perf_counter()
@@ -92,6 +104,10 @@ def main() -> int:
         "last": last,
         "median_ratio_last_over_first": round(last["median_ms"] / first["median_ms"], 2),
         "longest_event_ms": round(max(costs) * 1000, 2),
+        "longest_event_index": costs.index(max(costs)),
+        "events_over_50_ms": sum(1 for c in costs if c > 0.05),
+        "full_gc_pauses": len(gc_pauses),
+        "longest_full_gc_ms": round(max(gc_pauses, default=0.0) * 1000, 2),
     }
     print(json.dumps(result))
     window.close()
