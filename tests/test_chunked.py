@@ -32,8 +32,9 @@ def word_amplitude(k: int) -> float:
 class ScriptedModel:
     sample_rate = RATE
 
-    def __init__(self, with_times: bool = True) -> None:
+    def __init__(self, with_times: bool = True, unstable: bool = False) -> None:
         self.with_times = with_times
+        self.unstable = unstable  # every decode garbles every word differently: no agreement
         self.windows: list[float] = []  # seconds of audio per decode
 
     @staticmethod
@@ -57,7 +58,8 @@ class ScriptedModel:
         for word, end, open_ended in runs:
             if word <= last_forced:
                 continue
-            ids += [2 * word + 10, GARBLED if open_ended else 2 * word + 11]
+            garbled = open_ended or (self.unstable and len(self.windows) % 2)
+            ids += [2 * word + 10, GARBLED if garbled else 2 * word + 11]
             times += [end / RATE] * 2
         return Hypothesis(ids=ids, times=times if self.with_times else None)
 
@@ -109,6 +111,16 @@ def test_every_word_committed_once_in_order(with_times):
     spoken = sorted({w for w, _, _ in ScriptedModel.words_in(audio)})
     assert words == [f"w{k}s" for k in spoken]
     assert len(spoken) > 300
+
+
+def test_without_agreement_the_window_is_bounded_and_nothing_repeats():
+    audio, _ = script(300, seed=6)
+    model = ScriptedModel(unstable=True)
+    events = run(ChunkedRecognizer(model, INFO), audio, chunk=8000)
+    assert max(model.windows) <= 20.0
+    numbers = [w.removeprefix("w").rstrip("s?") for w in committed_words(events)]
+    spoken = sorted({w for w, _, _ in ScriptedModel.words_in(audio)})
+    assert numbers == [str(k) for k in spoken]
 
 
 def test_commits_are_timed_in_order():

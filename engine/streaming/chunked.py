@@ -186,9 +186,10 @@ class ChunkedRecognizer:
             self.agreement.committed(count)
         tentative = tokens[count:]
         if self.window.length + self.step > self.max_samples:  # no agreement for too long
-            events += self._commit_tokens(tentative)
+            forced = self._whole_words(tentative, len(tentative)) or len(tentative)
+            events += self._commit_tokens(tentative[:forced])
             self._cut_after_commits()
-            tentative = []
+            tentative = tentative[forced:]
         self._trim()
         start = max(self.last_end, self.window.start / self.sample_rate)
         events.append(Partial(self.model.text([t.id for t in tentative]), round(start, 3)))
@@ -272,7 +273,8 @@ class ChunkedRecognizer:
         self.prefix = self.prefix[keep_from:]
 
     def _cut_after_commits(self) -> None:
-        """Everything was committed: drop the audio it came from, and bound the window."""
+        """All but the last word was committed without agreement: drop the audio it came
+        from (the last word's stays), and bound the window whatever the times said."""
         self.window.drop_until(round(self.last_end * self.sample_rate))
         self.prefix = []
         self.agreement.reset()
