@@ -93,7 +93,16 @@ def resident_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
 
 
-def time_ours(folder: Path, dtype: str, frames: int, warmup: int) -> dict:
+def peak_resident_bytes() -> int:
+    """This process's own high-water mark. Not ru_maxrss: Linux carries the parent's peak
+    into a child across exec, which would charge transformers' model to ours."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def time_ours(folder: Path, dtype: str, frames: int, warmup: int, deviation: bool) -> dict:
     """Runs in its own process: load, stream frames, report timings and peak RSS."""
     from engine.models.kyutai.weights import load_model
 
@@ -129,11 +138,11 @@ def time_ours(folder: Path, dtype: str, frames: int, warmup: int) -> dict:
         "load_seconds": round(load_seconds, 1),
         "weight_bytes": model.weight_bytes,
     }
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_bytes"] = peak_resident_bytes()
     result["rss_before_load_bytes"] = baseline  # interpreter, torch and libraries
     result["rss_over_weights"] = result["peak_rss_bytes"] / model.weight_bytes
     result["rss_growth_over_weights"] = (result["peak_rss_bytes"] - baseline) / model.weight_bytes
-    if dtype == "int8":
+    if dtype == "int8" and deviation:
         result |= int8_deviation(folder, tokens, hidden)
     return result
 
@@ -168,10 +177,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--ours-only", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--skip-deviation", action="store_true", help="int8: no float32 copy")
     parser.add_argument("--keep", metavar="FOLDER", help="save (or reuse) the random model here")
     args = parser.parse_args()
     if args.ours_only:
-        print(json.dumps(time_ours(Path(args.ours_only), args.dtype, args.frames, args.warmup)))
+        folder, deviation = Path(args.ours_only), not args.skip_deviation
+        print(json.dumps(time_ours(folder, args.dtype, args.frames, args.warmup, deviation)))
         return
 
     reference_dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
@@ -196,6 +207,7 @@ def main() -> None:
         steps = [] if args.skip_reference else time_reference(model, audio)
         command = [sys.executable, __file__, "--ours-only", str(folder), "--dtype", args.dtype]
         command += ["--frames", str(args.frames), "--warmup", str(args.warmup)]
+        command += ["--skip-deviation"] if args.skip_deviation else []
         ours = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
         result |= ours
         if steps:
