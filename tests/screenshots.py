@@ -2,8 +2,8 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/screenshots.py
 
-Writes resources/screenshots/{main-light,main-dark,main-high-contrast,overlay,model-manager,
-history}.png.
+Writes resources/screenshots/{main-light,main-dark,main-high-contrast,main-error,overlay,
+model-manager,history}.png.
 Settings and the session store live in a temporary folder; nothing of the user's is read.
 """
 
@@ -191,6 +191,19 @@ def main() -> int:
         save(window, f"main-{theme}")
     window.set_theme("light")
     feed(window)
+    window.show_error(
+        "The audio input stopped: The device was unplugged.",
+        "Check that the device is plugged in, choose another input, and start again. "
+        "The text so far is kept.",
+    )
+    window.status.show_stats(Stats(30.0, 45.0, 1.5, 2.0, 3.4))
+    window.start_button.setText("Start")
+    window.status.set_state("Ready")
+    window.status.meter.reset()
+    settle(app, 10)
+    save(window, "main-error")
+    window.banner.hide()
+    window.status.show_stats(Stats(17.0, 7.5, 0.44, 0.0, 0.62))
     overlay_shot(app, window)
 
     manager = window.show_model_manager()
