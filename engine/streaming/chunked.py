@@ -41,15 +41,17 @@ def load_speech_encoder_decoder(
 ) -> ChunkedRecognizer | OfflineRecognizer:
     from engine.models.speech_encoder_decoder import load_model
 
-    return chunked_recognizer(*load_model(folder, name, options), options)
+    # wav2vec2 encoders re-encode the whole window on every step, far dearer than
+    # Speech2Text's: stepping every 2 s halves the live cost for a second more delay
+    return chunked_recognizer(*load_model(folder, name, options), options, step_seconds=2.0)
 
 
 def chunked_recognizer(
-    model: SpeechSeq2Seq, info: ModelInfo, options: LoadOptions
+    model: SpeechSeq2Seq, info: ModelInfo, options: LoadOptions, step_seconds: float = 1.0
 ) -> ChunkedRecognizer | OfflineRecognizer:
     if options.offline:
         return OfflineRecognizer(model, info)
-    return ChunkedRecognizer(model, info)
+    return ChunkedRecognizer(model, info, step_seconds=step_seconds)
 
 
 class _AudioWindow:
