@@ -8,6 +8,7 @@ Loaded recognizers are kept for the next session with the same model and options
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ class SessionController(QObject):
         report("loading", 0.0)
         recognizer = self.loader(model, options)
         self._cache[slot] = (key, recognizer)
+        settle_heap()
         return recognizer
 
     def _on_opened(self, result) -> None:
@@ -212,6 +214,19 @@ class SessionController(QObject):
     def _set_state(self, state: str) -> None:
         self.state = state
         self.state_changed.emit(state)
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze what survived (the imported libraries, the loaded model).
+
+    A full collection walks every tracked object while holding the GIL; with torch imported
+    that is ~180k objects and 100-300 ms, and it can fall on the GUI thread mid-session.
+    Frozen objects are never walked again, so later collections stay short. Unfreezing first
+    lets a model dropped from the cache be collected. Called off the GUI thread, while the
+    window shows the loading progress."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def explain(exc: BaseException) -> tuple[str, str]:
