@@ -21,6 +21,10 @@ class Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.scales is None:
+            if x.dtype == torch.bfloat16 and x.numel() == x.shape[-1] and not x.is_cuda:
+                # One bfloat16 row (every LM step): matrix-vector reads the weights at ~16 GB/s
+                # on 2 cores, linear's matrix path at ~11 (tests/benchmarks/cpu_kernels.py).
+                return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], -1)
             return F.linear(x, self.weight)
         flat = x.reshape(-1, x.shape[-1])
         out = torch._weight_int8pack_mm(flat, self.weight, self.scales)
