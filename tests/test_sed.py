@@ -8,6 +8,7 @@ beam tokens as transformers' generate(), and the same text as its tokenizer.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import torch
 
 from engine.errors import ModelError
 from engine.events import Commit
-from engine.models.speech_encoder_decoder import TextTokenizer, load_model
+from engine.models.speech_encoder_decoder import TextTokenizer, load_model, native_bfloat16
 from engine.recognizer import LoadOptions, load_recognizer
 from tests import sed_fixtures as fx
 
@@ -223,3 +224,37 @@ def test_int8_decoder_keeps_reference_tokens(tiny) -> None:
     got = ours.generate_ids(audio)
     agree = sum(a == b for a, b in zip(got, expected, strict=False)) / len(expected)
     assert agree >= 0.8
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_int8_mode_runs_the_encoder_in_bfloat16_as_the_reference_would(tiny) -> None:
+    """int8 mode's bfloat16 encoder stays within rounding of transformers' own encoder in
+    bfloat16 (the tiny random models amplify rounding: that one is itself 17% off its
+    float32), and the whole decode runs on its states."""
+    folder, ref, tokenizer, extractor = tiny["mbart"]
+    ours, _ = _ours(folder, "mbart", dtype="int8")
+    assert ours.model.encoder.dtype == torch.bfloat16
+    audio = fx.clip(1.0, seed=1)
+    with torch.inference_mode():
+        reference = copy.deepcopy(ref.encoder).to(torch.bfloat16)
+        expected = reference(_inputs(extractor, audio).bfloat16()).last_hidden_state.float()
+        got = ours.model.encode(ours.features(audio))
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert ((got - expected).norm() / expected.norm()).item() <= 0.03
+    ids = ours.generate_ids(audio)
+    language = tokenizer.convert_tokens_to_ids(fx.TARGET_CODE)
+    assert ids[:2] == [2, language] and len(set(ids)) >= 4
+
+
+def test_forced_steps_skip_the_output_layer(tiny) -> None:
+    """After the start token (forced language) and one short of max_length (forced end),
+    the output layer is not run; the tokens stay the reference's (tests above)."""
+    folder = tiny["mbart"][0]
+    ours, _ = _ours(folder, "mbart")
+    config = ours.generation
+    assert config.forced_bos_token_id is not None and config.forced_eos_token_id is not None
+    calls = []
+    ours.model.decoder.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    ids = ours.generate_ids(fx.clip(1.0))
+    forced = 1 + (len(ids) == config.max_length)
+    assert len(calls) == len(ids) - 1 - forced

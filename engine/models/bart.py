@@ -64,25 +64,33 @@ class CachedDecoder(Protocol):
         ids: torch.Tensor,
         caches: list[KVCache],
         cross: list[tuple[torch.Tensor, torch.Tensor]],
-    ) -> torch.Tensor: ...
+        head: bool = True,
+    ) -> torch.Tensor:
+        """Logits of the last position [B, V] (zeros without `head`); extends `caches`."""
+        ...
 
 
 class CachedDecoderState:
-    """generation.DecoderState over any `CachedDecoder` for one encoder output."""
+    """generation.DecoderState over any `CachedDecoder` for one encoder output.
+
+    `forced` names the sequence lengths after which the search forces the next token (its
+    rule replaces every score): the step ending there returns zeros instead of logits."""
 
     def __init__(
         self,
         decoder: CachedDecoder,
         cross: list[tuple[torch.Tensor, torch.Tensor]],
         rows: int,
+        forced: frozenset[int] = frozenset(),
     ) -> None:
-        self.decoder = decoder
+        self.decoder, self.forced = decoder, forced
         # [1, H, S, Dh] → [rows, H, S, Dh] as a view: every beam reads the same memory
         self.cross = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in cross]
         self.caches = [KVCache() for _ in range(decoder.num_layers)]
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.decoder.step(ids, self.caches, self.cross)
+        head = self.caches[0].length + ids.shape[1] not in self.forced
+        return self.decoder.step(ids, self.caches, self.cross, head)
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         for cache in self.caches:
@@ -210,13 +218,15 @@ class BartDecoder(nn.Module):
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.cross_attn.memory_kv(memory) for layer in self.layers]
 
-    def step(self, ids: torch.Tensor, caches: list[KVCache], cross) -> torch.Tensor:
+    def step(self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True):
         past = caches[0].length
         positions = torch.arange(past, past + ids.shape[1]) + self.POSITION_OFFSET
         x = self.embed_tokens(ids) * self.embed_scale + self.embed_positions(positions)
         x = self.embed_norm(x)
         for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
             x = layer(x, cache, kv)
+        if not head:
+            return x.new_zeros(x.shape[0], self.embed_tokens.num_embeddings)
         x = x[:, -1]
         if self.final_norm is not None:
             x = self.final_norm(x)

@@ -259,6 +259,10 @@ class Wav2Vec2Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.adapter = Adapter(config) if config.add_adapter else None
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.feature_proj.weight.dtype
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """waveform [B, N] (normalised) → hidden states [B, T, output_size].
 

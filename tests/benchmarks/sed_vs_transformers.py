@@ -5,12 +5,14 @@ decoder, 250k vocabulary) with random weights, saved once in the Hub layout. In 
   1. one window decode, ours vs SpeechEncoderDecoderModel.generate() on the same weights
      (greedy and beam search, German forced first), interleaved, medians and the ratio;
      random weights never say end-of-sentence, so both run to `--tokens` tokens;
-  2. the live real-time factor: the LocalAgreement recognizer over a stream of speech-like
-     noise without pauses, compute seconds per audio second, in float32, bfloat16 and int8
-     (weight-only int8 decoder), with each decode capped at a speech-like token count (see
+  2. the live real-time factor: the recognizer `live` builds (LocalAgreement, its step) over
+     a stream of speech-like noise without pauses, compute seconds per audio second, in
+     float32, bfloat16 and int8 (weight-only int8 decoder, bfloat16 encoder where the CPU has
+     native bfloat16), with each decode capped at a speech-like token count (see
      `SpeechRate`), plus the parts it is made of: encoder seconds per window and decoder
      milliseconds per token, from which the cost of any live policy follows;
-  3. int8's deviation from float32 (encoder states, first-step logits, token agreement).
+  3. bfloat16's and int8's deviation from float32 (encoder states, first-step logits, greedy
+     token agreement).
 
 Full-size: run it alone, `flock /tmp/team/bench.lock .venv/bin/python
 tests/benchmarks/sed_vs_transformers.py` (≈ 7 GB of memory, several minutes on 2 cores).
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.models.speech_encoder_decoder import MBART50_CODES, load_model  # noqa: E402
 from engine.recognizer import LoadOptions  # noqa: E402
-from engine.streaming.chunked import ChunkedRecognizer  # noqa: E402
+from engine.streaming.chunked import load_speech_encoder_decoder  # noqa: E402
 
 NAME = "facebook/wav2vec2-xls-r-300m-en-to-15"  # its language table; weights are random
 GERMAN = 250003
@@ -206,9 +208,12 @@ def components(model, audio: np.ndarray, steps: int = 20) -> dict:
 
 def live_rtf(folder: Path, dtype: str, seconds: float, window: np.ndarray) -> dict:
     """The live policy over a stream without pauses: compute seconds per audio second."""
-    model, info = load_model(folder, NAME, LoadOptions(target_lang="de", dtype=dtype))
+    recognizer = load_speech_encoder_decoder(
+        folder, NAME, LoadOptions(target_lang="de", dtype=dtype)
+    )
+    model = recognizer.model
     parts = components(model, window)
-    recognizer = ChunkedRecognizer(SpeechRate(model), info)
+    recognizer.model = SpeechRate(model)
     audio = speechlike(seconds, seed=1)
     chunk = RATE // 2
     busy = []
@@ -219,35 +224,38 @@ def live_rtf(folder: Path, dtype: str, seconds: float, window: np.ndarray) -> di
     return {
         "dtype": dtype,
         "stream_s": seconds,
+        "step_s": recognizer.step / RATE,
         "realtime_factor": round(sum(busy) / seconds, 3),
         "worst_chunk_s": round(max(busy), 3),
         **parts,
     }
 
 
-def int8_deviation(folder: Path, audio: np.ndarray, tokens: int) -> dict:
-    results = {}
-    for dtype in ("float32", "int8"):
-        model, _ = load_model(folder, NAME, LoadOptions(target_lang="de", dtype=dtype))
+def deviation(folder: Path, audio: np.ndarray, tokens: int, dtype: str) -> dict:
+    """`dtype`'s departure from float32 on one window."""
+    from engine.models.bart import CachedDecoderState
+
+    results = []
+    for kind in ("float32", dtype):
+        model, _ = load_model(folder, NAME, LoadOptions(target_lang="de", dtype=kind))
         model.generation = replace(model.generation, max_length=tokens + 2, num_beams=1)
         with torch.inference_mode():
             memory = model.model.encode(model.features(audio))
-            state = model.model.decoder.cross_kv(memory)
-            from engine.models.bart import CachedDecoderState
-
-            logits = CachedDecoderState(model.model.decoder, state, 1).step(
-                torch.tensor([[2, GERMAN]])
-            )
-        results[dtype] = (memory.float(), logits.float(), model.generate_ids(audio))
+            cross = model.model.decoder.cross_kv(memory)
+            state = CachedDecoderState(model.model.decoder, cross, 1)
+            logits = state.step(torch.tensor([[2, GERMAN]]))
+        results.append((memory.float(), logits.float(), model.generate_ids(audio)))
         del model
-    (m32, l32, ids32), (m8, l8, ids8) = results["float32"], results["int8"]
-    agree = sum(a == b for a, b in zip(ids32, ids8, strict=True)) / len(ids32)
+    (m32, l32, ids32), (m, logits, ids) = results
+    same = [a == b for a, b in zip(ids32, ids, strict=True)]
     return {
-        "encoder_rel_error": round(((m8 - m32).norm() / m32.norm()).item(), 4),
-        "logits_max_abs_diff": round((l8 - l32).abs().max().item(), 4),
+        "dtype": dtype,
+        "encoder_rel_error": round(((m - m32).norm() / m32.norm()).item(), 4),
+        "logits_max_abs_diff": round((logits - l32).abs().max().item(), 4),
         "logits_std": round(l32.std().item(), 4),
-        "same_first_token": bool(l8.argmax() == l32.argmax()),
-        "greedy_token_agreement": round(agree, 3),
+        "same_first_token": bool(logits.argmax() == l32.argmax()),
+        "greedy_token_agreement": round(sum(same) / len(same), 3),
+        "first_different_token": same.index(False) if False in same else None,
     }
 
 
@@ -274,8 +282,8 @@ def main() -> None:
         row = live_rtf(folder, dtype, args.live_seconds, audio)
         report["live"].append(row)
         print(json.dumps(row), flush=True)
-    report["int8_deviation"] = int8_deviation(folder, audio, args.tokens)
-    print(json.dumps(report["int8_deviation"]), flush=True)
+    report["deviation"] = [deviation(folder, audio, args.tokens, d) for d in ("bfloat16", "int8")]
+    print(json.dumps(report["deviation"]), flush=True)
     print(json.dumps(report, indent=2))
 
 
