@@ -138,13 +138,10 @@ class MimiTransformerLayer:
         c = self.config
         length = x.shape[1]
         h = F.layer_norm(x, (x.shape[-1],), *self.norm1, c.norm_eps)
-        q, k, v = self.qkv(h).split(
-            [c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim],
-            dim=-1,
-        )
-        q = apply_rotary(q.view(1, length, -1, c.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rotary(k.view(1, length, -1, c.head_dim).transpose(1, 2), cos, sin)
-        v = v.view(1, length, -1, c.head_dim).transpose(1, 2)
+        qkv = self.qkv(h).view(1, length, -1, c.head_dim).transpose(1, 2)  # [1, heads, T, D]
+        rotated = c.num_heads + c.num_kv_heads
+        qk = apply_rotary(qkv[:, :rotated], cos, sin)  # queries and keys in one pass
+        q, k, v = qk[:, : c.num_heads], qk[:, c.num_heads :], qkv[:, rotated:]
         ring.write(k, v, start)
         attended = ring.attend(q, start, c.context).transpose(1, 2).reshape(1, length, -1)
         x = x + self.attn_scale * self.out(attended)
