@@ -218,8 +218,8 @@ def main() -> None:
         # The CPU is shared: transformers is timed before and after ours, and the ratio uses
         # both, so a change of load during the run shows instead of biasing the ratio.
         steps = [] if args.skip_reference else time_reference(model, audio)
-        # Ours runs with transformers' copy released: two resident float32 1B models slowed
-        # ours 1.8x on the 24 GB development VM, which would bias the ratio in our disfavour.
+        # Ours runs with transformers' copy released, so each side is timed with one model
+        # resident (two float32 1B models take 9.4 GB of the development VM's 24).
         del model
         gc.collect()
         command = [sys.executable, __file__, "--ours-only", str(folder), "--dtype", args.dtype]
