@@ -42,6 +42,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
 
 def _ours(folder: Path, kind: str, **options):
     target = fx.TARGET_LANG if kind == "mbart" else None
+    options = {"dtype": "float32"} | options  # the parity tests compare float32
     model, info = load_model(folder, str(folder), LoadOptions(target_lang=target, **options))
     return model, info
 
@@ -258,3 +259,16 @@ def test_forced_steps_skip_the_output_layer(tiny) -> None:
     ids = ours.generate_ids(fx.clip(1.0))
     forced = 1 + (len(ids) == config.max_length)
     assert len(calls) == len(ids) - 1 - forced
+
+
+def test_auto_precision_is_int8_live_and_float32_for_files_on_a_cpu(tiny) -> None:
+    """Live captions must keep up (int8 is ~2x faster on a CPU); files get the reference's
+    float32. An explicit choice is kept."""
+    folder = tiny["mbart"][0]
+    live = LoadOptions(target_lang=fx.TARGET_LANG)
+    _, info = load_model(folder, "tiny", live)
+    assert info.dtype == "int8"
+    _, info = load_model(folder, "tiny", LoadOptions(target_lang=fx.TARGET_LANG, offline=True))
+    assert info.dtype == "float32"
+    _, info = load_model(folder, "tiny", LoadOptions(target_lang=fx.TARGET_LANG, dtype="bfloat16"))
+    assert info.dtype == "bfloat16"
