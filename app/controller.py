@@ -131,7 +131,7 @@ class SessionController(QObject):
         report("loading", 0.0)
         recognizer = self.loader(model, options)
         self._cache[slot] = (key, recognizer)
-        settle_heap()
+        freeze_heap()
         return recognizer
 
     def _on_opened(self, result) -> None:
@@ -216,16 +216,15 @@ class SessionController(QObject):
         self.state_changed.emit(state)
 
 
-def settle_heap() -> None:
-    """Collect once, then freeze what survived (the imported libraries, the loaded model).
+def freeze_heap() -> None:
+    """Freeze every object alive now (the imported libraries, a just-loaded model), so no
+    later collection walks them again.
 
     A full collection walks every tracked object while holding the GIL; with torch imported
     that is ~180k objects and 100-300 ms, and it can fall on the GUI thread mid-session.
-    Frozen objects are never walked again, so later collections stay short. Unfreezing first
-    lets a model dropped from the cache be collected. Called off the GUI thread, while the
-    window shows the loading progress."""
-    gc.unfreeze()
-    gc.collect()
+    Freezing only moves lists. It never collects: called off the GUI thread, a collection
+    could finalize garbage Qt objects on the wrong thread (a crash in the event loop). Models
+    are freed by reference counting, so a dropped model does not need a collection."""
     gc.freeze()
 
 

@@ -15,7 +15,6 @@ from app.settings import RESOURCES, AppSettings
 
 
 def run(argv: list[str] | None = None) -> int:
-    from app.controller import settle_heap
     from app.window import MainWindow
     from engine.errors import LivecapError
     from engine.store import SessionStore
@@ -39,7 +38,6 @@ def run(argv: list[str] | None = None) -> int:
         )
         return 1
     window = MainWindow(settings, store)
-    settle_heap()  # before the event loop runs, so no later collection walks the libraries
     window.show()
     _close_on_signals(window)
     code = app.exec()

@@ -6,6 +6,7 @@ thread through `SessionController` and `Task`; the window only reacts to their s
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +31,14 @@ from app import profanity
 from app.banner import Banner
 from app.bridge import Task
 from app.caption_view import PaneAligner, TranscriptPane
-from app.controller import InputChoice, Loader, SessionController, SessionRequest, explain
+from app.controller import (
+    InputChoice,
+    Loader,
+    SessionController,
+    SessionRequest,
+    explain,
+    freeze_heap,
+)
 from app.history import HistoryDialog, ask_export_path, write_export
 from app.live_transcript import CAPTION, TRANSLATION, LiveTranscript
 from app.model_manager import ModelManager, should_offer_first_download
@@ -95,6 +103,10 @@ class MainWindow(QMainWindow):
         self._on_state("idle")
         if should_offer_first_download(settings, self.caption_model()):
             QTimer.singleShot(500, self._offer_first_download)
+        # The one collection Livecap asks for: here, on the GUI thread, before the window is
+        # shown; then everything alive is frozen (see freeze_heap).
+        gc.collect()
+        freeze_heap()
 
     # -- building ---------------------------------------------------------------------------
     def _build_controls(self) -> None:

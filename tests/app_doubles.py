@@ -9,6 +9,7 @@ The loaders mimic `engine.recognizer.load_recognizer(model, options)`.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -146,8 +147,8 @@ class Responsiveness:
     A 10 ms QTimer heartbeat finds the gaps between event-loop turns. On a loaded machine a
     gap can also mean the OS ran other processes, so each long gap is checked for what the
     GUI thread did meanwhile: the CPU time it used, and how long a sampler thread saw it
-    inside Livecap's own code (app/ or engine/, which also catches a blocking wait). A gap
-    counts as blocking when either covers more than half the limit.
+    asleep inside Livecap's own code (app/ or engine/: a blocking wait). A gap counts as
+    blocking when either covers more than half the limit.
     """
 
     def __init__(self, limit: float = 0.1) -> None:
@@ -160,6 +161,7 @@ class Responsiveness:
         self.longest_gap = 0.0
         self.blocked: list[str] = []
         self._main = threading.main_thread().ident
+        self._stat = Path(f"/proc/self/task/{threading.main_thread().native_id}/stat")
         self._busy: list[float] = []
         self._running = True
         self._last, self._cpu = time.perf_counter(), time.thread_time()
@@ -171,7 +173,7 @@ class Responsiveness:
 
     def _sample(self) -> None:
         while self._running:
-            frame = self._frames().get(self._main)
+            frame = self._frames().get(self._main) if self._main_is_waiting() else None
             while frame is not None:
                 name = frame.f_code.co_filename
                 if "/app/" in name or "/engine/" in name:
@@ -179,6 +181,16 @@ class Responsiveness:
                     break
                 frame = frame.f_back
             time.sleep(0.005)
+
+    def _main_is_waiting(self) -> bool:
+        """Is the GUI thread asleep (on a lock, an event, I/O) rather than runnable? Only a
+        sleeping thread is blocked by our code; a runnable one that made no progress was
+        starved by the OS, and time it did run shows up as CPU time instead."""
+        try:
+            stat = self._stat.read_text()
+        except OSError:  # no /proc: count every sample, as if asleep
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] in "SD"
 
     def _beat(self) -> None:
         now, cpu = time.perf_counter(), time.thread_time()
