@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.errors import ModelError
-from engine.models.speech2text import FilterbankFeatures, load_model, monotonic_path
+from engine.models.speech2text import FilterbankFeatures, load_model
 from engine.recognizer import LoadOptions
 from tests import s2t_fixtures as fixtures
 from tests.s2t_fixtures import one_thread, speech_like
@@ -172,20 +172,3 @@ def test_missing_files_are_model_errors(tiny, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="gelu"):
         load_model(folder, "broken", LoadOptions())
-
-
-def test_alignment_path_is_monotonic_and_ignores_a_stray_peak():
-    scores = np.log(
-        np.array(
-            [
-                [0.8, 0.1, 0.05, 0.05, 0.0],
-                [0.1, 0.7, 0.1, 0.1, 0.0],
-                [0.05, 0.05, 0.2, 0.0, 0.7],  # a stray peak at the last frame ...
-                [0.0, 0.0, 0.1, 0.8, 0.1],  # ... that an argmax would make everything after
-                [0.0, 0.0, 0.0, 0.1, 0.9],
-            ]
-        )
-        + 1e-6
-    )
-    assert monotonic_path(scores).tolist() == [0, 1, 2, 3, 4]
-    assert monotonic_path(scores[:1]).tolist() == [0]

@@ -3,7 +3,8 @@
 Three tiny random models saved in the Hub layout (tests/sed_fixtures.py): wav2vec2 (stable
 layer norm, adapter) + mBART-50, wav2vec2 (group norm, post-norm) + BART with a width
 projection, and HuBERT + BERT. Ours must give the same encoder states, the same greedy and
-beam tokens as transformers' generate(), and the same text as its tokenizer.
+beam tokens as transformers' generate(), the same text as its tokenizer, and token times
+from the same cross-attention as transformers' forward pass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 
 from engine.errors import ModelError
 from engine.events import Commit
+from engine.models import bart
+from engine.models.alignment import monotonic_path
 from engine.models.speech_encoder_decoder import TextTokenizer, load_model, native_bfloat16
 from engine.recognizer import LoadOptions, load_recognizer
 from tests import sed_fixtures as fx
@@ -104,6 +107,48 @@ def test_forced_prefix_matches_reference_prompt(tiny, kind: str) -> None:
         )[0].tolist()
     assert ours.generate_ids(audio, prefix) == expected
     assert ours.decode(audio, prefix).ids[:3] == prefix
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("forced", [0, 3])
+def test_token_times_follow_the_reference_cross_attention(tiny, kind: str, forced: int) -> None:
+    """Token end times come from cross-attention averaged over layers and heads in one
+    teacher-forced pass over the generated sequence (forced prefix included): ours is
+    transformers' forward pass's, so is the monotonic token → frame path, and each token
+    ends where its frame does, the frames splitting the window evenly."""
+    folder, ref, _, extractor = tiny[kind]
+    ours, _ = _ours(folder, kind)
+    audio = fx.clip(1.3, seed=5)
+    prefix = ours.decode(audio).ids[:forced]
+    sequence = ours.generate_ids(audio, prefix)
+    eager = copy.deepcopy(ref)
+    eager.set_attn_implementation("eager")  # the only one that returns attention weights
+    tokens = torch.tensor([sequence])
+    with torch.inference_mode():
+        attentions = eager(
+            _inputs(extractor, audio), decoder_input_ids=tokens, output_attentions=True
+        ).cross_attentions
+        expected = torch.stack(attentions).mean(dim=(0, 2))[0]  # [L, 1, H, T, S] → [T, S]
+        got = bart.cross_attention(ours.model.decoder, tokens, ours.cross_kv(audio))
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-4
+
+    rows = ours.text_rows(sequence)
+    frames = monotonic_path(np.log(expected[rows].numpy() + 1e-6))
+    assert monotonic_path(np.log(got[rows].numpy() + 1e-6)).tolist() == frames.tolist()
+    assert len(set(frames.tolist())) >= 2, "the path should move through the window"
+    hypothesis = ours.decode(audio, prefix)
+    assert hypothesis.ids == [sequence[row] for row in rows]
+    assert hypothesis.ids[:forced] == prefix
+    duration = len(audio) / fx.SAMPLE_RATE
+    seconds_per_frame = duration / expected.shape[1]
+    ends = [min(duration, (f + 1) * seconds_per_frame) for f in frames]
+    assert hypothesis.times == pytest.approx(ends)
+    assert hypothesis.times == sorted(hypothesis.times)
+    assert all(0 < t <= duration for t in hypothesis.times)
+
+    short = audio[:100]  # no encoder frame: the prefix ends with the window
+    assert ours.decode(short, prefix).times == [len(short) / fx.SAMPLE_RATE] * forced
 
 
 def test_padded_batch_encoder_matches_attention_mask(tiny) -> None:

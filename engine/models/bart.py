@@ -8,11 +8,13 @@ with pre-norm layers and a final LayerNorm (engine/models/mbart.py builds that f
 `CachedDecoderState` is what generation.py drives: it keeps a self-attention KV cache per
 layer (grown in place, rows reordered for beam search) and the cross-attention keys/values,
 computed once per window from one encoder row and broadcast to every beam, never copied.
+`cross_attention` runs the same step over a finished sequence to align its tokens in time.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +58,8 @@ class CachedDecoder(Protocol):
     """What a text decoder offers `CachedDecoderState`."""
 
     num_layers: int
+
+    def modules(self) -> Iterator[nn.Module]: ...  # nn.Module's, for `cross_attention`
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
 
@@ -157,6 +161,34 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         y = F.scaled_dot_product_attention(split_heads(self.q(x), self.heads), *kv)
         return self.out(merge_heads(y))
+
+    def probs(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The attention probabilities `forward` applies, [B, H, T, S] in float32."""
+        q = split_heads(self.q(x), self.heads).float()
+        scores = q @ kv[0].float().transpose(-1, -2) * q.shape[-1] ** -0.5
+        return torch.softmax(scores, dim=-1)
+
+
+def cross_attention(
+    decoder: CachedDecoder, ids: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """Cross-attention of one teacher-forced pass over ids [1, T], averaged over layers and
+    heads: [T, S] float32. It is the decoder's own step (without the output layer) with each
+    CrossAttention's inputs caught by a hook, so every layer variant (pre-norm, post-norm,
+    BERT) is covered by the code that generates, and generation itself is not slowed."""
+    caught: list[torch.Tensor] = []
+
+    def catch(attention: CrossAttention, inputs: tuple, _output: torch.Tensor) -> None:
+        caught.append(attention.probs(*inputs))
+
+    blocks = [m for m in decoder.modules() if isinstance(m, CrossAttention)]
+    hooks = [block.register_forward_hook(catch) for block in blocks]
+    try:
+        decoder.step(ids, [KVCache() for _ in range(decoder.num_layers)], cross, head=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack(caught).mean(dim=(0, 2))[0]  # [L, 1, H, T, S] → [T, S]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ModelError
+from engine.models.alignment import token_end_times
 from engine.models.generation import GenerationConfig, generate
 from engine.recognizer import LoadOptions, ModelInfo
 from engine.streaming.chunked_protocol import Hypothesis
@@ -514,23 +515,10 @@ class Speech2TextTranscriber:
             weights += probs[0].mean(dim=0)
             x = x + layer.cross_attn.out(_merge_heads(probs.to(cross_v.dtype) @ cross_v))
             x = layer.ffn(x)
-        frames = monotonic_path(torch.log(weights[text_rows] + 1e-6).cpu().numpy())
-        return [min(duration, (int(f) + 1) * self.seconds_per_frame) for f in frames]
+        return token_end_times(weights[text_rows], self.seconds_per_frame, duration)
 
     def text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
-
-
-def monotonic_path(scores: np.ndarray) -> np.ndarray:
-    """scores [T, S] → one frame per row, never decreasing, with the largest summed score."""
-    best = scores.astype(np.float64)
-    for row in range(1, len(best)):  # best path ending at each frame, via an earlier frame
-        best[row] += np.maximum.accumulate(best[row - 1])
-    frames = np.zeros(len(best), dtype=np.int64)
-    frames[-1] = int(best[-1].argmax())
-    for row in range(len(best) - 2, -1, -1):
-        frames[row] = int(best[row, : frames[row + 1] + 1].argmax())
-    return frames
 
 
 # ---------------------------------------------------------------------------------------

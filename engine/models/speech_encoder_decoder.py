@@ -8,7 +8,8 @@ the mBART-50 sentencepiece model (fairseq ids: pieces shifted by one, language c
 the vocabulary).
 
 `SpeechTranslator` implements engine/streaming/chunked_protocol.py's SpeechSeq2Seq: decode one
-window of audio (optionally forcing a committed prefix) into token ids, and ids into text.
+window of audio (optionally forcing a committed prefix) into token ids with their end times
+(from the decoder's cross-attention), and ids into text.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from engine.errors import ModelError
 from engine.models import bart, bert, mbart
 from engine.models import wav2vec2 as w2v
+from engine.models.alignment import token_end_times
 from engine.models.generation import GenerationConfig, generate
 from engine.recognizer import LoadOptions, ModelInfo
 from engine.streaming.chunked_protocol import Hypothesis
@@ -251,19 +253,41 @@ class SpeechTranslator:
         return torch.from_numpy(values)[None].to(self.device)
 
     def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
-        if len(audio) < self._min_samples:
-            return Hypothesis(ids=list(prefix))
-        body = self.generate_ids(audio, prefix)[1:]  # without the decoder start token
-        if self.language_id is not None and body[:1] == [self.language_id]:
-            body = body[1:]
-        return Hypothesis(ids=[i for i in body if i not in self._specials])
+        duration = len(audio) / SAMPLE_RATE
+        if len(audio) < self._min_samples:  # no encoder frame to align to: the window's end
+            return Hypothesis(ids=list(prefix), times=[duration] * len(prefix))
+        with torch.inference_mode():
+            cross = self.cross_kv(audio)
+            sequence = self._search(cross, prefix)
+            rows = self.text_rows(sequence)
+            if not rows:
+                return Hypothesis(ids=[], times=[])
+            tokens = torch.tensor([sequence], device=self.device)
+            weights = bart.cross_attention(self.model.decoder, tokens, cross)[rows]
+        seconds_per_frame = duration / self.model.encoder_config.output_frames(len(audio))
+        times = token_end_times(weights, seconds_per_frame, duration)
+        return Hypothesis(ids=[sequence[row] for row in rows], times=times)
+
+    def text_rows(self, sequence: Sequence[int]) -> list[int]:
+        """Where the text tokens sit in a generated sequence: after the start token and the
+        language (if any), specials dropped."""
+        first = 1
+        if self.language_id is not None and sequence[1:2] == [self.language_id]:
+            first = 2
+        return [i for i in range(first, len(sequence)) if sequence[i] not in self._specials]
 
     @torch.inference_mode()
     def generate_ids(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> list[int]:
         """The whole generated sequence, as transformers' generate() returns it."""
-        memory = self.model.encode(self.features(audio))
-        cross = self.model.decoder.cross_kv(memory)
+        return self._search(self.cross_kv(audio), prefix)
 
+    def cross_kv(self, audio: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One window's cross-attention keys/values for every decoder layer."""
+        return self.model.decoder.cross_kv(self.model.encode(self.features(audio)))
+
+    def _search(
+        self, cross: list[tuple[torch.Tensor, torch.Tensor]], prefix: Sequence[int]
+    ) -> list[int]:
         def new_state(rows: int) -> bart.CachedDecoderState:
             return bart.CachedDecoderState(self.model.decoder, cross, rows, self._forced_lengths())
 
