@@ -130,9 +130,13 @@ def test_mimi_codes_frame_by_frame_equal_transformers(tiny, audio, name):
 @pytest.mark.parametrize("name", PARITY_SHAPES)
 def test_tokens_and_text_equal_generate(tiny, audio, generated, name):
     expected_tokens, expected_text = generated[name]
-    events, tokens = _run_with_tokens(_recognizer(tiny[name]), [audio])
+    recognizer = _recognizer(tiny[name])
+    events, tokens = _run_with_tokens(recognizer, [audio])
     ours = [expected_tokens[0], *tokens]  # generate's output starts with the fed start token
     assert ours[: len(expected_tokens)] == expected_tokens
+    # One call with the whole audio steps its frames speculatively, several per LM pass,
+    # and has to roll back after every non-pad token: both paths were taken.
+    assert 0 < recognizer.rejected < recognizer.speculated
     # The test models must exercise every kind of token: pads, word starts, pieces.
     counts = {t: expected_tokens.count(t) for t in set(expected_tokens)}
     assert counts.get(3, 0) > 10 and counts.get(0, 0) > 3 and len(counts) > 8

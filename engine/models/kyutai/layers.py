@@ -50,14 +50,16 @@ class Rotary:
         self.inv_freq = 1.0 / (theta**exponents)
         self._block: tuple[int, torch.dtype, torch.Tensor, torch.Tensor] | None = None
 
-    def at(self, position: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin [1, head_dim] of one position, from a block computed once per 256 steps
-        (each element is the same product as computing it alone)."""
+    def at(self, position: int, dtype: torch.dtype, length: int = 1) -> tuple[torch.Tensor, ...]:
+        """cos/sin [length, head_dim] of positions from `position`, from a block computed once
+        per 256 steps (each element is the same product as computing it alone)."""
         first = position - position % self._BLOCK
+        offset = position - first
+        if offset + length > self._BLOCK:  # straddles two blocks: rare, compute it alone
+            return self.cos_sin(position, length, dtype)
         if self._block is None or self._block[:2] != (first, dtype):
             self._block = (first, dtype, *self.cos_sin(first, self._BLOCK, dtype))
-        offset = position - first
-        return self._block[2][offset : offset + 1], self._block[3][offset : offset + 1]
+        return self._block[2][offset : offset + length], self._block[3][offset : offset + length]
 
     def cos_sin(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         positions = torch.arange(start, start + length, device=self.inv_freq.device).float()

@@ -34,10 +34,11 @@ class Embedding:
         self.table, self.scales, self.dtype = table, scales, dtype
 
     def sum(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [T, n] → the sum of each step's n rows [T, hidden]."""
         rows = self.table[ids]
         if self.scales is not None:
-            rows = rows.to(self.dtype) * self.scales[ids][:, None]
-        return rows.sum(dim=0)
+            rows = rows.to(self.dtype) * self.scales[ids][..., None]
+        return rows.sum(dim=-2)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -58,13 +59,17 @@ class DecoderLayer:
         self.heads = (config.num_heads, config.num_kv_heads)
 
     def __call__(self, x: torch.Tensor, ring: KVRing, position: int, cos, sin) -> torch.Tensor:
+        """x [1, T, hidden]: T consecutive steps from `position` (cos/sin [T, head_dim])."""
         c = self.config
         heads, kv_heads = self.heads
-        qkv = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).view(-1, 1, c.head_dim)
-        qk = apply_rotary(qkv[: heads + kv_heads], cos, sin)  # [heads + kv, 1, head_dim]
+        steps = x.shape[1]
+        qkv = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).view(steps, -1, c.head_dim)
+        qkv = qkv.transpose(0, 1)  # [heads + 2 kv, T, head_dim]
+        qk = apply_rotary(qkv[: heads + kv_heads], cos, sin)
         q, k, v = qk[None, :heads], qk[None, heads:], qkv[None, heads + kv_heads :]
         ring.write(k, v, position)
-        x = x + self.out(ring.attend(q, position, c.sliding_window).reshape(1, 1, -1))
+        attended = ring.attend(q, position, c.sliding_window)  # [1, heads, T, head_dim]
+        x = x + self.out(attended.transpose(1, 2).reshape(1, steps, -1))
         gate, value = self.fc1(rms_norm(x, self.norm2, c.rms_norm_eps)).chunk(2, dim=-1)
         return x + self.fc2(F.silu(gate) * value)
 
@@ -88,11 +93,14 @@ class TextLM:
         self.code_offsets = config.vocab_size + config.codebook_vocab_size * books
         self.ids = torch.empty(1 + config.num_codebooks, dtype=torch.long, device=self.device)
 
-    def new_state(self) -> LMState:
+    def new_state(self, max_steps: int = 1) -> LMState:
+        """A fresh stream whose `steps` may take up to `max_steps` rows at once. Rows a caller
+        rolls back are overwritten later, so the rings hold that many slots beyond the window:
+        a rejected row never evicts a key the rows after the rollback still see."""
         c = self.config
+        size = c.sliding_window + max_steps - 1
         rings = [
-            KVRing(c.num_kv_heads, c.sliding_window, c.head_dim, self.dtype, self.device)
-            for _ in self.layers
+            KVRing(c.num_kv_heads, size, c.head_dim, self.dtype, self.device) for _ in self.layers
         ]
         return LMState(rings=rings)
 
@@ -105,14 +113,33 @@ class TextLM:
         """One frame: the previous text token and this frame's codes [codebooks] → logits."""
         return self.head(self.hidden(text_token, codes, state)).view(-1)
 
+    def steps(self, text_tokens: list[int], codes: torch.Tensor, state: LMState) -> torch.Tensor:
+        """T frames in one pass, as if stepped one by one with these text tokens as inputs
+        (codes [T, codebooks]) → logits [T, vocab]. The weights are read once for all T rows,
+        which costs little more than one row on a memory-bound CPU (see `rollback`)."""
+        ids = torch.empty(len(text_tokens), 1 + self.config.num_codebooks, dtype=torch.long)
+        ids[:, 0] = torch.tensor(text_tokens)
+        ids[:, 1:] = codes.cpu() + self.code_offsets.cpu()
+        return self.head(self._forward(ids.to(self.device), state))[0]
+
+    def rollback(self, state: LMState, steps: int) -> None:
+        """Forget the last `steps` steps (at most `max_steps` - 1 of one `steps` call): their
+        text inputs turned out wrong. Their ring slots are rewritten by the steps that replace
+        them, and attention never sees a slot holding a later position than its query."""
+        state.position -= steps
+
     def hidden(self, text_token: int, codes: torch.Tensor, state: LMState) -> torch.Tensor:
         """The step's final normalized hidden state [1, 1, hidden] (what the head reads)."""
         ids = self.ids  # [text, codebook 0 .. K-1]: rows of the shared table
         ids[0] = text_token
         torch.add(codes.to(self.device), self.code_offsets, out=ids[1:])
-        x = self.embedding.sum(ids).view(1, 1, -1)
-        cos, sin = self.rotary.at(state.position, x.dtype)
+        return self._forward(ids[None], state)
+
+    def _forward(self, ids: torch.Tensor, state: LMState) -> torch.Tensor:
+        """ids [T, 1 + codebooks] → final normalized hidden states [1, T, hidden]."""
+        x = self.embedding.sum(ids)[None]
+        cos, sin = self.rotary.at(state.position, x.dtype, len(ids))
         for layer, ring in zip(self.layers, state.rings, strict=True):
             x = layer(x, ring, state.position, cos, sin)
-        state.position += 1
+        state.position += len(ids)
         return rms_norm(x, self.norm, self.config.rms_norm_eps)
