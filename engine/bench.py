@@ -46,7 +46,7 @@ def run_bench(model: str, device: str = "auto", dtype: str = "auto", seconds: fl
     load_seconds = time.perf_counter() - started
     rate, frame = recognizer.sample_rate, recognizer.frame_size
     audio = synthetic_speech(seconds + _WARMUP_FRAMES * frame / rate, rate)
-    frame_ms, lag_ms = _replay(recognizer, audio)
+    frame_ms, lag_ms = replay_live(recognizer, audio)
     recognizer.flush()
     measured, lags = np.array(frame_ms[_WARMUP_FRAMES:]), np.array(lag_ms[_WARMUP_FRAMES:])
     budget = frame / rate * 1000
@@ -70,7 +70,7 @@ def run_bench(model: str, device: str = "auto", dtype: str = "auto", seconds: fl
     }
 
 
-def _replay(recognizer, audio: np.ndarray) -> tuple[list[float], list[float]]:
+def replay_live(recognizer, audio: np.ndarray) -> tuple[list[float], list[float]]:
     """Feed `audio` as it would arrive live. Per frame: its share of the compute of the feed
     that took it (ms), and its lag: from when its last sample arrived to when that feed
     returned (ms) — how much later than the model's own delay its captions show."""

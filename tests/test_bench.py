@@ -45,7 +45,7 @@ def clock(monkeypatch) -> Clock:
 
 def test_a_fast_recognizer_gets_one_frame_per_feed(clock):
     recognizer = CostedRecognizer(clock, 0.0, 0.25 * F)
-    frame_ms, lag_ms = bench._replay(recognizer, np.zeros(50 * FRAME, np.float32))
+    frame_ms, lag_ms = bench.replay_live(recognizer, np.zeros(50 * FRAME, np.float32))
     assert recognizer.feeds == [1] * 50
     assert frame_ms == pytest.approx([20.0] * 50)
     assert lag_ms == pytest.approx([20.0] * 50)  # each frame is done 20 ms after it arrived
@@ -57,7 +57,7 @@ def test_a_slow_step_that_batches_well_catches_up(clock):
     lag stays bounded (the recognizer is then busy all the time: compute per frame ≈ the
     frame's duration)."""
     recognizer = CostedRecognizer(clock, F, 0.25 * F)
-    frame_ms, lag_ms = bench._replay(recognizer, np.zeros(400 * FRAME, np.float32))
+    frame_ms, lag_ms = bench.replay_live(recognizer, np.zeros(400 * FRAME, np.float32))
     assert sum(recognizer.feeds) == 400 and max(recognizer.feeds) > 1
     assert np.mean(frame_ms) == pytest.approx(80.0, abs=2.0)
     assert max(lag_ms[200:]) < 400.0 and max(lag_ms[200:]) <= max(lag_ms[:200]) + 1e-9
@@ -65,5 +65,5 @@ def test_a_slow_step_that_batches_well_catches_up(clock):
 
 def test_a_recognizer_that_cannot_batch_falls_further_behind(clock):
     recognizer = CostedRecognizer(clock, 0.0, 1.25 * F)
-    _, lag_ms = bench._replay(recognizer, np.zeros(400 * FRAME, np.float32))
+    _, lag_ms = bench.replay_live(recognizer, np.zeros(400 * FRAME, np.float32))
     assert lag_ms[-1] > 3000.0 and lag_ms[-1] > 10 * lag_ms[10]

@@ -14,8 +14,8 @@ word-start marker and ~1.3 pieces per word, is about 0.55 pads; pauses raise it)
 
 Prints one JSON object: per-frame milliseconds of both runs over the same audio (medians of
 `--repeats`), their ratio, how many rows were rolled back, and how long the tokens agree.
-`--live` also replays the audio at its real pace (what the worker does: each feed takes all
-audio that has arrived) and reports how far the captions lag behind the audio.
+`--live` also replays the audio as it would arrive live (as `livecap bench` does: each feed
+takes all audio that has arrived) and reports how far the captions lag behind the audio.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from tokenizers import Tokenizer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine.bench import synthetic_speech  # noqa: E402
+from engine.bench import replay_live, synthetic_speech  # noqa: E402
 from engine.models.kyutai.config import SAMPLE_RATE  # noqa: E402
 from engine.models.kyutai.weights import KyutaiModel, load_model  # noqa: E402
 from engine.recognizer import ModelInfo  # noqa: E402
@@ -94,26 +94,13 @@ def transcribe(model: KyutaiModel, rows: int, audio: np.ndarray) -> tuple[float,
 
 
 def live(model: KyutaiModel, rows: int, audio: np.ndarray) -> dict:
-    """Replay `audio` at its real pace; per frame, how late its token came (s)."""
-    recognizer = _recognizer(model, rows)
-    frame = recognizer.frame_size
-    lags, fed = [], 0
-    start = time.perf_counter()
-    while fed < len(audio):
-        arrived = min(len(audio), int((time.perf_counter() - start) * SAMPLE_RATE))
-        if arrived - fed < frame:
-            time.sleep((fed + frame - arrived) / SAMPLE_RATE)
-            continue
-        before = recognizer._model_samples
-        recognizer.feed(audio[fed:arrived])
-        fed = arrived
-        done = time.perf_counter() - start
-        for end in range(before + frame, recognizer._model_samples + 1, frame):
-            lags.append(done - end / SAMPLE_RATE)
+    """Replay `audio` as it arrives live (`livecap bench`'s replay): per frame, how late
+    after its arrival it was processed."""
+    _, lag_ms = replay_live(_recognizer(model, rows), audio)
     return {
-        "lag_s_median": float(np.median(lags)),
-        "lag_s_p95": float(np.percentile(lags, 95)),
-        "lag_s_last": lags[-1],
+        "lag_ms_median": float(np.median(lag_ms)),
+        "lag_ms_p95": float(np.percentile(lag_ms, 95)),
+        "lag_ms_last": lag_ms[-1],
     }
 
 
