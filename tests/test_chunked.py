@@ -36,6 +36,7 @@ class ScriptedModel:
         self.with_times = with_times
         self.unstable = unstable  # every decode garbles every word differently: no agreement
         self.windows: list[float] = []  # seconds of audio per decode
+        self.calls: list[tuple[list[int], list[int], list[int]]] = []  # prefix, draft, ids
 
     @staticmethod
     def words_in(audio: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -49,7 +50,7 @@ class ScriptedModel:
                 runs.append((int(ids[start]), int(stop) * 16, stop == len(ids)))
         return runs
 
-    def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
+    def decode(self, audio: np.ndarray, prefix: Sequence[int] = (), draft=()) -> Hypothesis:
         self.windows.append(len(audio) / RATE)
         runs = self.words_in(audio)
         ends = {word: end / RATE for word, end, _ in runs}
@@ -61,6 +62,7 @@ class ScriptedModel:
             garbled = open_ended or (self.unstable and len(self.windows) % 2)
             ids += [2 * word + 10, GARBLED if garbled else 2 * word + 11]
             times += [end / RATE] * 2
+        self.calls.append((list(prefix), list(draft), ids))
         return Hypothesis(ids=ids, times=times if self.with_times else None)
 
     def text(self, ids: Sequence[int]) -> str:
@@ -121,6 +123,18 @@ def test_without_agreement_the_window_is_bounded_and_nothing_repeats():
     numbers = [w.removeprefix("w").rstrip("s?") for w in committed_words(events)]
     spoken = sorted({w for w, _, _ in ScriptedModel.words_in(audio)})
     assert numbers == [str(k) for k in spoken]
+
+
+def test_each_decode_gets_the_last_ones_uncommitted_tokens_as_its_draft():
+    audio, _ = script(60, seed=3)
+    model = ScriptedModel()
+    run(ChunkedRecognizer(model, INFO), audio)
+    drafted = 0
+    for (_, _, before), (_, draft, _) in zip(model.calls, model.calls[1:], strict=False):
+        if draft:  # what the last decode said after what is now committed
+            assert before[-len(draft) :] == draft
+            drafted += 1
+    assert drafted > len(model.calls) // 2
 
 
 def test_commits_are_timed_in_order():

@@ -60,8 +60,8 @@ class Recorder:
         self.model = model
         self.calls: list[tuple[list[int], list[int], float]] = []  # prefix, ids, seconds
 
-    def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()):
-        hypothesis = self.model.decode(audio, prefix)
+    def decode(self, audio: np.ndarray, prefix: Sequence[int] = (), draft: Sequence[int] = ()):
+        hypothesis = self.model.decode(audio, prefix, draft)
         self.calls.append((list(prefix), list(hypothesis.ids), len(audio) / RATE))
         return hypothesis
 

@@ -40,10 +40,11 @@ def bart():
 
 class HFState:
     def __init__(self, model, encoder_out, rows):
-        self.model, self.past = model, None
+        self.model, self.past, self.steps = model, None, 0
         self.enc = encoder_out.expand(rows, -1, -1)
 
-    def step(self, ids):
+    def step(self, ids, outputs=1):
+        self.steps += 1
         with torch.no_grad():
             out = self.model(
                 encoder_outputs=(self.enc,),
@@ -52,7 +53,12 @@ class HFState:
                 use_cache=True,
             )
         self.past = out.past_key_values
-        return out.logits[:, -1]
+        return out.logits[:, -outputs:]
+
+    def truncate(self, length):
+        extra = self.past.get_seq_length() - length
+        if extra > 0:
+            self.past.crop(-extra)
 
     def reorder(self, beam_idx):
         self.past.reorder_cache(beam_idx)
@@ -99,6 +105,42 @@ def test_start_ids_are_forced_and_kept(bart):
     config = GenerationConfig(START, EOS, 1, max_length=16, num_beams=3)
     assert generate(lambda rows: HFState(bart, enc, rows), config, prefix) == expected
     assert expected[:3] == prefix
+
+
+def test_a_draft_saves_steps_and_never_changes_the_tokens(bart):
+    """Greedy with a draft (the previous window's text, live) checks several draft tokens
+    per step; whatever the draft — right, wrong from some point, garbage, too long — the
+    tokens are transformers' greedy ones, and a right draft takes far fewer steps."""
+    torch.manual_seed(2)
+    inputs = torch.randint(3, VOCAB, (1, 9))
+    # a long, varied text: the tiny model likes to end, and to repeat itself
+    case = dict(max_length=30, min_length=20, no_repeat_ngram_size=2)
+    with torch.no_grad():
+        enc = bart.get_encoder()(input_ids=inputs).last_hidden_state
+        expected = bart.generate(input_ids=inputs, do_sample=False, **case)[0].tolist()
+    config = GenerationConfig(START, EOS, 1, **case)
+    text = expected[1:]
+    assert len(text) >= 19 and len(set(text)) > 5
+    drafts = {
+        "right": text,
+        "wrong from the 6th token": text[:5] + [(t + 1) % VOCAB for t in text[5:]],
+        "garbage": [5] * 40,
+        "right, then too long": text[:-1] + [7] * 20,
+        "none": [],
+    }
+    steps = {}
+    for name, draft in drafts.items():
+        states = []
+
+        def new_state(rows, states=states):
+            states.append(HFState(bart, enc, rows))
+            return states[-1]
+
+        assert generate(new_state, config, draft=draft) == expected, name
+        steps[name] = states[0].steps
+    assert steps["none"] == len(text)
+    assert steps["right"] <= len(text) // 3 + 1
+    assert steps["right"] < steps["wrong from the 6th token"] < steps["none"]
 
 
 def test_config_from_folder_prefers_generation_config(tmp_path):

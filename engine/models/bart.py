@@ -69,8 +69,10 @@ class CachedDecoder(Protocol):
         caches: list[KVCache],
         cross: list[tuple[torch.Tensor, torch.Tensor]],
         head: bool = True,
+        outputs: int = 1,
     ) -> torch.Tensor:
-        """Logits of the last position [B, V] (zeros without `head`); extends `caches`."""
+        """Logits of the last `outputs` positions [B, outputs, V] (zeros without `head`);
+        extends `caches`."""
         ...
 
 
@@ -92,9 +94,13 @@ class CachedDecoderState:
         self.cross = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in cross]
         self.caches = [KVCache() for _ in range(decoder.num_layers)]
 
-    def step(self, ids: torch.Tensor) -> torch.Tensor:
-        head = self.caches[0].length + ids.shape[1] not in self.forced
-        return self.decoder.step(ids, self.caches, self.cross, head)
+    def step(self, ids: torch.Tensor, outputs: int = 1) -> torch.Tensor:
+        head = outputs > 1 or self.caches[0].length + ids.shape[1] not in self.forced
+        return self.decoder.step(ids, self.caches, self.cross, head, outputs)
+
+    def truncate(self, length: int) -> None:
+        for cache in self.caches:
+            cache.length = length
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         for cache in self.caches:
@@ -262,7 +268,9 @@ class BartDecoder(nn.Module):
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.cross_attn.memory_kv(memory) for layer in self.layers]
 
-    def step(self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True):
+    def step(
+        self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True, outputs: int = 1
+    ):
         past = caches[0].length
         positions = torch.arange(past, past + ids.shape[1]) + self.POSITION_OFFSET
         x = self.embed_tokens(ids) * self.embed_scale + self.embed_positions(positions)
@@ -270,8 +278,8 @@ class BartDecoder(nn.Module):
         for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
             x = layer(x, cache, kv)
         if not head:
-            return x.new_zeros(x.shape[0], self.embed_tokens.num_embeddings)
-        x = x[:, -1]
+            return x.new_zeros(x.shape[0], outputs, self.embed_tokens.num_embeddings)
+        x = x[:, -outputs:]
         if self.final_norm is not None:
             x = self.final_norm(x)
         return self.lm_head(x)

@@ -85,7 +85,9 @@ class BertDecoder(nn.Module):
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.cross_attn.memory_kv(memory) for layer in self.layers]
 
-    def step(self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True):
+    def step(
+        self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True, outputs: int = 1
+    ):
         past = caches[0].length
         positions = torch.arange(past, past + ids.shape[1])
         x = self.word_embeddings(ids) + self.position_embeddings(positions)
@@ -93,8 +95,8 @@ class BertDecoder(nn.Module):
         for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
             x = layer(x, cache, kv)
         if not head:
-            return x.new_zeros(x.shape[0], self.word_embeddings.num_embeddings)
-        x = self.head_norm(self.head_act(self.head_dense(x[:, -1])))
+            return x.new_zeros(x.shape[0], outputs, self.word_embeddings.num_embeddings)
+        x = self.head_norm(self.head_act(self.head_dense(x[:, -outputs:])))
         return self.lm_head(x)
 
 

@@ -27,8 +27,13 @@ _NEG = -1.0e9  # "impossible" score, as large as transformers uses, so ties brea
 
 
 class DecoderState(Protocol):
-    def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids [B, T] new tokens → logits of the last position [B, V]; extends the cache."""
+    def step(self, ids: torch.Tensor, outputs: int = 1) -> torch.Tensor:
+        """ids [B, T] new tokens → logits of the last `outputs` positions [B, outputs, V];
+        extends the cache."""
+        ...
+
+    def truncate(self, length: int) -> None:
+        """Forget the cached positions from `length` on."""
         ...
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
@@ -77,25 +82,47 @@ def generate(
     new_state: Callable[[int], DecoderState],
     config: GenerationConfig,
     start_ids: Sequence[int] | None = None,
+    draft: Sequence[int] = (),
 ) -> list[int]:
-    """Decode one input. `new_state(rows)` builds a decoder state for that many rows."""
+    """Decode one input. `new_state(rows)` builds a decoder state for that many rows.
+    `draft`: the tokens expected after the start (greedy only; see `_greedy`)."""
     start = list(start_ids) if start_ids else [config.decoder_start_token_id]
     if len(start) >= config.max_length:
         return start
     if config.num_beams > 1:
         return _beam_search(new_state(config.num_beams), config, start)
-    return _greedy(new_state(1), config, start)
+    return _greedy(new_state(1), config, start, list(draft))
 
 
-def _greedy(state: DecoderState, config: GenerationConfig, start: list[int]) -> list[int]:
-    seq = torch.tensor([start])
-    logits = state.step(seq)
+DRAFT_TOKENS = 3  # checked per step; a CPU reads the weights once for up to ~4 rows
+
+
+def _greedy(
+    state: DecoderState, config: GenerationConfig, start: list[int], draft: list[int]
+) -> list[int]:
+    """Greedy search, checking a draft on the way: while the output follows `draft` (in live
+    use, the previous window's text), a step feeds the next `DRAFT_TOKENS` of it with the
+    newest token and takes the choices at every position until the first that differs from
+    the draft; the cache is cut back to what the kept tokens saw. The weights are read once
+    per step whatever the rows, and each choice sees exactly the inputs plain greedy would,
+    so the tokens are the same, in fewer steps."""
+    seq, feed = list(start), list(start)
     while True:
-        token = _process(config, seq, logits.float()).argmax(-1, keepdim=True)  # [1, 1]
-        seq = torch.cat([seq, token], dim=1)
-        if token.item() in config.eos_ids or seq.shape[1] >= config.max_length:
-            return seq[0].tolist()
-        logits = state.step(token)
+        done = len(seq) - len(start)
+        on_draft = seq[len(start) :] == draft[:done]
+        room = config.max_length - len(seq) - 1
+        guesses = draft[done : done + min(DRAFT_TOKENS, room)] if on_draft else []
+        logits = state.step(torch.tensor([feed + guesses]), outputs=1 + len(guesses))
+        for row in range(1 + len(guesses)):
+            scores = _process(config, torch.tensor([seq]), logits[:, row].float())
+            token = int(scores.argmax(-1))
+            seq.append(token)
+            if token in config.eos_ids or len(seq) >= config.max_length:
+                return seq
+            if row == len(guesses) or token != guesses[row]:
+                break
+        state.truncate(len(seq) - 1)  # every kept token but the newest was an input
+        feed = [seq[-1]]
 
 
 def _beam_search(state: DecoderState, config: GenerationConfig, start: list[int]) -> list[int]:
@@ -108,7 +135,7 @@ def _beam_search(state: DecoderState, config: GenerationConfig, start: list[int]
     running_scores[0] = 0.0  # identical beams at the start: only the first may expand
     done = _FinishedBeams(beams, config.max_length, config.pad_token_id)
 
-    logits = state.step(running)
+    logits = state.step(running)[:, 0]
     while True:
         cur_len = running.shape[1]
         log_probs = torch.log_softmax(logits.float(), dim=-1)
@@ -136,7 +163,7 @@ def _beam_search(state: DecoderState, config: GenerationConfig, start: list[int]
         stop = not done.beatable_by(hope) or (done.full and config.early_stopping is True)
         if stop or finishes.all():
             return done.best()
-        logits = state.step(running[:, -1:])
+        logits = state.step(running[:, -1:])[:, 0]
 
 
 def _judged_length(config: GenerationConfig, cur_len: int, prompt_len: int) -> int:

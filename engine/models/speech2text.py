@@ -382,8 +382,9 @@ class Speech2TextDecoderState:
         )
 
     @torch.inference_mode()
-    def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids [B, T] → logits of the last position [B, V] (float32, on the CPU)."""
+    def step(self, ids: torch.Tensor, outputs: int = 1) -> torch.Tensor:
+        """ids [B, T] → logits of the last `outputs` positions [B, outputs, V] (float32, on
+        the CPU)."""
         model, cache = self.model, self.cache
         ids = ids.to(cache.keys.device)
         new = ids.shape[1]
@@ -405,7 +406,10 @@ class Speech2TextDecoderState:
             x = x + layer.cross_attn.out(self._attend_encoder(layer, x, *self.cross[index]))
             x = layer.ffn(x)
         cache.length = total
-        return model.lm_head(model.decoder_norm(x[:, -1])).float().cpu()
+        return model.lm_head(model.decoder_norm(x[:, -outputs:])).float().cpu()
+
+    def truncate(self, length: int) -> None:
+        self.cache.length = length
 
     @staticmethod
     def _attend_encoder(
@@ -460,26 +464,33 @@ class Speech2TextTranscriber:
         return self._search(self.model.cross_keys_values(memory), prefix)
 
     def _search(
-        self, cross: list[tuple[torch.Tensor, torch.Tensor]], prefix: Sequence[int]
+        self,
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix: Sequence[int],
+        draft: Sequence[int] = (),
     ) -> list[int]:
         start = [self.generation.decoder_start_token_id]
+        language = [self.language_id] if self.language_id is not None else []
         if prefix:  # the language token is then forced explicitly, before the prefix
-            start += [self.language_id] if self.language_id is not None else []
-            start += list(prefix)
+            start += language + list(prefix)
+        else:  # forced_bos generates it: the draft starts there
+            draft = [*language, *draft]
         # a forced prefix is text already said: it does not eat into the budget for new text
         config = replace(self.generation, max_length=self.generation.max_length + len(prefix))
 
         def new_state(rows: int) -> Speech2TextDecoderState:
             return Speech2TextDecoderState(self.model, cross, rows, config.max_length)
 
-        return generate(new_state, config, start_ids=start)
+        return generate(new_state, config, start_ids=start, draft=draft)
 
-    def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
+    def decode(
+        self, audio: np.ndarray, prefix: Sequence[int] = (), draft: Sequence[int] = ()
+    ) -> Hypothesis:
         if len(audio) < FRAME_LENGTH:  # not one feature frame
             return Hypothesis(ids=list(prefix), times=[0.0] * len(prefix))
         with torch.inference_mode():
             cross = self.model.cross_keys_values(self.encode(audio))
-            sequence = self._search(cross, prefix)
+            sequence = self._search(cross, prefix, draft)
         ids = [i for i in sequence[1:] if i not in self.tokenizer.special_ids]
         times = self.align(cross, sequence, len(audio) / SAMPLE_RATE)
         return Hypothesis(ids=ids, times=times)

@@ -252,13 +252,15 @@ class SpeechTranslator:
             values = (values - values.mean()) / np.sqrt(values.var() + 1e-7)
         return torch.from_numpy(values)[None].to(self.device)
 
-    def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
+    def decode(
+        self, audio: np.ndarray, prefix: Sequence[int] = (), draft: Sequence[int] = ()
+    ) -> Hypothesis:
         duration = len(audio) / SAMPLE_RATE
         if len(audio) < self._min_samples:  # no encoder frame to align to: the window's end
             return Hypothesis(ids=list(prefix), times=[duration] * len(prefix))
         with torch.inference_mode():
             cross = self.cross_kv(audio)
-            sequence = self._search(cross, prefix)
+            sequence = self._search(cross, prefix, draft)
             rows = self.text_rows(sequence)
             if not rows:
                 return Hypothesis(ids=[], times=[])
@@ -286,17 +288,20 @@ class SpeechTranslator:
         return self.model.decoder.cross_kv(self.model.encode(self.features(audio)))
 
     def _search(
-        self, cross: list[tuple[torch.Tensor, torch.Tensor]], prefix: Sequence[int]
+        self,
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix: Sequence[int],
+        draft: Sequence[int] = (),
     ) -> list[int]:
         def new_state(rows: int) -> bart.CachedDecoderState:
             return bart.CachedDecoderState(self.model.decoder, cross, rows, self._forced_lengths())
 
-        if not prefix:  # the language, if any, is forced as the first token (forced_bos)
-            return generate(new_state, self.generation)
-        # forced_bos only acts on the first step: name the language explicitly
         language = [self.language_id] if self.language_id is not None else []
+        if not prefix:  # the language, if any, is forced as the first token (forced_bos)
+            return generate(new_state, self.generation, draft=[*language, *draft])
+        # forced_bos only acts on the first step: name the language explicitly
         start = [self.generation.decoder_start_token_id, *language, *prefix]
-        return generate(new_state, self.generation, start)
+        return generate(new_state, self.generation, start, draft)
 
     def _forced_lengths(self) -> frozenset[int]:
         """Sequence lengths after which generate() forces the next token whatever the logits

@@ -215,7 +215,8 @@ class ChunkedRecognizer:
         """Decode the window (forcing the committed prefix); the tokens that follow it."""
         audio = self.window.audio(until)
         forced = [t.id for t in self.prefix]
-        hypothesis = self.model.decode(audio, forced)
+        # the last decode's tokens after the committed ones: mostly said again, so cheap
+        hypothesis = self.model.decode(audio, forced, self.agreement.previous or [])
         ids = hypothesis.ids
         offset = self.window.start / self.sample_rate
         if hypothesis.times is not None:

@@ -24,8 +24,12 @@ class Hypothesis:
 class SpeechSeq2Seq(Protocol):
     sample_rate: int  # 16000
 
-    def decode(self, audio: np.ndarray, prefix: Sequence[int] = ()) -> Hypothesis:
-        """Decode one window of mono float32 audio; `prefix` is forced after the start tokens."""
+    def decode(
+        self, audio: np.ndarray, prefix: Sequence[int] = (), draft: Sequence[int] = ()
+    ) -> Hypothesis:
+        """Decode one window of mono float32 audio; `prefix` is forced after the start tokens.
+        `draft` is the text expected after the prefix (the previous decode's): a greedy search
+        checks several of its tokens per step, which changes the speed, never the result."""
         ...
 
     def text(self, ids: Sequence[int]) -> str:

@@ -89,13 +89,13 @@ class FixedLengthModel:
         self.base = model.generation
         self.start = 1 + (model.language_id is not None)
 
-    def decode(self, audio: np.ndarray, prefix=()):
+    def decode(self, audio: np.ndarray, prefix=(), draft=()):
         length = text_budget(len(audio) / RATE, len(prefix), self.start)
         # generate() adds the prefix to max_length itself
         self.model.generation = replace(
             self.base, max_length=length - len(prefix), min_length=length
         )
-        return self.model.decode(audio, prefix)
+        return self.model.decode(audio, prefix, draft)
 
     def text(self, ids):
         return self.model.text(ids)
