@@ -145,6 +145,27 @@ def test_tokens_and_text_equal_generate(tiny, audio, generated, name):
     assert " ".join(words) == expected_text
 
 
+def test_speculation_stops_while_few_steps_emit_pads(tiny, audio):
+    """A model that never emits a pad would roll back every pass: after a few tokens the
+    recognizer steps frames one at a time, and its tokens are still the model's."""
+    recognizer, plain = _recognizer(tiny["gqa"]), _recognizer(tiny["gqa"])
+    for model in (recognizer.model, plain.model):
+        head = model.lm.head
+
+        def no_pads(x, head=head):
+            logits = head(x)
+            logits[..., 3] -= 1e4
+            return logits
+
+        model.lm.head = no_pads
+    plain.max_rows = 1
+    plain.reset()
+    _, tokens = _run_with_tokens(recognizer, [audio])
+    _, expected = _run_with_tokens(plain, [audio])
+    assert tokens == expected and 3 not in tokens
+    assert 0 < recognizer.speculated <= 3 * 30 < len(tokens)  # about 27 passes of 3 rows
+
+
 def test_word_times_follow_frames_minus_delay(tiny, audio):
     events, tokens = _run_with_tokens(_recognizer(tiny["gqa"]), [audio])
     commits = _commits(events)

@@ -37,6 +37,11 @@ _FLUSH_EXTRA_SECONDS = 1.0  # past the delay, as transformers' feature extractor
 _PAUSE_MARGIN_SECONDS = 0.16  # past the delay when flushing at a pause (two frames)
 _STATS_EVERY_SECONDS = 1.0
 _WORD_START_ID = 0  # "end of padding": the model's own marker that a word starts next
+# Speculative passes pay off while enough steps emit pads (speech gives 55 % or more; a pass
+# of 3-8 rows costs 1.2-1.5 single steps, so break-even is near 20-35 % pads): below this
+# recent share of pads, step one frame at a time.
+_SPECULATE_ABOVE_PAD_SHARE = 0.25
+_PAD_SHARE_MEMORY = 0.95  # per token: the share follows about the last 20 tokens
 
 
 class _Timeline:
@@ -145,6 +150,7 @@ class KyutaiRecognizer:
         self._compute = 0.0
         self._last_stats = 0.0
         self._token: int | None = None  # the last text token; None before the start step
+        self._pad_share = 1.0  # recent share of pad tokens (a stream starts in silence)
 
     def feed(self, samples: np.ndarray) -> list[Event]:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -232,19 +238,25 @@ class KyutaiRecognizer:
         after the first. A pass reads the weights once, so it costs little more than one step.
         Tokens up to the first non-pad are what single steps give (the same sums, though
         bfloat16 and int8 round a many-row matmul differently); the steps after it had a wrong
-        input, and are rolled back and redone.
+        input, and are rolled back and redone. While few recent tokens were pads, passes would
+        mostly be rolled back, so frames are stepped one at a time.
         """
-        lm = self.model.lm
-        if len(codes) == 1:
-            return [int(lm.step(self._token, codes[0], self._lm).argmax())]
-        pad = self.model.config.pad_token_id
-        inputs = [self._token] + [pad] * (len(codes) - 1)
-        tokens = lm.steps(inputs, codes, self._lm).argmax(dim=-1).tolist()
-        kept = next((i + 1 for i, token in enumerate(tokens) if token != pad), len(tokens))
-        lm.rollback(self._lm, len(tokens) - kept)
-        self.speculated += len(tokens)
-        self.rejected += len(tokens) - kept
-        return tokens[:kept]
+        lm, pad = self.model.lm, self.model.config.pad_token_id
+        if len(codes) == 1 or self._pad_share < _SPECULATE_ABOVE_PAD_SHARE:
+            tokens = [int(lm.step(self._token, codes[0], self._lm).argmax())]
+        else:
+            inputs = [self._token] + [pad] * (len(codes) - 1)
+            tokens = lm.steps(inputs, codes, self._lm).argmax(dim=-1).tolist()
+            kept = next((i + 1 for i, token in enumerate(tokens) if token != pad), len(tokens))
+            lm.rollback(self._lm, len(tokens) - kept)
+            self.speculated += len(tokens)
+            self.rejected += len(tokens) - kept
+            tokens = tokens[:kept]
+        for token in tokens:
+            self._pad_share = _PAD_SHARE_MEMORY * self._pad_share + (1 - _PAD_SHARE_MEMORY) * (
+                token == pad
+            )
+        return tokens
 
     def _stats(self, force: bool = False) -> list[Event]:
         audio = self._stream_samples / SAMPLE_RATE
