@@ -38,9 +38,10 @@ _PAUSE_MARGIN_SECONDS = 0.16  # past the delay when flushing at a pause (two fra
 _STATS_EVERY_SECONDS = 1.0
 _WORD_START_ID = 0  # "end of padding": the model's own marker that a word starts next
 # Speculative passes pay off while enough steps emit pads (speech gives 55 % or more; a pass
-# of 3-8 rows costs 1.2-1.5 single steps, so break-even is near 20-35 % pads): below this
-# recent share of pads, step one frame at a time.
-_SPECULATE_ABOVE_PAD_SHARE = 0.25
+# of 3-8 rows costs 1.2-1.5 single steps, so break-even is near 20-35 % pads). Below this
+# recent share of pads the model is not emitting speech-like text (random weights emit no
+# pads), and frames are stepped one at a time. Low, so dense stretches of speech keep it.
+_SPECULATE_ABOVE_PAD_SHARE = 0.15
 _PAD_SHARE_MEMORY = 0.95  # per token: the share follows about the last 20 tokens
 
 
