@@ -76,6 +76,10 @@ install_python_packages() {
 
 install_system_packages
 install_python_packages
+# Byte-compile our own modules now (quick when they are current): otherwise a fresh clone
+# compiles each on first import, and one imported by a loading thread holds the GIL long
+# enough to stall the window for a moment on the first start.
+.venv/bin/python -m compileall -q app engine main.py >/dev/null
 
 if [ "$MODE" = app ]; then
     if [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && command -v xvfb-run >/dev/null; then

@@ -427,8 +427,8 @@ def test_the_responsiveness_check_catches_a_blocked_gui_thread(qtbot):
     watch = Responsiveness()
     Task(lambda _progress: time.sleep(0.3)).start()
     QTimer.singleShot(30, Task.wait_all)  # waiting on the GUI thread, in app code
-    QTimer.singleShot(450, lambda: spin(0.25))  # busy on the GUI thread
-    qtbot.wait(900)
+    QTimer.singleShot(450, lambda: spin(0.5))  # busy on the GUI thread
+    qtbot.wait(1200)
     blocked = watch.stop()
     assert len(blocked) == 2, blocked
     assert watch.longest_gap > 0.2
