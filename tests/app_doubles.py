@@ -8,6 +8,7 @@ The loaders mimic `engine.recognizer.load_recognizer(model, options)`.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -141,6 +142,18 @@ class FakeHub:
         self.fetched.pop(repo_id, None)
 
 
+def own_cpu_seconds(tid: int) -> float:
+    """The calling thread's CPU time less the steal of the core thread `tid` (the caller)
+    last ran on — hypervisor time the guest charges to whichever thread was running."""
+    cpu = time.thread_time()
+    try:
+        core = int(Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[36])
+        line = Path("/proc/stat").read_text().splitlines()[1 + core]
+    except (OSError, IndexError, ValueError):
+        return cpu
+    return cpu - int(line.split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
 class Responsiveness:
     """Was the GUI thread ever blocked for more than `limit` seconds?
 
@@ -149,7 +162,9 @@ class Responsiveness:
     GUI thread did meanwhile: the CPU time it used, and how long a sampler thread saw it
     asleep inside Livecap's own code (app/ or engine/: a blocking wait). A gap counts as
     blocking when the thread used more CPU than the limit, or waited in our code for more
-    than half of it. (Not CPU over half the limit: on this VM a thread's CPU time also
+    than half of it. In a VM the CPU time a thread is charged includes what the hypervisor
+    stole from its core, so the steal its core saw during the gap is taken off (see
+    `own_cpu_seconds`). (Not CPU over half the limit: on this VM a thread's CPU time also
     counts time the hypervisor stole — about a tenth of busy time — and a turn of 50–100 ms
     of CPU, stretched by the worker thread's share of the GIL and cores, is not a block.)
     """
@@ -167,7 +182,8 @@ class Responsiveness:
         self._stat = Path(f"/proc/self/task/{threading.main_thread().native_id}/stat")
         self._busy: list[float] = []
         self._running = True
-        self._last, self._cpu = time.perf_counter(), time.thread_time()
+        self._tid = threading.main_thread().native_id
+        self._last, self._cpu = time.perf_counter(), own_cpu_seconds(self._tid)
         self._timer = QTimer(interval=10, timeout=self._beat)
         self._timer.start()
         self._frames = sys._current_frames
@@ -196,7 +212,7 @@ class Responsiveness:
         return stat.rsplit(")", 1)[1].split()[0] in "SD"
 
     def _beat(self) -> None:
-        now, cpu = time.perf_counter(), time.thread_time()
+        now, cpu = time.perf_counter(), own_cpu_seconds(self._tid)
         gap = now - self._last
         self.longest_gap = max(self.longest_gap, gap)
         if gap > self.limit:
