@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     bench.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
     bench.add_argument("--seconds", metavar="N", type=float, default=30.0, help="audio to run")
+    bench.add_argument(
+        "--target-lang", metavar="LANG", help="translation models: the language to produce"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=cmd_bench)
     return parser
@@ -341,7 +344,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise LivecapError(
             f"Benchmarking is not available in this build ({exc}).", "Update Livecap."
         ) from None
-    result = run_bench(args.model, args.device, args.dtype, args.seconds)
+    result = run_bench(args.model, args.device, args.dtype, args.seconds, args.target_lang)
     if args.json:
         print(json.dumps(result))
         return 0

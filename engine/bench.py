@@ -33,7 +33,13 @@ def synthetic_speech(seconds: float, sample_rate: int, seed: int = 0) -> np.ndar
     return (rng.standard_normal(n) * envelope * loudness).astype(np.float32)
 
 
-def run_bench(model: str, device: str = "auto", dtype: str = "auto", seconds: float = 30.0) -> dict:
+def run_bench(
+    model: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    seconds: float = 30.0,
+    target_lang: str | None = None,
+) -> dict:
     """Per-frame compute time of `model` on live-sized frames; see the module docstring.
 
     Returns frame_ms_median, frame_ms_p95, frame_ms_max (compute per frame), realtime_factor
@@ -42,7 +48,8 @@ def run_bench(model: str, device: str = "auto", dtype: str = "auto", seconds: fl
     model, device, dtype, frame_ms (audio per frame), frames, load_seconds, peak_rss_bytes.
     """
     started = time.perf_counter()
-    recognizer = load_recognizer(model, LoadOptions(device=device, dtype=dtype))
+    options = LoadOptions(device=device, dtype=dtype, target_lang=target_lang)
+    recognizer = load_recognizer(model, options)
     load_seconds = time.perf_counter() - started
     rate, frame = recognizer.sample_rate, recognizer.frame_size
     audio = synthetic_speech(seconds + _WARMUP_FRAMES * frame / rate, rate)

@@ -202,3 +202,53 @@ def test_offline_windows_cut_at_quiet_points():
     spoken = [f"w{k}" for k, _, _ in ScriptedModel.words_in(audio)]
     heard = [w.removesuffix("s").removesuffix("?") for w in committed_words(events)]
     assert set(heard) == set(spoken)
+
+
+def test_a_long_feed_is_decoded_once():
+    audio, _ = script(30, seed=7)
+    model = ScriptedModel()
+    recognizer = ChunkedRecognizer(model, INFO)
+    speech = np.flatnonzero(np.abs(audio) > 0)[0]
+    recognizer.feed(audio[: speech + RATE])  # a second of speech: a step is due
+    before = len(model.windows)
+    recognizer.feed(audio[speech + RATE : speech + 5 * RATE])  # 4 s that waited for a slow decode
+    assert before >= 1 and len(model.windows) == before + 1
+
+
+class SlowScriptedModel(ScriptedModel):
+    """Each decode costs 0.3 s plus 0.15 s per second of window on a fake clock: at one
+    decode per 1 s step with a ~10 s window that is 1.8× slower than real time."""
+
+    def __init__(self, clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def decode(self, audio, prefix=(), draft=()):
+        self.clock.now += 0.3 + 0.15 * len(audio) / RATE
+        return super().decode(audio, prefix, draft)
+
+
+def test_a_model_slower_than_real_time_keeps_pace_with_longer_steps(monkeypatch):
+    """Replayed live (the worker feeds everything that arrived while the model decoded): the
+    steps stretch, so captions trail by a bounded delay instead of falling ever further
+    behind, and every word is still committed once, in order."""
+    import engine.bench as bench
+
+    class Clock:
+        now = 0.0
+
+    clock = Clock()
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock.now)
+    audio, _ = script(300, seed=8)
+    model = SlowScriptedModel(clock)
+    recognizer = ChunkedRecognizer(model, INFO)
+    events = []
+    original_feed = recognizer.feed
+    recognizer.feed = lambda samples: events.extend(original_feed(samples)) or []
+    _, lag_ms = bench.replay_live(recognizer, audio)
+    events += recognizer.flush()
+    assert max(lag_ms[len(lag_ms) // 2 :]) < 5000.0  # at most a couple of decodes behind
+    assert max(model.windows) <= 20.0
+    spoken = sorted({w for w, _, _ in ScriptedModel.words_in(audio)})
+    numbers = [w.removeprefix("w").rstrip("s?") for w in committed_words(events)]
+    assert numbers == [str(k) for k in spoken]

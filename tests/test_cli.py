@@ -193,17 +193,19 @@ def test_models_lists_the_catalogue_with_download_state(monkeypatch, tmp_path, c
 def test_bench_prints_one_json_object(monkeypatch, capsys):
     calls = []
 
-    def run_bench(model, device, dtype, seconds):
-        calls.append((model, device, dtype, seconds))
+    def run_bench(model, device, dtype, seconds, target_lang):
+        calls.append((model, device, dtype, seconds, target_lang))
         return {"frame_ms_median": 12.5, "realtime_factor": 0.16, "device": "cpu"}
 
     monkeypatch.setitem(sys.modules, "engine.bench", types.SimpleNamespace(run_bench=run_bench))
     argv = ["bench", "--model", "m", "--dtype", "float32", "--seconds", "3", "--json"]
     assert main.main(argv) == 0
     assert json.loads(capsys.readouterr().out)["frame_ms_median"] == 12.5
-    assert calls == [("m", "auto", "float32", 3.0)]
+    assert calls == [("m", "auto", "float32", 3.0, None)]
     assert main.main(["bench", "--model", "m"]) == 0
     assert "frame ms median: 12.500" in capsys.readouterr().out
+    assert main.main(["bench", "--model", "m", "--target-lang", "de"]) == 0
+    assert calls[-1] == ("m", "auto", "auto", 30.0, "de")  # translation models need a language
 
 
 def test_live_prints_lines_and_saves_the_session(wav, doubles, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """Live captions from encoder-decoder speech models that only decode whole windows.
 
-`ChunkedRecognizer` re-decodes a bounded audio buffer every `step_seconds` of new audio and
+`ChunkedRecognizer` re-decodes a bounded audio buffer once `step_seconds` of new audio are in
+(once per feed: a model slower than real time decodes less often instead of queueing up) and
 commits what two consecutive hypotheses agree on (LocalAgreement-2), whole words at a time;
 the rest is shown as a partial. Committed tokens still inside the buffer are forced as the
 decoder's prefix, so a new hypothesis can only continue them: committed text never changes
@@ -148,10 +149,16 @@ class ChunkedRecognizer:
         self.heard_speech = False
 
     def feed(self, samples: np.ndarray) -> list[Event]:
+        """Take `samples`, then decode once if a step's worth of new audio is in. A model
+        slower than real time gets more audio per feed from the worker (everything that
+        arrived during its last decode), so its steps stretch instead of queueing up: the
+        captions come later, but they keep pace with the speech."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         events: list[Event] = []
         for at in range(0, len(samples), self.frame_size):
             events += self._feed_frame(samples[at : at + self.frame_size])
+        if self._step_due():
+            events += self._decode_step()
         return events
 
     def flush(self) -> list[Event]:
@@ -173,9 +180,12 @@ class ChunkedRecognizer:
         if not self.heard_speech:  # nothing said yet: keep a short lead-in, decode nothing
             self.window.drop_until(self.window.end - self.lead_in)
             self.since_decode = 0
-        elif self.since_decode >= self.step:
-            events += self._decode_step()
+        elif self._step_due() and self.window.length + self.step > self.max_samples:
+            events += self._decode_step()  # a long feed: the buffer is full, commit and cut now
         return events
+
+    def _step_due(self) -> bool:
+        return self.heard_speech and self.since_decode >= self.step
 
     def _decode_step(self) -> list[Event]:
         self.since_decode = 0

@@ -3,10 +3,12 @@
 The shape of facebook/wav2vec2-xls-r-300m-en-to-15 (XLS-R 300M encoder with adapter, mBART-50
 decoder, 250k vocabulary) with random weights, saved once in the Hub layout. In one run:
   1. one window decode, ours vs SpeechEncoderDecoderModel.generate() on the same weights
-     (greedy and beam search, German forced first), interleaved, medians and the ratio;
+     (greedy and beam search, German forced first), interleaved, medians and the ratio, in
+     float32 against float32, bfloat16 against bfloat16 and int8 against bfloat16;
      random weights never say end-of-sentence, so both run to `--tokens` tokens;
   2. the live real-time factor: the recognizer `live` builds (LocalAgreement, its step) over
-     a stream of speech-like noise without pauses, compute seconds per audio second, in
+     a stream of speech-like noise without pauses, compute seconds per audio second at its
+     fixed step and, replayed at the audio's pace, how far behind its captions run, in
      float32, bfloat16 and int8 (weight-only int8 decoder, bfloat16 encoder where the CPU has
      native bfloat16), with each decode capped at a speech-like token count (see
      `SpeechRate`), plus the parts it is made of: encoder seconds per window and decoder
@@ -34,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from engine.bench import replay_live  # noqa: E402
 from engine.models.speech_encoder_decoder import MBART50_CODES, load_model  # noqa: E402
 from engine.recognizer import LoadOptions  # noqa: E402
 from engine.streaming.chunked import load_speech_encoder_decoder  # noqa: E402
@@ -132,19 +135,29 @@ def interleaved(runs: dict, repeats: int) -> dict[str, tuple[float, object]]:
     return {name: (statistics.median(times[name]), results[name]) for name in runs}
 
 
-def window_decode(folder: Path, audio: np.ndarray, tokens: int, beams: int, repeats: int):
+# (ours, transformers') precision for the window decode: same weights; int8 is set against
+# transformers' fastest CPU mode, bfloat16, as no int8 generate() exists to compare with
+PAIRINGS = (("float32", "float32"), ("bfloat16", "bfloat16"), ("int8", "bfloat16"))
+
+
+def window_decode(
+    folder: Path, audio: np.ndarray, tokens: int, beams: int, repeats: int, pairing: tuple
+):
     from transformers import AutoFeatureExtractor, SpeechEncoderDecoderModel
 
-    ours, _ = load_model(folder, NAME, LoadOptions(target_lang="de", device="cpu"))
+    dtype, reference_dtype = pairing
+    ours, _ = load_model(folder, NAME, LoadOptions(target_lang="de", device="cpu", dtype=dtype))
     ours.generation = replace(ours.generation, max_length=tokens + 2, num_beams=beams)
-    reference = SpeechEncoderDecoderModel.from_pretrained(folder).eval()
+    reference = SpeechEncoderDecoderModel.from_pretrained(
+        folder, dtype=getattr(torch, reference_dtype)
+    ).eval()
     extractor = AutoFeatureExtractor.from_pretrained(folder)
 
     def run_reference() -> list[int]:
         with torch.inference_mode():
             inputs = extractor(audio, sampling_rate=RATE, return_tensors="pt")
             out = reference.generate(
-                inputs.input_values,
+                inputs.input_values.to(reference.dtype),
                 attention_mask=inputs.attention_mask,
                 forced_bos_token_id=GERMAN,
                 max_length=tokens + 2,
@@ -156,7 +169,10 @@ def window_decode(folder: Path, audio: np.ndarray, tokens: int, beams: int, repe
         {"ours": lambda: ours.generate_ids(audio), "reference": run_reference}, repeats
     )
     (ours_s, ours_ids), (ref_s, ref_ids) = timings["ours"], timings["reference"]
+    same = [a == b for a, b in zip(ours_ids, ref_ids, strict=False)]
     return {
+        "dtype": dtype,
+        "transformers_dtype": reference_dtype,
         "beams": beams,
         "window_s": len(audio) / RATE,
         "generated_tokens": len(ours_ids) - 1,
@@ -164,6 +180,7 @@ def window_decode(folder: Path, audio: np.ndarray, tokens: int, beams: int, repe
         "transformers_s": round(ref_s, 3),
         "ratio": round(ours_s / ref_s, 3),
         "same_tokens": ours_ids == ref_ids,
+        "leading_tokens_agreeing": same.index(False) if False in same else len(same),
     }
 
 
@@ -226,7 +243,10 @@ def drafted_ms_per_token(model, memory: torch.Tensor, steps: int) -> float:
 
 
 def live_rtf(folder: Path, dtype: str, seconds: float, window: np.ndarray) -> dict:
-    """The live policy over a stream without pauses: compute seconds per audio second."""
+    """The live policy over a stream without pauses. Fed in 0.5 s chunks with no regard for
+    time, compute seconds per audio second at the fixed 2 s step; then replayed as the audio
+    arrives (`engine.bench.replay_live`: each feed takes what came in during the last one),
+    how late captions run when a slower-than-real-time model stretches its steps."""
     recognizer = load_speech_encoder_decoder(
         folder, NAME, LoadOptions(target_lang="de", dtype=dtype)
     )
@@ -240,14 +260,35 @@ def live_rtf(folder: Path, dtype: str, seconds: float, window: np.ndarray) -> di
         start = time.perf_counter()
         recognizer.feed(audio[at : at + chunk])
         busy.append(time.perf_counter() - start)
+    recognizer.reset()
+    decodes = _count_calls(recognizer.model, "decode")
+    frame_ms, lag_ms = replay_live(recognizer, audio)
     return {
         "dtype": dtype,
         "stream_s": seconds,
         "step_s": recognizer.step / RATE,
         "realtime_factor": round(sum(busy) / seconds, 3),
         "worst_chunk_s": round(max(busy), 3),
+        "replayed_realtime_factor": round(sum(frame_ms) / 1000 / seconds, 3),
+        "replayed_seconds_per_decode": round(seconds / max(1, decodes[0]), 2),
+        "replayed_lag_s_median": round(float(np.median(lag_ms)) / 1000, 2),
+        "replayed_lag_s_p95": round(float(np.percentile(lag_ms, 95)) / 1000, 2),
+        "replayed_lag_s_last": round(lag_ms[-1] / 1000, 2),
         **parts,
     }
+
+
+def _count_calls(target, name: str) -> list[int]:
+    """Count calls of target.name from now on, in the returned one-item list."""
+    count = [0]
+    method = getattr(target, name)
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return method(*args, **kwargs)
+
+    setattr(target, name, counted)
+    return count
 
 
 def deviation(folder: Path, audio: np.ndarray, tokens: int, dtype: str) -> dict:
@@ -286,17 +327,18 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="window seconds")
     parser.add_argument("--tokens", type=int, default=40, help="generated tokens per window")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--live-seconds", type=float, default=12.0)
+    parser.add_argument("--live-seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = build_full_size(args.folder)
     audio = speechlike(args.window)
     report: dict = {"threads": args.threads, "window_decode": [], "live": []}
-    for beams in (1, 5):
-        row = window_decode(folder, audio, args.tokens, beams, args.repeats)
-        report["window_decode"].append(row)
-        print(json.dumps(row), flush=True)
+    for pairing in PAIRINGS:
+        for beams in (1, 5):
+            row = window_decode(folder, audio, args.tokens, beams, args.repeats, pairing)
+            report["window_decode"].append(row)
+            print(json.dumps(row), flush=True)
     for dtype in ("float32", "bfloat16", "int8"):
         row = live_rtf(folder, dtype, args.live_seconds, audio)
         report["live"].append(row)
