@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import torch.nn.functional as F
 
 from engine.errors import ModelError
 from engine.events import Commit
@@ -347,3 +348,20 @@ def test_auto_precision_is_int8_live_and_float32_for_files_on_a_cpu(tiny) -> Non
     assert info.dtype == "float32"
     _, info = load_model(folder, "tiny", LoadOptions(target_lang=fx.TARGET_LANG, dtype="bfloat16"))
     assert info.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("rows", [1, 4, 12, 30])
+def test_int8_linear_computes_the_dequantized_product(rows) -> None:
+    """Few rows go through the int8 kernel, many through weights widened once: both give
+    x · (q · scale)ᵀ + bias to bfloat16 rounding."""
+    from engine.models.speech_encoder_decoder import Int8Linear
+
+    torch.manual_seed(rows)
+    linear = torch.nn.Linear(64, 48)
+    layer = Int8Linear(linear)
+    x = torch.randn(2, rows, 64)
+    exact = F.linear(x, layer.weight.float() * layer.scale.float()[:, None], linear.bias)
+    got = layer(x)
+    assert got.shape == (2, rows, 48) and got.dtype == torch.float32
+    assert ((got - exact).norm() / exact.norm()).item() < 0.01
+    assert F.cosine_similarity(got.flatten(), linear(x).flatten(), dim=0) > 0.999
