@@ -337,7 +337,7 @@ class Int8Linear(nn.Module):
     That kernel reads the weights once per 4 input rows, so a pass over many rows (the forced
     prefix of a live decode, the alignment pass over a whole hypothesis) widens the weights
     to bfloat16 once instead: measured on 2 cores per 4096x1024 matrix, 12 rows 1.84 →
-    1.66 ms, 26 rows 3.66 → 2.27 ms (tests/benchmarks/cpu_kernels.py has the one-row rates).
+    1.66 ms, 26 rows 3.66 → 2.27 ms (tests/benchmarks/cpu_kernels.py measures both).
     """
 
     _WIDEN_FROM_ROWS = 12

@@ -6,7 +6,8 @@ A streaming step multiplies one row of activations by every weight matrix once, 
 is the bytes read divided by the rate a kernel reads them at. This prints, for a stack of
 decoder-sized matrices (too many for any cache), each kernel's median time per matrix and its
 read rate in GB/s, plus for the quantized ones the weight error and the output cosine against
-float32. The engines choose their kernels from these figures (engine/models/kyutai/layers.py).
+float32, and for int8 how passes of several rows fare. The engines choose their kernels from
+these figures (engine/models/kyutai/layers.py, Int8Linear in speech_encoder_decoder.py).
 """
 
 from __future__ import annotations
@@ -99,6 +100,18 @@ def main() -> None:
         n * k * count,
         restored,
     )
+    for rows in (4, 12, 26):  # passes over many rows: the int8 kernel reads per 4 rows
+        xr = torch.randn(rows, k).bfloat16()
+        record(
+            f"int8 {rows} rows (_weight_int8pack_mm)",
+            lambda xr=xr: [torch._weight_int8pack_mm(xr, q, s) for q, s in bf_scales],
+            n * k * count,
+        )
+        record(
+            f"int8 {rows} rows (widened to bfloat16, then linear)",
+            lambda xr=xr: [F.linear(xr, q.to(torch.bfloat16)) * s for q, s in bf_scales],
+            n * k * count,
+        )
     int8 = bf_scales = None
 
     for group in (32, 128):
