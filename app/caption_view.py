@@ -120,9 +120,6 @@ class TranscriptPane(QTextBrowser):
             fmt.setFontPointSize(max(6.0, self.font().pointSizeF() * 0.7))
         return fmt
 
-    def committed_text(self) -> str:
-        return "\n".join(self.model.text(self.role, i)[0] for i in range(len(self.model.rows)))
-
     def set_caption_font(self, font: QFont) -> None:
         self.setFont(font)
         self.document().setDefaultFont(font)

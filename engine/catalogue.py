@@ -16,7 +16,6 @@ class CatalogueEntry:
     languages: tuple[str, ...]  # heard, or for translation models, produced
     delay_seconds: float  # how long after a word is spoken it can appear
     size_bytes: int  # approximate download size
-    params: int  # approximate parameter count
     task: str = "transcribe"  # "transcribe" | "translate"
     # The Hub revision holding safetensors weights: for some repos they exist only in the
     # Hub's own conversion pull request, not on main.
@@ -34,7 +33,6 @@ CATALOGUE: list[CatalogueEntry] = [
         ("en", "fr"),
         0.5,
         2_100 * _MB,
-        1_030_000_000,
     ),
     CatalogueEntry(
         "kyutai/stt-2.6b-en-trfs",
@@ -43,7 +41,6 @@ CATALOGUE: list[CatalogueEntry] = [
         ("en",),
         2.5,
         5_300 * _MB,
-        2_640_000_000,
     ),
     CatalogueEntry(
         "facebook/s2t-small-librispeech-asr",
@@ -52,7 +49,6 @@ CATALOGUE: list[CatalogueEntry] = [
         ("en",),
         2.0,
         118 * _MB,
-        29_500_000,
     ),
     CatalogueEntry(
         "facebook/s2t-medium-mustc-multilingual-st",
@@ -61,7 +57,6 @@ CATALOGUE: list[CatalogueEntry] = [
         ("de", "nl", "es", "fr", "it", "pt", "ro", "ru"),
         2.0,
         290 * _MB,
-        72_000_000,
         task="translate",
         revision="refs/pr/2",
     ),
@@ -72,7 +67,6 @@ CATALOGUE: list[CatalogueEntry] = [
         ("de", "tr", "fa", "sv", "mn", "zh", "cy", "ca", "sl", "et", "id", "ar", "ta", "lv", "ja"),
         2.0,
         int(3.17 * _GB),
-        790_000_000,
         task="translate",
         revision="refs/pr/3",
     ),

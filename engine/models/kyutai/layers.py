@@ -15,10 +15,6 @@ class Linear:
         self.weight = weight  # [out, in]
         self.scales = scales  # [out] or None
 
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.scales is None:
             if x.dtype == torch.bfloat16 and x.numel() == x.shape[-1] and not x.is_cuda:
