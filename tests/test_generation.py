@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
-from engine.models.generation import GenerationConfig, generate
+from engine.models.generation import GenerationConfig, Screened, generate
 
 VOCAB, EOS, START = 64, 2, 2
 
@@ -141,6 +141,48 @@ def test_a_draft_saves_steps_and_never_changes_the_tokens(bart):
     assert steps["none"] == len(text)
     assert steps["right"] <= len(text) // 3 + 1
     assert steps["right"] < steps["wrong from the 6th token"] < steps["none"]
+
+
+class ScreenedHFState(HFState):
+    """HFState answering one-row steps as a ScreenedHead does: every logit blurred by up to
+    `BLUR` (random, within the stated bound), the exact ones on request."""
+
+    BLUR = 3.0
+
+    def __init__(self, model, encoder_out, rows):
+        super().__init__(model, encoder_out, rows)
+        self.misled = 0  # steps where the blurred logits' argmax is not the exact one
+
+    def step(self, ids, outputs=1):
+        logits = super().step(ids, outputs)
+        if logits.shape[0] != 1:
+            return logits
+        exact = logits[0].float()
+        blurred = exact + (torch.rand_like(exact) * 2 - 1) * self.BLUR
+        self.misled += int((blurred.argmax(-1) != exact.argmax(-1)).sum())
+        bound = torch.full_like(exact, self.BLUR)
+        return Screened(blurred, bound, lambda row, ids: exact[row, ids])
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["plain", "min length, no repeats"])
+def test_greedy_over_screened_logits_matches_transformers(bart, case):
+    """Greedy reading approximate logits with error bounds (the float32 output layer of a
+    CPU decoder, ScreenedHead) picks exactly transformers' tokens — with the search's rules
+    (banned repeats, no end before min_length) and with a draft — although the blurred
+    logits alone would often pick another token."""
+    torch.manual_seed(3)
+    config = GenerationConfig(START, EOS, 1, **case)
+    misled = 0
+    for trial in range(3):
+        inputs = torch.randint(3, VOCAB, (1, 8 + trial))
+        with torch.no_grad():
+            enc = bart.get_encoder()(input_ids=inputs).last_hidden_state
+            expected = bart.generate(input_ids=inputs, do_sample=False, **case)[0].tolist()
+        for draft in ([], expected[1:4] + [5, 6]):
+            state = ScreenedHFState(bart, enc, 1)
+            assert generate(lambda rows, state=state: state, config, draft=draft) == expected
+            misled += state.misled
+    assert misled > 0
 
 
 def test_config_from_folder_prefers_generation_config(tmp_path):

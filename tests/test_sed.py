@@ -323,6 +323,50 @@ def test_int8_mode_runs_the_encoder_in_bfloat16_as_the_reference_would(tiny) -> 
     assert ids[:2] == [2, language] and len(set(ids)) >= 4
 
 
+def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
+    """The int8 screen of a float32 output layer: every exact logit lies within its stated
+    bound, few tokens need an exact score, and the choice is the float32 argmax, also between
+    two rows too close for int8 to tell apart and for hidden states of any size."""
+    from engine.models.speech_encoder_decoder import ScreenedHead
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 5000)  # with a bias, as BERT's head has
+    with torch.no_grad():
+        linear.weight.normal_(0, 0.05)
+        # a near-tie int8 cannot see (same codes), which the later row wins in float32
+        linear.weight[4001] = linear.weight[17] * (1 + 1e-4)
+        linear.bias[4001] = linear.bias[17]
+    head = ScreenedHead(linear)
+    tie = linear.weight[17]  # a state aimed at both rows
+    for size in (0.1, 1.0, 30.0):
+        x = torch.cat([torch.randn(2, 64), tie[None] * 20]) * size
+        with torch.inference_mode():
+            exact = F.linear(x, linear.weight, linear.bias)
+            screened = head(x[None])
+        assert ((screened.approx - exact).abs() <= screened.bound).all()
+        floor = (screened.approx - screened.bound).max(dim=1, keepdim=True).values
+        assert ((screened.approx + screened.bound >= floor).sum(dim=1) < 50).all()
+        assert [screened.best(row) for row in range(3)] == exact.argmax(dim=1).tolist()
+        assert exact[2].argmax().item() == 4001
+
+
+def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> None:
+    """float32 on a CPU reads the output layer through ScreenedHead (the greedy parity test
+    above then covers it: BERT's width fits the int8 kernel); beams get float32 logits."""
+    from engine.models.generation import Screened
+    from engine.models.speech_encoder_decoder import ScreenedHead
+
+    ours, _ = _ours(tiny["bert"][0], "bert")
+    head = ours.model.decoder.lm_head
+    assert isinstance(head, ScreenedHead)
+    x = torch.randn(2, 1, head.weight.shape[1])
+    with torch.inference_mode():
+        assert isinstance(head(x[:1]), Screened)
+        assert torch.equal(head(x), F.linear(x, head.weight, head.bias))
+    int8, _ = _ours(tiny["bert"][0], "bert", dtype="int8")
+    assert not isinstance(int8.model.decoder.lm_head, ScreenedHead)
+
+
 def test_forced_steps_skip_the_output_layer(tiny) -> None:
     """After the start token (forced language) and one short of max_length (forced end),
     the output layer is not run; the tokens stay the reference's (tests above)."""

@@ -27,9 +27,9 @@ _NEG = -1.0e9  # "impossible" score, as large as transformers uses, so ties brea
 
 
 class DecoderState(Protocol):
-    def step(self, ids: torch.Tensor, outputs: int = 1) -> torch.Tensor:
-        """ids [B, T] new tokens → logits of the last `outputs` positions [B, outputs, V];
-        extends the cache."""
+    def step(self, ids: torch.Tensor, outputs: int = 1) -> torch.Tensor | Screened:
+        """ids [B, T] new tokens → logits of the last `outputs` positions [B, outputs, V]
+        (for one row, greedy's, they may come as `Screened`); extends the cache."""
         ...
 
     def truncate(self, length: int) -> None:
@@ -39,6 +39,26 @@ class DecoderState(Protocol):
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Keep (or duplicate) cache rows `beam_idx` [B] for the next step."""
         ...
+
+
+@dataclass(frozen=True)
+class Screened:
+    """Logits of a large output layer as greedy search needs them, bought cheaply: `approx`
+    [T, V] lies within ±`bound` [T, V] of the exact logits, and `exact(row, ids)` computes a
+    few of them exactly. Only the tokens whose interval reaches the best lower bound can be
+    the argmax; scoring just those exactly gives the exact argmax (see ScreenedHead)."""
+
+    approx: torch.Tensor
+    bound: torch.Tensor
+    exact: Callable[[int, torch.Tensor], torch.Tensor]
+
+    def best(self, row: int, scores: torch.Tensor | None = None) -> int:
+        """The exact argmax of row `row`; `scores` is `approx[row]` after the search's rules
+        (which only ban tokens or force one), so banned tokens stay out."""
+        scores = self.approx[row] if scores is None else scores
+        floor = (scores - self.bound[row]).max()
+        candidates = torch.nonzero(scores + self.bound[row] >= floor)[:, 0]  # ascending ids
+        return int(candidates[self.exact(row, candidates).argmax()])  # first of equals wins
 
 
 @dataclass(frozen=True)
@@ -114,8 +134,7 @@ def _greedy(
         guesses = draft[done : done + min(DRAFT_TOKENS, room)] if on_draft else []
         logits = state.step(torch.tensor([feed + guesses]), outputs=1 + len(guesses))
         for row in range(1 + len(guesses)):
-            scores = _process(config, torch.tensor([seq]), logits[:, row].float())
-            token = int(scores.argmax(-1))
+            token = _greedy_choice(config, seq, logits, row)
             seq.append(token)
             if token in config.eos_ids or len(seq) >= config.max_length:
                 return seq
@@ -123,6 +142,14 @@ def _greedy(
                 break
         state.truncate(len(seq) - 1)  # every kept token but the newest was an input
         feed = [seq[-1]]
+
+
+def _greedy_choice(
+    config: GenerationConfig, seq: list[int], logits: torch.Tensor | Screened, row: int
+) -> int:
+    if isinstance(logits, Screened):
+        return logits.best(row, _process(config, torch.tensor([seq]), logits.approx[row][None])[0])
+    return int(_process(config, torch.tensor([seq]), logits[:, row].float()).argmax(-1))
 
 
 def _beam_search(state: DecoderState, config: GenerationConfig, start: list[int]) -> list[int]:

@@ -27,7 +27,7 @@ from engine.errors import ModelError
 from engine.models import bart, bert, mbart
 from engine.models import wav2vec2 as w2v
 from engine.models.alignment import token_end_times
-from engine.models.generation import GenerationConfig, generate
+from engine.models.generation import GenerationConfig, Screened, generate
 from engine.recognizer import LoadOptions, ModelInfo
 from engine.streaming.chunked_protocol import Hypothesis
 
@@ -344,11 +344,9 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        quantized = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        quantized, scale = int8_rows(linear.weight.detach().float())
         self.register_buffer("weight", quantized)
-        self.register_buffer("scale", scale.to(torch.bfloat16))
+        self.register_buffer("scale", scale)
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -362,6 +360,64 @@ class Int8Linear(nn.Module):
         return y.view(*x.shape[:-1], -1)
 
 
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output row for the int8-weight kernel: w ≈ codes * scale, codes in
+    [-127, 127], scales [rows] in bfloat16 (as the kernel takes them)."""
+    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    codes = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return codes, scale.to(torch.bfloat16)
+
+
+class ScreenedHead(nn.Module):
+    """The output layer of a float32 decoder on a CPU, read at a quarter of the cost for
+    greedy search, with the exact float32 argmax.
+
+    A greedy step multiplies one row by the whole output layer (mBART-50: 250k × 1024, 1 GB in
+    float32, 60% of the bytes a step reads) only to pick its best token. Here an int8 copy
+    gives every logit approximately, with a bound on its error: |w·x - ŵ·x̂| ≤ ‖x‖‖w - ŵ‖ (the
+    codes) + ‖x - x̂‖‖ŵ‖ (x rounded to bfloat16 for the kernel) + the kernel's float32 sums and
+    bfloat16 result. Only tokens whose interval reaches the best lower bound can win (a
+    handful); their logits are then computed from the float32 rows. Beam search, which needs
+    every log-probability, gets plain float32 logits."""
+
+    _ROWS_PER_BLOCK = 16384  # rows quantized at a time: no full-size float32 temporary
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias  # float32, shared when tied
+        weight = self.weight.detach()
+        codes, scales, error, norm = [], [], [], []
+        for start in range(0, len(weight), self._ROWS_PER_BLOCK):
+            block = weight[start : start + self._ROWS_PER_BLOCK]
+            block_codes, block_scales = int8_rows(block)
+            restored = block_codes.float() * block_scales.float()[:, None]
+            codes.append(block_codes)
+            scales.append(block_scales)
+            error.append((block - restored).norm(dim=1))
+            norm.append(restored.norm(dim=1))
+        self.register_buffer("codes", torch.cat(codes))  # [V, D] int8
+        self.register_buffer("scales", torch.cat(scales))  # [V] bfloat16
+        self.register_buffer("code_error", torch.cat(error))  # [V] ‖w - ŵ‖
+        self.register_buffer("code_norm", torch.cat(norm))  # [V] ‖ŵ‖
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | Screened:
+        if x.shape[0] != 1:  # several beams
+            return F.linear(x, self.weight, self.bias)
+        rows = x[0]  # [T, D]
+        low = rows.to(torch.bfloat16)
+        kernel = torch._weight_int8pack_mm(low, self.codes, self.scales).float()  # [T, V]
+        size = rows.norm(dim=1, keepdim=True)
+        rounding = (rows - low.float()).norm(dim=1, keepdim=True) + size * 2**-12
+        bound = size * self.code_error + rounding * self.code_norm + kernel.abs() * 2**-7
+        approx = kernel if self.bias is None else kernel + self.bias
+
+        def exact(row: int, ids: torch.Tensor) -> torch.Tensor:
+            bias = None if self.bias is None else self.bias[ids]
+            return F.linear(rows[row], self.weight[ids], bias)
+
+        return Screened(approx, bound, exact)
+
+
 def quantize_linears(module: nn.Module) -> None:
     """Replace every nn.Linear below `module` by an Int8Linear (tied embeddings stay float).
 
@@ -370,10 +426,14 @@ def quantize_linears(module: nn.Module) -> None:
     hundreds of frames at once, where this kernel was measured slower than float32; int8
     mode runs it in bfloat16 instead where the CPU computes bfloat16 natively."""
     for name, child in module.named_children():
-        if isinstance(child, nn.Linear) and child.in_features % 16 == 0:  # the kernel's blocks
+        if isinstance(child, nn.Linear) and _fits_int8_kernel(child):
             setattr(module, name, Int8Linear(child))
         else:
             quantize_linears(child)
+
+
+def _fits_int8_kernel(linear: nn.Linear) -> bool:
+    return linear.in_features % 16 == 0  # the int8 kernel's blocks
 
 
 def native_bfloat16() -> bool:
@@ -405,6 +465,8 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
         model = SpeechEncoderDecoder(config)
     load_weights(model, read_weights(folder))
     model = model.to(device, dtype).eval()
+    if precision == "float32" and device.type == "cpu" and _fits_int8_kernel(model.decoder.lm_head):
+        model.decoder.lm_head = ScreenedHead(model.decoder.lm_head)
     if precision == "int8":
         quantize_linears(model.decoder)
         if native_bfloat16():  # the encoder is compute-bound: AMX runs it ~2.5× faster
