@@ -358,6 +358,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="window seconds")
     parser.add_argument("--tokens", type=int, default=40, help="generated tokens per window")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--beams", default="1,5", help="beam widths of the window part")
     parser.add_argument("--live-seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -374,7 +375,7 @@ def main() -> None:
     report: dict = {"threads": args.threads, "window_decode": [], "live": []}
     dtypes = args.dtypes.split(",")
     for pairing in [p for p in PAIRINGS if p[0] in dtypes] if "window" in parts else ():
-        for beams in (1, 5):
+        for beams in map(int, args.beams.split(",")):
             row = window_decode(folder, audio, args.tokens, beams, args.repeats, pairing)
             report["window_decode"].append(row)
             print(json.dumps(row), flush=True)
