@@ -502,8 +502,8 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
 
 
 def _precision(options: LoadOptions, device: torch.device) -> str:
-    """`auto`: bfloat16 on a GPU. On a CPU, int8 for live use (live real-time factor 1.3
-    against float32's 2.5 on 2 cores, tests/benchmarks/sed_vs_transformers.py) and float32
+    """`auto`: bfloat16 on a GPU. On a CPU, int8 for live use (live real-time factor 1.2
+    against float32's 1.9 on 2 cores, tests/benchmarks/sed_vs_transformers.py) and float32
     for files (`--offline`), where quality matters more than keeping up."""
     if options.dtype != "auto":
         return options.dtype
