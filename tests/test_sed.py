@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from engine.errors import ModelError
 from engine.events import Commit
-from engine.models import bart
+from engine.models import bart, speech_encoder_decoder
 from engine.models.alignment import monotonic_path
 from engine.models.speech_encoder_decoder import TextTokenizer, load_model, native_bfloat16
 from engine.recognizer import LoadOptions, load_recognizer
@@ -288,13 +288,16 @@ def test_cli_transcribe_prints_reference(tiny, tmp_path: Path) -> None:
 
 
 def test_int8_decoder_keeps_reference_tokens(tiny) -> None:
-    """Weight-only int8 decoder Linears (BERT's widths fit the kernel's 16-wide blocks)."""
+    """Weight-only int8 decoder Linears (BERT's widths fit the kernel's 16-wide blocks), the
+    output layer on fbgemm's kernel where PyTorch has it."""
     from engine.models.speech_encoder_decoder import Int8Linear
 
     folder, ref, _, extractor = tiny["bert"]
     ours, info = _ours(folder, "bert", dtype="int8")
     assert info.dtype == "int8"
     assert sum(isinstance(m, Int8Linear) for m in ours.model.decoder.modules()) >= 10
+    if speech_encoder_decoder.fbgemm_int8():
+        assert isinstance(ours.model.decoder.lm_head, speech_encoder_decoder.PackedInt8Linear)
     audio = fx.clip(1.0)
     with torch.inference_mode():
         expected = ref.generate(_inputs(extractor, audio))[0].tolist()
@@ -409,3 +412,48 @@ def test_int8_linear_computes_the_dequantized_product(rows) -> None:
     assert got.shape == (2, rows, 48) and got.dtype == torch.float32
     assert ((got - exact).norm() / exact.norm()).item() < 0.01
     assert F.cosine_similarity(got.flatten(), linear(x).flatten(), dim=0) > 0.999
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 48, 49])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoder_row_kernels_compute_the_linear_layer(rows, dtype) -> None:
+    """Decoder steps pick a kernel by row count (matrix-vector, weight · xᵀ in slices of
+    weight rows, plain linear); every one gives x · weightᵀ + bias, beams [B, 1, D] and
+    prefixes [1, T, D] alike, for a matrix whose rows end in a partial slice."""
+    torch.manual_seed(rows)
+    linear = torch.nn.Linear(64, 2 * bart._SLICE + 300).to(dtype)
+    layer = bart.RowLinear(64, len(linear.weight)).to(dtype)
+    layer.load_state_dict(linear.state_dict())
+    for shape in ((rows, 1, 64), (1, rows, 64)):
+        x = torch.randn(shape, dtype=dtype)
+        with torch.inference_mode():  # as the engine decodes
+            got = layer(x)
+        exact = F.linear(x.float(), linear.weight.float(), linear.bias.float())
+        assert got.shape == exact.shape and got.dtype == dtype
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        assert ((got.float() - exact).abs().max() / exact.abs().max()).item() < tolerance
+
+
+@pytest.mark.parametrize("rows", [1, 5, 12])
+def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None:
+    """fbgemm's int8 × int8 kernel with each activation row split in two int8 parts gives
+    x · (q · scale)ᵀ + bias ~10x closer than bfloat16 activations would, an outlier
+    channel included (one int8 part alone is ~1% off)."""
+    from engine.models.speech_encoder_decoder import PackedInt8Linear, fbgemm_int8
+
+    if not fbgemm_int8():
+        pytest.skip("this PyTorch build has no fbgemm int8 kernel")
+    torch.manual_seed(rows)
+    linear = torch.nn.Linear(96, 3000)
+    with torch.inference_mode():
+        layer = PackedInt8Linear(linear)
+        x = torch.randn(rows, 1, 96)
+        x[..., 7] *= 20
+        got = layer(x)
+    codes, scale = speech_encoder_decoder.int8_rows(linear.weight.detach())
+    restored = codes.float() * scale.float()[:, None]
+    exact = F.linear(x, restored, linear.bias.detach())
+    bfloat16 = F.linear(x.bfloat16().float(), restored, linear.bias.detach())
+    assert got.shape == (rows, 1, 3000) and got.dtype == torch.float32
+    error = (got - exact).norm() / exact.norm()
+    assert error < 2e-4 and error < (bfloat16 - exact).norm() / exact.norm() / 5
