@@ -353,12 +353,38 @@ def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
         assert exact[2].argmax().item() == 4001
 
 
+def test_screened_head_bounds_the_activations_split_where_codes_are_exact() -> None:
+    """Weights int8 holds exactly leave only the activations' two-part split and rounding
+    in the bound, which must still cover every logit (an outlier channel included)."""
+    from engine.models.speech_encoder_decoder import ScreenedHead
+
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(64, 3000, bias=False)
+    with torch.no_grad():
+        codes = torch.randint(-127, 128, (3000, 64)).float()
+        codes[:, 0] = 127  # each row's largest code: its scale is the row's step exactly
+        step = (torch.rand(3000, 1) * 0.01 + 1e-3).bfloat16().float()
+        linear.weight.copy_(codes * step)
+    head = ScreenedHead(linear)
+    assert head.code_error.max() == 0
+    x = torch.randn(3, 64)
+    x[:, 5] *= 30
+    with torch.inference_mode():
+        screened = head(x[None])
+    exact = F.linear(x, linear.weight)
+    assert ((screened.approx - exact).abs() <= screened.bound).all()
+    assert [screened.best(row) for row in range(3)] == exact.argmax(dim=1).tolist()
+
+
 def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> None:
-    """float32 on a CPU reads the output layer through ScreenedHead (the greedy parity test
-    above then covers it: BERT's width fits the int8 kernel); beams get float32 logits."""
+    """float32 on a CPU reads the output layer through ScreenedHead (the greedy parity tests
+    above then cover it for all three decoders); beams get float32 logits."""
     from engine.models.generation import Screened
     from engine.models.speech_encoder_decoder import ScreenedHead
 
+    for decoder in ("mbart", "bart"):
+        ours, _ = _ours(tiny[decoder][0], decoder)
+        assert isinstance(ours.model.decoder.lm_head, ScreenedHead)
     ours, _ = _ours(tiny["bert"][0], "bert")
     head = ours.model.decoder.lm_head
     assert isinstance(head, ScreenedHead)

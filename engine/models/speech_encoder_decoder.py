@@ -383,14 +383,30 @@ class PackedInt8Linear(nn.Module):
 
     _SPLIT = 254.0  # |l| ≤ 127: the remainder is at most s/2
 
+    _ROWS_PER_BLOCK = 16384  # rows quantized at a time: no full-size float32 temporary
+
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        codes, scale = int8_rows(linear.weight.detach().float())
-        self.packed = _fbgemm_pack(codes, scale)
+        weight = linear.weight.detach().float()
+        blocks = [
+            int8_rows(weight[start : start + self._ROWS_PER_BLOCK])
+            for start in range(0, len(weight), self._ROWS_PER_BLOCK)
+        ]
+        self.packed = _fbgemm_pack(
+            torch.cat([c for c, _ in blocks]), torch.cat([s for _, s in blocks])
+        )
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1]).float()
+        y, _, _ = self.product(x.reshape(-1, x.shape[-1]).float())
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype).view(*x.shape[:-1], -1)
+
+    def product(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """flat [T, D] → x̂ · (codes · scale)ᵀ [T, V] without bias, the activations x̂ [T, D]
+        the kernel multiplied, and |part 1| + |part 2|/254 [T, V], the size of the float
+        results its rounding is relative to."""
         step = float(flat.abs().max()) / 127 or 1.0
         high = torch.round(flat / step)
         low = torch.round((flat - high * step) * (self._SPLIT / step))
@@ -400,10 +416,9 @@ class PackedInt8Linear(nn.Module):
             128,
             self.packed,  # zero point 128: uint8
         )
-        y = parts[: len(flat)] + parts[len(flat) :] / self._SPLIT
-        if self.bias is not None:
-            y = y + self.bias
-        return y.to(x.dtype).view(*x.shape[:-1], -1)
+        first, second = parts[: len(flat)], parts[len(flat) :] / self._SPLIT
+        restored = (high + low / self._SPLIT) * step
+        return first + second, restored, first.abs() + second.abs()
 
 
 def _fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor) -> object:
@@ -432,34 +447,30 @@ def fbgemm_int8() -> bool:
 
 
 class ScreenedHead(nn.Module):
-    """The output layer of a float32 decoder on a CPU, read at a quarter of the cost for
-    greedy search, with the exact float32 argmax.
+    """The output layer of a float32 decoder on a CPU, read at a sixth of the cost for greedy
+    search, with the exact float32 argmax.
 
     A greedy step multiplies one row by the whole output layer (mBART-50: 250k × 1024, 1 GB in
-    float32, 60% of the bytes a step reads) only to pick its best token. Here an int8 copy
-    gives every logit approximately, with a bound on its error: |w·x - ŵ·x̂| ≤ ‖x‖‖w - ŵ‖ (the
-    codes) + ‖x - x̂‖‖ŵ‖ (x rounded to bfloat16 for the kernel) + the kernel's float32 sums and
-    bfloat16 result. Only tokens whose interval reaches the best lower bound can win (a
-    handful); their logits are then computed from the float32 rows. Beam search, which needs
-    every log-probability, gets plain float32 logits."""
-
-    _ROWS_PER_BLOCK = 16384  # rows quantized at a time: no full-size float32 temporary
+    float32, 60% of the bytes a step reads) only to pick its best token. Here an int8 copy on
+    PackedInt8Linear's kernel gives every logit approximately, with a bound on its error:
+    |w·x - ŵ·x̂| ≤ ‖x‖‖w - ŵ‖ (the codes) + ‖x - x̂‖‖ŵ‖ (the activations' two int8 parts) +
+    float32 rounding, of the kernel's results and of the exact logits themselves (≤ 2⁻¹²‖x‖‖w‖
+    for widths up to 4096). Only tokens whose interval reaches the best lower bound can win
+    (a handful); their logits are then computed from the float32 rows. Beam search, which
+    needs every log-probability, gets plain float32 logits."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.weight, self.bias = linear.weight, linear.bias  # float32, shared when tied
-        weight = self.weight.detach()
-        codes, scales, error, norm = [], [], [], []
-        for start in range(0, len(weight), self._ROWS_PER_BLOCK):
-            block = weight[start : start + self._ROWS_PER_BLOCK]
-            block_codes, block_scales = int8_rows(block)
-            restored = block_codes.float() * block_scales.float()[:, None]
-            codes.append(block_codes)
-            scales.append(block_scales)
+        self.screen = PackedInt8Linear(linear)
+        error, norm = [], []
+        rows = PackedInt8Linear._ROWS_PER_BLOCK
+        for start in range(0, len(self.weight), rows):
+            block = self.weight.detach()[start : start + rows]
+            codes, scales = int8_rows(block)  # as PackedInt8Linear quantized them
+            restored = codes.float() * scales.float()[:, None]
             error.append((block - restored).norm(dim=1))
             norm.append(restored.norm(dim=1))
-        self.register_buffer("codes", torch.cat(codes))  # [V, D] int8
-        self.register_buffer("scales", torch.cat(scales))  # [V] bfloat16
         self.register_buffer("code_error", torch.cat(error))  # [V] ‖w - ŵ‖
         self.register_buffer("code_norm", torch.cat(norm))  # [V] ‖ŵ‖
 
@@ -467,12 +478,12 @@ class ScreenedHead(nn.Module):
         if x.shape[0] != 1:  # several beams
             return bart.rows_linear(x, self.weight, self.bias)
         rows = x[0]  # [T, D]
-        low = rows.to(torch.bfloat16)
-        kernel = torch._weight_int8pack_mm(low, self.codes, self.scales).float()  # [T, V]
-        size = rows.norm(dim=1, keepdim=True)
-        rounding = (rows - low.float()).norm(dim=1, keepdim=True) + size * 2**-12
-        bound = size * self.code_error + rounding * self.code_norm + kernel.abs() * 2**-7
+        kernel, restored, magnitude = self.screen.product(rows)  # [T, V], [T, D], [T, V]
         approx = kernel if self.bias is None else kernel + self.bias
+        size = rows.norm(dim=1, keepdim=True)
+        activations = (rows - restored).norm(dim=1, keepdim=True) + size * 2**-12
+        rounding = (magnitude + approx.abs()) * 2**-20
+        bound = size * self.code_error + activations * self.code_norm + rounding
 
         def exact(row: int, ids: torch.Tensor) -> torch.Tensor:
             bias = None if self.bias is None else self.bias[ids]
@@ -528,10 +539,11 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
         model = SpeechEncoderDecoder(config)
     load_weights(model, read_weights(folder))
     model = model.to(device, dtype).eval()
-    if precision == "float32" and device.type == "cpu" and _fits_int8_kernel(model.decoder.lm_head):
+    packed_int8 = device.type == "cpu" and fbgemm_int8()
+    if precision == "float32" and packed_int8:
         model.decoder.lm_head = ScreenedHead(model.decoder.lm_head)
     if precision == "int8":
-        if fbgemm_int8():
+        if packed_int8:
             model.decoder.lm_head = PackedInt8Linear(model.decoder.lm_head)
         quantize_linears(model.decoder)
         if native_bfloat16():  # the encoder is compute-bound: AMX runs it ~2.5× faster
