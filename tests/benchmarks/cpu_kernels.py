@@ -7,7 +7,8 @@ is the bytes read divided by the rate a kernel reads them at. This prints, for a
 decoder-sized matrices (too many for any cache), each kernel's median time per matrix and its
 read rate in GB/s, plus for the quantized ones the weight error and the output cosine against
 float32, and for int8 how passes of several rows fare. The engines choose their kernels from
-these figures (engine/models/kyutai/layers.py, Int8Linear in speech_encoder_decoder.py).
+these figures (engine/models/kyutai/layers.py, RowLinear in bart.py, Int8Linear and
+PackedInt8Linear in speech_encoder_decoder.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from engine.models.bart import rows_linear  # noqa: E402
+from engine.models.speech_encoder_decoder import PackedInt8Linear, fbgemm_int8  # noqa: E402
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -43,6 +52,12 @@ def int4_groups(weight: torch.Tensor, group: int):
     zeros = low + 8 * scale  # the kernel computes (q - 8) * scale + zero
     scales_and_zeros = torch.stack((scale.T, zeros.T), dim=-1).to(torch.bfloat16)
     return packed, scales_and_zeros, restored
+
+
+def as_linear(weight: torch.Tensor) -> nn.Linear:
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    return linear
 
 
 def main() -> None:
@@ -73,6 +88,18 @@ def main() -> None:
         print(name, json.dumps(entry), flush=True)
 
     record("float32 linear", lambda: [F.linear(x, w) for w in weights], n * k * 4 * count)
+    for rows in (5, 16):  # beams, drafts and prefixes: RowLinear's weight · xᵀ in slices
+        xr = torch.randn(rows, k)
+        record(
+            f"float32 {rows} rows (linear)",
+            lambda xr=xr: [F.linear(xr, w) for w in weights],
+            n * k * 4 * count,
+        )
+        record(
+            f"float32 {rows} rows (weight · xT in slices, rows_linear)",
+            lambda xr=xr: [rows_linear(xr, w, None) for w in weights],
+            n * k * 4 * count,
+        )
     transposed = [w.T.contiguous() for w in weights]
     record("float32 x @ w.T stored", lambda: [x @ w for w in transposed], n * k * 4 * count)
     transposed = None  # free before the next copy
@@ -100,7 +127,18 @@ def main() -> None:
         n * k * count,
         restored,
     )
-    for rows in (4, 12, 26):  # passes over many rows: the int8 kernel reads per 4 rows
+    if fbgemm_int8():  # PackedInt8Linear: fbgemm's int8 x int8 kernel, activations in 2 parts
+        packed = [PackedInt8Linear(as_linear(w)) for w in weights]
+        for rows in (1, 5):
+            xr = x if rows == 1 else torch.randn(rows, k)
+            record(
+                f"int8 {rows} rows (fbgemm, two-part activations)",
+                lambda xr=xr: [layer(xr) for layer in packed],
+                n * k * count,
+                restored if rows == 1 else None,
+            )
+        packed = None
+    for rows in (4, 5, 12, 26):  # passes over many rows: the int8 kernel reads per 4 rows
         xr = torch.randn(rows, k).bfloat16()
         record(
             f"int8 {rows} rows (_weight_int8pack_mm)",
