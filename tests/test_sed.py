@@ -472,7 +472,7 @@ def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None
     torch.manual_seed(rows)
     linear = torch.nn.Linear(96, 3000)
     with torch.inference_mode():
-        layer = PackedInt8Linear(linear)
+        layer = PackedInt8Linear.from_linear(linear)
         x = torch.randn(rows, 1, 96)
         x[..., 7] *= 20
         got = layer(x)

@@ -146,7 +146,7 @@ def rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if x.dtype == torch.bfloat16 and len(flat) == 1:
         y = torch.mv(weight, flat[0])[None]
     elif x.dtype == torch.float32 and _FEW_ROWS[0] <= len(flat) <= _FEW_ROWS[1]:
-        y = torch.empty(len(weight), len(flat))  # [out, rows]: each slice written in place
+        y = flat.new_empty(len(weight), len(flat))  # [out, rows]: each slice written in place
         for start in range(0, len(weight), _SLICE):
             torch.mm(weight[start : start + _SLICE], flat.T, out=y[start : start + _SLICE])
         y = y.T.contiguous()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -383,19 +383,16 @@ class PackedInt8Linear(nn.Module):
 
     _SPLIT = 254.0  # |l| ≤ 127: the remainder is at most s/2
 
-    _ROWS_PER_BLOCK = 16384  # rows quantized at a time: no full-size float32 temporary
-
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        blocks = [
-            int8_rows(weight[start : start + self._ROWS_PER_BLOCK])
-            for start in range(0, len(weight), self._ROWS_PER_BLOCK)
-        ]
-        self.packed = _fbgemm_pack(
-            torch.cat([c for c, _ in blocks]), torch.cat([s for _, s in blocks])
-        )
-        self.bias = linear.bias
+        self.packed = _fbgemm_pack(codes, scale)
+        self.bias = bias
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> PackedInt8Linear:
+        blocks = list(int8_blocks(linear.weight))
+        codes, scale = torch.cat([b[1] for b in blocks]), torch.cat([b[2] for b in blocks])
+        return cls(codes, scale, linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, _, _ = self.product(x.reshape(-1, x.shape[-1]).float())
@@ -421,6 +418,16 @@ class PackedInt8Linear(nn.Module):
         return first + second, restored, first.abs() + second.abs()
 
 
+def int8_blocks(
+    weight: torch.Tensor, rows: int = 16384
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """int8_rows over runs of `rows` rows, as (float32 block, codes, scales): no full-size
+    float32 temporary for a 250k-row output layer."""
+    for start in range(0, len(weight), rows):
+        block = weight.detach()[start : start + rows].float()
+        yield (block, *int8_rows(block))
+
+
 def _fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor) -> object:
     """fbgemm's packed form of int8 codes with one scale per row (no extra copy is kept)."""
     previous = torch.backends.quantized.engine
@@ -440,7 +447,7 @@ def _fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor) -> object:
 def fbgemm_int8() -> bool:
     """Whether this PyTorch build can run PackedInt8Linear (x86 builds with fbgemm)."""
     try:
-        probe = PackedInt8Linear(nn.Linear(16, 4))
+        probe = PackedInt8Linear.from_linear(nn.Linear(16, 4))
         return probe(torch.ones(1, 16)).shape == (1, 4)
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
@@ -462,15 +469,14 @@ class ScreenedHead(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.weight, self.bias = linear.weight, linear.bias  # float32, shared when tied
-        self.screen = PackedInt8Linear(linear)
-        error, norm = [], []
-        rows = PackedInt8Linear._ROWS_PER_BLOCK
-        for start in range(0, len(self.weight), rows):
-            block = self.weight.detach()[start : start + rows]
-            codes, scales = int8_rows(block)  # as PackedInt8Linear quantized them
-            restored = codes.float() * scales.float()[:, None]
+        codes, scales, error, norm = [], [], [], []
+        for block, block_codes, block_scales in int8_blocks(self.weight):
+            restored = block_codes.float() * block_scales.float()[:, None]
+            codes.append(block_codes)
+            scales.append(block_scales)
             error.append((block - restored).norm(dim=1))
             norm.append(restored.norm(dim=1))
+        self.screen = PackedInt8Linear(torch.cat(codes), torch.cat(scales), self.bias)
         self.register_buffer("code_error", torch.cat(error))  # [V] ‖w - ŵ‖
         self.register_buffer("code_norm", torch.cat(norm))  # [V] ‖ŵ‖
 
@@ -544,7 +550,7 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
         model.decoder.lm_head = ScreenedHead(model.decoder.lm_head)
     if precision == "int8":
         if packed_int8:
-            model.decoder.lm_head = PackedInt8Linear(model.decoder.lm_head)
+            model.decoder.lm_head = PackedInt8Linear.from_linear(model.decoder.lm_head)
         quantize_linears(model.decoder)
         if native_bfloat16():  # the encoder is compute-bound: AMX runs it ~2.5× faster
             model.encoder.to(torch.bfloat16)

@@ -128,7 +128,7 @@ def main() -> None:
         restored,
     )
     if fbgemm_int8():  # PackedInt8Linear: fbgemm's int8 x int8 kernel, activations in 2 parts
-        packed = [PackedInt8Linear(as_linear(w)) for w in weights]
+        packed = [PackedInt8Linear.from_linear(as_linear(w)) for w in weights]
         for rows in (1, 5):
             xr = x if rows == 1 else torch.randn(rows, k)
             record(
