@@ -396,6 +396,36 @@ def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> N
     assert not isinstance(int8.model.decoder.lm_head, ScreenedHead)
 
 
+def test_beam_steps_read_weights_packed_for_their_number(tiny, monkeypatch) -> None:
+    """Loaded for 3 beams in float32, every decoder matrix (output layer included) keeps its
+    weights in MKL's layout for 3 rows: beam steps get the float32 products (bias included)
+    from that copy, any other number of rows from the plain weights. Greedy loads and a
+    machine short of memory keep the plain weights only."""
+    from engine.models import bart
+
+    ours, _ = _ours(tiny["bert"][0], "bert", beams=3)
+    decoder = ours.model.decoder
+    if not bart.BeamRowsWeight.available(decoder.lm_head.weight):
+        pytest.skip("this PyTorch has no MKL")
+    linears = [m for m in decoder.modules() if isinstance(m, bart.RowLinear)]
+    assert decoder.lm_head.linear in linears and len(linears) > 5
+    assert all(m.beam_rows is not None and m.beam_rows.rows == 3 for m in linears)
+    torch.manual_seed(2)
+    for linear in (decoder.lm_head.linear, linears[0]):
+        for rows in (3, 2, 4):
+            x = torch.randn(rows, 1, linear.in_features)
+            assert linear.beam_rows.fits(x) == (rows == 3)
+            with torch.inference_mode():
+                y = linear(x)
+            expected = F.linear(x, linear.weight, linear.bias)
+            torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    greedy, _ = _ours(tiny["bert"][0], "bert")
+    assert greedy.model.decoder.lm_head.linear.beam_rows is None
+    monkeypatch.setattr(bart, "available_memory", lambda: 2**30)
+    short, _ = _ours(tiny["bert"][0], "bert", beams=3)
+    assert short.model.decoder.lm_head.linear.beam_rows is None
+
+
 def test_forced_steps_skip_the_output_layer(tiny) -> None:
     """After the start token (forced language) and one short of max_length (forced end),
     the output layer is not run; the tokens stay the reference's (tests above)."""

@@ -464,11 +464,11 @@ class ScreenedHead(nn.Module):
     float32 rounding, of the kernel's results and of the exact logits themselves (≤ 2⁻¹²‖x‖‖w‖
     for widths up to 4096). Only tokens whose interval reaches the best lower bound can win
     (a handful); their logits are then computed from the float32 rows. Beam search, which
-    needs every log-probability, gets plain float32 logits."""
+    needs every log-probability, gets the plain float32 layer's logits."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: bart.RowLinear) -> None:
         super().__init__()
-        self.weight, self.bias = linear.weight, linear.bias  # float32, shared when tied
+        self.linear = linear  # float32, its weight shared with the embeddings when tied
         codes, scales, error, norm = [], [], [], []
         for block, block_codes, block_scales in int8_blocks(self.weight):
             restored = block_codes.float() * block_scales.float()[:, None]
@@ -480,9 +480,17 @@ class ScreenedHead(nn.Module):
         self.register_buffer("code_error", torch.cat(error))  # [V] ‖w - ŵ‖
         self.register_buffer("code_norm", torch.cat(norm))  # [V] ‖ŵ‖
 
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.linear.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | Screened:
         if x.shape[0] != 1:  # several beams
-            return bart.rows_linear(x, self.weight, self.bias)
+            return self.linear(x)
         rows = x[0]  # [T, D]
         kernel, restored, magnitude = self.screen.product(rows)  # [T, V], [T, D], [T, V]
         approx = kernel if self.bias is None else kernel + self.bias
@@ -546,15 +554,6 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
     load_weights(model, read_weights(folder))
     model = model.to(device, dtype).eval()
     packed_int8 = device.type == "cpu" and fbgemm_int8()
-    if precision == "float32" and packed_int8:
-        model.decoder.lm_head = ScreenedHead(model.decoder.lm_head)
-    if precision == "int8":
-        if packed_int8:
-            model.decoder.lm_head = PackedInt8Linear.from_linear(model.decoder.lm_head)
-        quantize_linears(model.decoder)
-        if native_bfloat16():  # the encoder is compute-bound: AMX runs it ~2.5× faster
-            model.encoder.to(torch.bfloat16)
-
     tokenizer = TextTokenizer(folder)
     targets = KNOWN_TARGETS.get(_repo_id(folder, name)) or _short_codes(tokenizer.language_ids)
     language = _choose_language(name, targets, options.target_lang)
@@ -562,6 +561,16 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[SpeechTra
     generation = GenerationConfig.from_folder(
         folder, num_beams=options.beams, forced_bos_token_id=language_id
     )
+    if precision == "float32" and packed_int8:
+        model.decoder.lm_head = ScreenedHead(model.decoder.lm_head)
+    if precision == "float32":
+        bart.pack_for_beams(model.decoder, generation.num_beams)
+    if precision == "int8":
+        if packed_int8:
+            model.decoder.lm_head = PackedInt8Linear.from_linear(model.decoder.lm_head)
+        quantize_linears(model.decoder)
+        if native_bfloat16():  # the encoder is compute-bound: AMX runs it ~2.5× faster
+            model.encoder.to(torch.bfloat16)
     preprocessor = _read_json(folder / "preprocessor_config.json", missing_ok=True)
     translator = SpeechTranslator(
         model,

@@ -148,8 +148,9 @@ def window_decode(
     from transformers import AutoFeatureExtractor, SpeechEncoderDecoderModel
 
     dtype, reference_dtype = pairing
-    ours, _ = load_model(folder, NAME, LoadOptions(target_lang="de", device="cpu", dtype=dtype))
-    ours.generation = replace(ours.generation, max_length=tokens + 2, num_beams=beams)
+    options = LoadOptions(target_lang="de", device="cpu", dtype=dtype, beams=beams)
+    ours, _ = load_model(folder, NAME, options)
+    ours.generation = replace(ours.generation, max_length=tokens + 2)
     reference = SpeechEncoderDecoderModel.from_pretrained(
         folder, dtype=getattr(torch, reference_dtype)
     ).eval()
