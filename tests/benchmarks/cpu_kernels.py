@@ -7,8 +7,8 @@ is the bytes read divided by the rate a kernel reads them at. This prints, for a
 decoder-sized matrices (too many for any cache), each kernel's median time per matrix and its
 read rate in GB/s, plus for the quantized ones the weight error and the output cosine against
 float32, and for int8 how passes of several rows fare. The engines choose their kernels from
-these figures (engine/models/kyutai/layers.py, RowLinear in bart.py, Int8Linear and
-PackedInt8Linear in speech_encoder_decoder.py).
+these figures (engine/models/kyutai/layers.py, RowLinear and BeamRowsWeight in bart.py,
+Int8Linear and PackedInt8Linear in speech_encoder_decoder.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.models.bart import rows_linear  # noqa: E402
+from engine.models.bart import BeamRowsWeight, rows_linear  # noqa: E402
 from engine.models.speech_encoder_decoder import PackedInt8Linear, fbgemm_int8  # noqa: E402
 
 
@@ -100,6 +100,15 @@ def main() -> None:
             lambda xr=xr: [rows_linear(xr, w, None) for w in weights],
             n * k * 4 * count,
         )
+    if BeamRowsWeight.available(weights[0]):  # beam steps: weights packed for 5 rows
+        packs = [BeamRowsWeight(w, 5) for w in weights]
+        xr = torch.randn(5, k)
+        record(
+            "float32 5 rows (MKL-packed weights, BeamRowsWeight)",
+            lambda: [p.linear(xr, None) for p in packs],
+            n * k * 4 * count,
+        )
+        packs = None
     transposed = [w.T.contiguous() for w in weights]
     record("float32 x @ w.T stored", lambda: [x @ w for w in transposed], n * k * 4 * count)
     transposed = None  # free before the next copy
