@@ -185,25 +185,24 @@ class BeamRowsWeight:
         return supported and weight.device.type == "cpu" and weight.dtype == torch.float32
 
     def fits(self, x: torch.Tensor) -> bool:
-        return x.numel() == self.rows * x.shape[-1] and x.dtype == torch.float32
+        return x.numel() == self.rows * x.shape[-1]
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, bias, self.rows)
 
 
-def pack_for_beams(decoder: nn.Module, beams: int) -> bool:
+def pack_for_beams(decoder: nn.Module, beams: int) -> None:
     """Give every RowLinear of `decoder` its weights packed for `beams` rows, if they are
-    float32 on an MKL build and the copy leaves at least 2 GB of memory free; whether it did."""
+    float32 on an MKL build and the copy leaves at least 2 GB of memory free."""
     linears = [m for m in decoder.modules() if isinstance(m, RowLinear)]
     if beams < 2 or not all(BeamRowsWeight.available(m.weight) for m in linears):
-        return False
+        return
     needed = sum(m.weight.nbytes for m in linears)
     spare = available_memory()
     if spare is not None and spare < needed + 2**31:
-        return False
+        return
     for linear in linears:
         linear.beam_rows = BeamRowsWeight(linear.weight, beams)
-    return True
 
 
 def available_memory() -> int | None:
