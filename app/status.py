@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QWidget
 
 from app.level_meter import LevelMeter
 from engine.events import Stats
 
+SESSION_STATES = {
+    "idle": "Ready",
+    "loading": "Loading model…",
+    "running": "Listening",
+    "stopping": "Finishing…",
+}
 SUGGESTION = "Try a smaller model, int8 precision or the GPU (Settings → Engine)."
 
 
@@ -24,6 +30,15 @@ def describe(stats: Stats) -> tuple[str, str]:
             f"{stats.dropped_seconds:.1f} s of audio was skipped because the model fell behind."
         )
     return summary, (" ".join(problems) + " " + SUGGESTION) if problems else ""
+
+
+def describe_nonfinite(count: int) -> tuple[str, str]:
+    """(message, hint) for input samples that were NaN or infinity, replaced with silence."""
+    return (
+        f"The input contained {count:,} invalid samples (NaN or infinity); "
+        "they were replaced with silence.",
+        "Captions go on. If this keeps happening, check the audio file or the device's driver.",
+    )
 
 
 class StatusLine(QWidget):
@@ -56,6 +71,12 @@ class StatusLine(QWidget):
     def set_state(self, text: str) -> None:
         self.state.setText(text)
 
+    def set_session_state(self, state: str) -> None:
+        """idle | loading | running | stopping, in words; the meter rests while idle."""
+        self.set_state(SESSION_STATES[state])
+        if state == "idle":
+            self.meter.reset()
+
     def set_model(self, model: str, device: str, dtype: str = "") -> None:
         self.model.setText(model)
         self.device.setText(f"{device.upper()} {dtype}".strip() if device else "")
@@ -68,3 +89,22 @@ class StatusLine(QWidget):
     def clear_stats(self) -> None:
         self.speed.clear()
         self.warning.clear()
+
+
+class LoadProgress(QProgressBar):
+    """How far a model load has come; busy (no fraction) while the stage gives none."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("loadProgress")
+        self.setAccessibleName("Model loading progress")
+        self.setRange(0, 0)
+        self.setMaximumHeight(18)
+        self.hide()
+
+    def show_fraction(self, fraction: float) -> None:
+        if 0 < fraction < 1:
+            self.setRange(0, 100)
+            self.setValue(round(fraction * 100))
+        else:
+            self.setRange(0, 0)

@@ -1,4 +1,5 @@
-"""The main window: input and model choices, the caption and translation panes, status.
+"""The main window: wires the menus, the controls bar, the panes and the status line to
+the session controller and the settings.
 
 Everything slow (listing devices, loading models, stopping a session) runs off the GUI
 thread through `SessionController` and `Task`; the window only reacts to their signals.
@@ -10,27 +11,18 @@ import gc
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QFont, QGuiApplication, QIcon, QKeySequence
+from PySide6.QtCore import QSize, QTimer
+from PySide6.QtGui import QFont, QGuiApplication, QIcon
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
     QFileDialog,
-    QHBoxLayout,
-    QLabel,
     QMainWindow,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
 from app import profanity
 from app.banner import Banner
-from app.bridge import Task
-from app.caption_view import PaneAligner, TranscriptPane
 from app.controller import (
     InputChoice,
     Loader,
@@ -39,28 +31,22 @@ from app.controller import (
     explain,
     freeze_heap,
 )
+from app.controls_bar import ControlsBar
+from app.first_run import offer_default_model
 from app.history import HistoryDialog, ask_export_path, write_export
+from app.input_devices import DeviceReader
 from app.live_transcript import CAPTION, TRANSLATION, LiveTranscript
+from app.menu_bar import MenuBar
 from app.model_manager import ModelManager, should_offer_first_download
 from app.overlay import Overlay
+from app.panes import PaneSplitter
 from app.settings import RESOURCES, THEMES, AppSettings
-from app.status import StatusLine
+from app.status import LoadProgress, StatusLine, describe_nonfinite
 from app.themes import apply_theme
 from engine import catalogue
 from engine.events import Level, Stats
 from engine.recognizer import load_recognizer
 from engine.store import SessionStore
-
-NO_TRANSLATION = "No translation"
-FILE_INPUT = "Audio file…"
-MANAGE_MODELS = "Manage models…"
-LANGUAGES = {
-    "ar": "Arabic", "ca": "Catalan", "cy": "Welsh", "de": "German", "en": "English",
-    "es": "Spanish", "et": "Estonian", "fa": "Persian", "fr": "French", "id": "Indonesian",
-    "it": "Italian", "ja": "Japanese", "lv": "Latvian", "mn": "Mongolian", "nl": "Dutch",
-    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sl": "Slovenian", "sv": "Swedish",
-    "ta": "Tamil", "tr": "Turkish", "zh": "Chinese",
-}  # fmt: skip
 
 
 class MainWindow(QMainWindow):
@@ -88,18 +74,24 @@ class MainWindow(QMainWindow):
         self.controller.failed.connect(self.show_error)
         self.controller.finished.connect(self._on_finished)
 
-        self._build_controls()
-        self._build_panes()
+        self._build_central()
         self._build_menus()
         self.overlay = Overlay(self.transcript, settings.overlay())
-        self.overlay.look_changed.connect(self._on_overlay_look)
+        self.overlay.look_changed.connect(settings.set_overlay)
         self.manager: ModelManager | None = None
         self.history: HistoryDialog | None = None
+        self._warned_nonfinite = False
 
         self.apply_settings()
         QGuiApplication.styleHints().colorSchemeChanged.connect(self._on_system_scheme)
         self._restore_geometry()
-        self._list_devices(device_lister)
+        self.devices = DeviceReader(device_lister, self)
+        self.devices.listed.connect(self._on_devices)
+        self.devices.failed.connect(self._on_devices_failed)
+        self.controls.input_list_opening.connect(self.devices.read)
+        self._remembered_input = settings.get("input/device")
+        self.controls.reset_inputs()
+        self.devices.read()
         self._on_state("idle")
         if should_offer_first_download(settings, self.caption_model()):
             QTimer.singleShot(500, self._offer_first_download)
@@ -109,157 +101,59 @@ class MainWindow(QMainWindow):
         freeze_heap()
 
     # -- building ---------------------------------------------------------------------------
-    def _build_controls(self) -> None:
+    def _build_central(self) -> None:
         central = QWidget(self)
         central.setObjectName("central")
         self.setCentralWidget(central)
-        self.layout_ = QVBoxLayout(central)
-        self.layout_.setContentsMargins(10, 8, 10, 4)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(10, 8, 10, 4)
 
-        controls = QHBoxLayout()
-        self.start_button = QPushButton("Start", central)
-        self.start_button.setObjectName("startButton")
-        self.start_button.setAccessibleName("Start or stop captions")
-        self.start_button.clicked.connect(self.toggle_session)
-        controls.addWidget(self.start_button)
-
-        self.input_combo = self._combo("inputCombo", "Audio input", "Input:", controls)
-        self.input_combo.activated.connect(self._on_input_activated)
-        self.caption_combo = self._combo(
-            "captionModelCombo", "Caption model", "Captions:", controls
+        self.controls = controls = ControlsBar(central)
+        controls.start_stop_requested.connect(self.toggle_session)
+        controls.input_chosen.connect(lambda label: self.settings.set("input/device", label))
+        controls.file_input_requested.connect(self._choose_input_file)
+        controls.model_chosen.connect(self._on_model_chosen)
+        controls.language_chosen.connect(
+            lambda code: self.settings.set("models/target_language", code)
         )
-        self.caption_combo.activated.connect(self._on_caption_model_activated)
-        self.translation_combo = self._combo(
-            "translationModelCombo", "Translation model", "Translate:", controls
-        )
-        self.translation_combo.activated.connect(self._on_translation_model_activated)
-        self.language_combo = self._combo("targetLanguageCombo", "Target language", "to", controls)
-        self.language_combo.activated.connect(
-            lambda: self.settings.set("models/target_language", self.language_combo.currentData())
-        )
-        controls.addStretch(1)
-        self.overlay_button = QPushButton("Overlay", central)
-        self.overlay_button.setObjectName("overlayButton")
-        self.overlay_button.setAccessibleName("Show caption overlay")
-        self.overlay_button.setCheckable(True)
-        self.overlay_button.toggled.connect(self.set_overlay_visible)
-        controls.addWidget(self.overlay_button)
-        self.layout_.addLayout(controls)
+        controls.overlay_toggled.connect(self.set_overlay_visible)
+        layout.addWidget(controls)
+        self.start_button, self.overlay_button = controls.start_button, controls.overlay_button
+        self.input_combo, self.caption_combo = controls.input_combo, controls.caption_combo
+        self.translation_combo = controls.translation_combo
+        self.language_combo = controls.language_combo
 
         self.banner = Banner(central)
-        self.layout_.addWidget(self.banner)
-        self.load_bar = QProgressBar(central)
-        self.load_bar.setObjectName("loadProgress")
-        self.load_bar.setAccessibleName("Model loading progress")
-        self.load_bar.setRange(0, 0)
-        self.load_bar.setMaximumHeight(18)
-        self.load_bar.hide()
-        self.layout_.addWidget(self.load_bar)
+        layout.addWidget(self.banner)
+        self.load_bar = LoadProgress(central)
+        layout.addWidget(self.load_bar)
 
-    def _combo(self, name: str, accessible: str, label: str, layout: QHBoxLayout) -> QComboBox:
-        caption = QLabel(label, self.centralWidget())
-        combo = QComboBox(self.centralWidget())
-        combo.setObjectName(name)
-        combo.setAccessibleName(accessible)
-        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        combo.setMinimumContentsLength(12)
-        caption.setBuddy(combo)
-        layout.addWidget(caption)
-        layout.addWidget(combo)
-        return combo
-
-    def _build_panes(self) -> None:
-        self.caption_pane = TranscriptPane(self.transcript, CAPTION, "Captions")
-        self.translation_pane = TranscriptPane(self.transcript, TRANSLATION, "Translation")
-        self.aligner = PaneAligner(self.caption_pane, self.translation_pane)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal, self.centralWidget())
-        self.splitter.setObjectName("paneSplitter")
-        self.splitter.setChildrenCollapsible(False)
-        for title, pane in (
-            ("Captions", self.caption_pane),
-            ("Translation", self.translation_pane),
-        ):
-            box = QWidget(self.splitter)
-            box_layout = QVBoxLayout(box)
-            box_layout.setContentsMargins(0, 0, 0, 0)
-            heading = QLabel(title, box)
-            heading.setObjectName("paneTitle")
-            box_layout.addWidget(heading)
-            box_layout.addWidget(pane, 1)
-            pane.setParent(box)
-            if pane is self.translation_pane:
-                self.translation_box, self.translation_title = box, heading
-        self.layout_.addWidget(self.splitter, 1)
-        self.status = StatusLine(self.centralWidget())
-        self.layout_.addWidget(self.status)
+        self.splitter = PaneSplitter(self.transcript, central)
+        self.caption_pane, self.translation_pane = self.splitter.panes()
+        self.aligner, self.translation_box = self.splitter.aligner, self.splitter.translation_box
+        layout.addWidget(self.splitter, 1)
+        self.status = StatusLine(central)
+        layout.addWidget(self.status)
 
     def _build_menus(self) -> None:
-        def shortcut(key: str) -> QKeySequence:
-            return QKeySequence(str(self.settings.get(f"shortcuts/{key}")))
-
-        session = self.menuBar().addMenu("&Session")
-        self.start_action = self._action(session, "&Start / stop", self.toggle_session)
-        self.start_action.setShortcut(shortcut("start_stop"))
-        self.stop_action = self._action(session, "Sto&p", self.controller.stop)
-        self.stop_action.setShortcut(shortcut("stop"))
-        session.addSeparator()
-        self.export_action = self._action(session, "&Export this session…", self.export_session)
-        self.export_action.setShortcut(shortcut("export"))
-        self.history_action = self._action(session, "&History…", self.show_history)
-        self.history_action.setShortcut(shortcut("history"))
-        session.addSeparator()
-        quit_action = self._action(session, "&Quit", self.close)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-
-        view = self.menuBar().addMenu("&View")
-        self.overlay_action = self._action(view, "Caption &overlay", self.overlay_button.toggle)
-        self.overlay_action.setShortcut(shortcut("overlay"))
-        self.click_through_action = self._action(
-            view, "Overlay lets &clicks through", self.set_click_through, checkable=True
-        )
-        self.click_through_action.setShortcut(shortcut("click_through"))
-        self.click_through_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
-        view.addSeparator()
-        self.timestamps_action = self._action(
-            view, "&Timestamps", self.set_timestamps, checkable=True
-        )
-        layout_menu = view.addMenu("Translation &pane")
-        self.layout_group = QActionGroup(self)
-        for key, text in (("beside", "&Beside the captions"), ("below", "B&elow the captions")):
-            action = self._action(
-                layout_menu, text, lambda _=False, k=key: self.set_layout(k), True
-            )
-            action.setData(key)
-            self.layout_group.addAction(action)
-        view.addSeparator()
-        bigger = self._action(view, "&Larger text", lambda: self.zoom_captions(2))
-        bigger.setShortcuts([QKeySequence.StandardKey.ZoomIn, QKeySequence("Ctrl+=")])
-        smaller = self._action(view, "&Smaller text", lambda: self.zoom_captions(-2))
-        smaller.setShortcut(QKeySequence.StandardKey.ZoomOut)
-        theme_menu = view.addMenu("T&heme")
-        self.theme_group = QActionGroup(self)
-        for theme in THEMES:
-            action = self._action(
-                theme_menu,
-                theme.replace("-", " ").capitalize(),
-                lambda _=False, t=theme: self.set_theme(t),
-                True,
-            )
-            action.setData(theme)
-            self.theme_group.addAction(action)
-
-        tools = self.menuBar().addMenu("&Tools")
-        self._action(tools, "&Models…", self.show_model_manager)
-        prefs = self._action(tools, "&Settings…", self.show_settings)
-        prefs.setShortcuts([QKeySequence.StandardKey.Preferences, QKeySequence("Ctrl+,")])
-
-    def _action(self, menu, text: str, slot, checkable: bool = False) -> QAction:
-        action = QAction(text, self)
-        action.setCheckable(checkable)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        self.addAction(action)  # shortcuts work even while the menu bar is hidden
-        return action
+        self.menus = menus = MenuBar(self)
+        self.setMenuBar(menus)
+        menus.start_stop_requested.connect(self.toggle_session)
+        menus.stop_requested.connect(self.controller.stop)
+        menus.export_requested.connect(self.export_session)
+        menus.history_requested.connect(self.show_history)
+        menus.quit_requested.connect(self.close)
+        menus.overlay_requested.connect(self.overlay_button.toggle)
+        menus.click_through_toggled.connect(self.set_click_through)
+        menus.timestamps_toggled.connect(self.set_timestamps)
+        menus.layout_chosen.connect(self.set_layout)
+        menus.zoom_requested.connect(self.zoom_captions)
+        menus.theme_chosen.connect(self.set_theme)
+        menus.models_requested.connect(self.show_model_manager)
+        menus.settings_requested.connect(self.show_settings)
+        menus.apply_shortcuts(self.settings)
+        self.start_action, self.export_action = menus.start_action, menus.export_action
+        self.click_through_action = menus.click_through_action
 
     # -- settings ---------------------------------------------------------------------------
     def apply_settings(self) -> None:
@@ -270,9 +164,7 @@ class MainWindow(QMainWindow):
         self.set_layout(s.get("view/layout"), save=False)
         masking = s.get("view/profanity_mask")
         mask = profanity.mask if masking else (lambda text: text)
-        for pane in (self.caption_pane, self.translation_pane):
-            pane.mask = mask
-            pane.rerender()
+        self.splitter.set_mask(mask)
         self.overlay.mask = mask
         self.overlay.apply_look(s.overlay())
         self.click_through_action.setChecked(self.overlay.look.click_through)
@@ -285,9 +177,7 @@ class MainWindow(QMainWindow):
         if size <= 0:  # follow the user's desktop font size, a little larger for reading
             size = max(15, round(QApplication.font().pointSizeF() * 1.6))
         font.setPointSize(size)
-        for pane in (self.caption_pane, self.translation_pane):
-            pane.set_caption_font(font)
-        self.aligner.align_all()
+        self.splitter.set_caption_font(font)
 
     def zoom_captions(self, step: int) -> None:
         current = self.caption_pane.font().pointSize()
@@ -297,12 +187,10 @@ class MainWindow(QMainWindow):
     def set_theme(self, theme: str, save: bool = True) -> None:
         theme = theme if theme in THEMES else "system"
         apply_theme(QApplication.instance(), theme)
-        for action in self.theme_group.actions():
-            action.setChecked(action.data() == theme)
+        self.menus.check(self.menus.theme_group, theme)
         if save:
             self.settings.set("view/theme", theme)
-        for pane in (self.caption_pane, self.translation_pane):
-            pane.setPalette(QApplication.palette())
+        self.splitter.set_palette(QApplication.palette())
         self._apply_caption_font()  # a new style sheet resets widget fonts; this rerenders
 
     def _on_system_scheme(self, _scheme) -> None:
@@ -310,57 +198,22 @@ class MainWindow(QMainWindow):
             self.set_theme("system", save=False)
 
     def set_timestamps(self, enabled: bool, save: bool = True) -> None:
-        self.timestamps_action.setChecked(bool(enabled))
-        for pane in (self.caption_pane, self.translation_pane):
-            pane.timestamps = bool(enabled)
-            pane.rerender()
-        self.aligner.align_all()
+        self.menus.timestamps_action.setChecked(bool(enabled))
+        self.splitter.set_timestamps(bool(enabled))
         if save:
             self.settings.set("view/timestamps", bool(enabled))
 
     def set_layout(self, layout: str, save: bool = True) -> None:
         layout = layout if layout in ("beside", "below") else "beside"
-        vertical = layout == "below"
-        self.splitter.setOrientation(
-            Qt.Orientation.Vertical if vertical else Qt.Orientation.Horizontal
-        )
-        for action in self.layout_group.actions():
-            action.setChecked(action.data() == layout)
-        QTimer.singleShot(0, self.aligner.align_all)
+        self.splitter.set_below(layout == "below")
+        self.menus.check(self.menus.layout_group, layout)
         if save:
             self.settings.set("view/layout", layout)
 
     # -- inputs and models ------------------------------------------------------------------
-    def _list_devices(self, lister) -> None:
-        self.input_combo.clear()
-        self.input_combo.addItem("Default microphone", InputChoice("Default microphone"))
-        self.input_combo.addItem(FILE_INPUT, None)
-        if lister is None:
-            from engine.audio import list_input_devices as lister
-        task = Task(lambda _progress: lister())
-        task.succeeded.connect(self._fill_devices)
-        task.failed.connect(self._on_devices_failed)
-        task.start()
-
-    def _fill_devices(self, devices) -> None:
-        remembered = self.settings.get("input/device")
-        at = self.input_combo.findText(FILE_INPUT)
-        for device in devices:
-            kind = "System audio" if device.is_system_audio else "Microphone"
-            label = f"{kind}: {device.name}"
-            choice = InputChoice(label, device.index, system_audio=device.is_system_audio)
-            self.input_combo.insertItem(at, label, choice)
-            self.input_combo.setItemData(
-                at,
-                "Captures what this computer plays (meetings, videos)"
-                if device.is_system_audio
-                else f"{device.hostapi}, {device.channels} channels",
-                Qt.ItemDataRole.ToolTipRole,
-            )
-            at += 1
-        found = self.input_combo.findText(remembered) if remembered else -1
-        if found >= 0:
-            self.input_combo.setCurrentIndex(found)
+    def _on_devices(self, devices: list) -> None:
+        self.controls.set_devices(devices, self._remembered_input)
+        self._remembered_input = ""  # chosen once; later lists keep the current choice
 
     def _on_devices_failed(self, exc: BaseException) -> None:
         message, hint = explain(exc)
@@ -368,90 +221,48 @@ class MainWindow(QMainWindow):
             message, f"{hint} You can still caption an audio file.", kind="info"
         )
 
-    def _on_input_activated(self, index: int) -> None:
-        if self.input_combo.itemText(index) == FILE_INPUT:
-            path, _ = QFileDialog.getOpenFileName(
-                self, "Caption an audio file", "", "Audio (*.wav *.flac *.ogg);;All files (*)"
-            )
-            if path:
-                self.set_input_file(Path(path))
-            else:
-                self.input_combo.setCurrentIndex(0)
-            return
-        self.settings.set("input/device", self.input_combo.itemText(index))
+    def _choose_input_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Caption an audio file", "", "Audio (*.wav *.flac *.ogg);;All files (*)"
+        )
+        if path:
+            self.set_input_file(Path(path))
+        else:
+            self.input_combo.setCurrentIndex(0)
 
     def set_input_file(self, path: Path) -> None:
-        label = f"File: {path.name}"
-        found = self.input_combo.findText(label)
-        if found < 0:
-            self.input_combo.insertItem(
-                self.input_combo.count() - 1, label, InputChoice(label, file=path)
-            )
-            found = self.input_combo.findText(label)
-        self.input_combo.setCurrentIndex(found)
+        self.controls.add_file(path)
 
     def input_choice(self) -> InputChoice:
-        return self.input_combo.currentData() or InputChoice("Default microphone")
+        return self.controls.input_choice()
 
     def _fill_models(self) -> None:
-        local = self.settings.local_model_folders()
         caption = self.settings.get("models/caption")
         translation = self.settings.get("models/translation")
-        self.caption_combo.clear()
-        self.translation_combo.clear()
-        self.translation_combo.addItem(NO_TRANSLATION, "")
-        for entry in catalogue.CATALOGUE:
-            combo = self.translation_combo if entry.task == "translate" else self.caption_combo
-            combo.addItem(entry.title.split(" — ")[0], entry.repo_id)
-            combo.setItemData(combo.count() - 1, entry.repo_id, Qt.ItemDataRole.ToolTipRole)
-        for folder in local:
-            for combo in (self.caption_combo, self.translation_combo):
-                combo.addItem(f"Folder: {Path(folder).name}", folder)
-                combo.setItemData(combo.count() - 1, folder, Qt.ItemDataRole.ToolTipRole)
-        for combo in (self.caption_combo, self.translation_combo):
-            combo.addItem(MANAGE_MODELS, None)
+        self.controls.fill_models(self.settings.local_model_folders())
         self.set_caption_model(caption, save=False)
         self.set_translation_model(translation, save=False)
 
-    def _select_model(self, combo: QComboBox, name: str) -> None:
-        found = combo.findData(name)
-        if found < 0:  # a model named elsewhere (settings, command line, tests)
-            combo.insertItem(combo.count() - 1, Path(name).name or name, name)
-            found = combo.findData(name)
-        combo.setCurrentIndex(found)
-
     def set_caption_model(self, name: str, save: bool = True) -> None:
-        self._select_model(self.caption_combo, name)
+        self.controls.select_model(CAPTION, name)
         if save:
             self.settings.set("models/caption", name)
         self.status.set_model(name, "")
 
     def set_translation_model(self, name: str, save: bool = True) -> None:
-        self._select_model(self.translation_combo, name or "")
+        self.controls.select_model(TRANSLATION, name or "")
         if save:
             self.settings.set("models/translation", name or "")
-        self._fill_languages(name)
+        self.controls.set_languages(
+            catalogue.target_languages(name),
+            self.settings.get("models/target_language"),
+            enabled=bool(name) and self.controller.state == "idle",
+        )
+        self.splitter.show_translation(bool(name) or self._has_translation_text())
 
-    def _fill_languages(self, model: str) -> None:
-        entry = catalogue.find_entry(model) if model else None
-        if entry is not None:
-            languages = list(entry.languages)
-        else:
-            languages = sorted(
-                {lang for e in catalogue.CATALOGUE if e.task == "translate" for lang in e.languages}
-            )
-        self.language_combo.clear()
-        for code in languages:
-            self.language_combo.addItem(LANGUAGES.get(code, code), code)
-        wanted = self.settings.get("models/target_language")
-        self.language_combo.setCurrentIndex(max(0, self.language_combo.findData(wanted)))
-        enabled = bool(model)
-        self.language_combo.setEnabled(enabled and self.controller.state == "idle")
-        self._show_translation(enabled or self._has_translation_text())
-
-    def _show_translation(self, visible: bool) -> None:
-        self.translation_box.setVisible(visible)
-        self.aligner.enabled = visible
+    def _set_model(self, role: str, name: str, save: bool = True) -> None:
+        setter = self.set_caption_model if role == CAPTION else self.set_translation_model
+        setter(name, save=save)
 
     def _has_translation_text(self) -> bool:
         return any(row.translation for row in self.transcript.rows)
@@ -462,21 +273,12 @@ class MainWindow(QMainWindow):
     def translation_model(self) -> str:
         return self.translation_combo.currentData() or ""
 
-    def _on_caption_model_activated(self, index: int) -> None:
-        name = self.caption_combo.itemData(index)
-        if name is None:
-            self.set_caption_model(self.settings.get("models/caption"), save=False)
+    def _on_model_chosen(self, role: str, name: str | None) -> None:
+        if name is None:  # "Manage models…": the list goes back to the model in use
+            self._set_model(role, self.settings.get(f"models/{role}"), save=False)
             self.show_model_manager()
         else:
-            self.set_caption_model(name)
-
-    def _on_translation_model_activated(self, index: int) -> None:
-        name = self.translation_combo.itemData(index)
-        if name is None:
-            self.set_translation_model(self.settings.get("models/translation"), save=False)
-            self.show_model_manager()
-        else:
-            self.set_translation_model(name)
+            self._set_model(role, name)
 
     # -- sessions ---------------------------------------------------------------------------
     def request(self) -> SessionRequest:
@@ -503,47 +305,23 @@ class MainWindow(QMainWindow):
         self.controller.start(self.request())
 
     def _on_state(self, state: str) -> None:
-        idle = state == "idle"
-        texts = {"idle": "Start", "loading": "Cancel", "running": "Stop", "stopping": "Stopping…"}
-        self.start_button.setText(texts[state])
-        self.start_button.setEnabled(state != "stopping")
-        self.start_button.setToolTip(
-            f"{texts[state]} ({self.start_action.shortcut().toString()})"
-            if idle
-            else f"{texts[state]} (Esc)"
-        )
-        for combo in (self.input_combo, self.caption_combo, self.translation_combo):
-            combo.setEnabled(idle)
-        self.language_combo.setEnabled(idle and bool(self.translation_model()))
+        shortcut = self.start_action.shortcut().toString()
+        self.controls.set_state(state, shortcut, translating=bool(self.translation_model()))
         self.load_bar.setVisible(state == "loading")
-        names = {
-            "idle": "Ready",
-            "loading": "Loading model…",
-            "running": "Listening",
-            "stopping": "Finishing…",
-        }
-        self.status.set_state(names[state])
-        if idle:
-            self.status.meter.reset()
+        self.status.set_session_state(state)
 
     def _on_load_progress(self, stage: str, fraction: float) -> None:
         self.status.set_state(stage)
-        if 0 < fraction < 1:
-            self.load_bar.setRange(0, 100)
-            self.load_bar.setValue(round(fraction * 100))
-        else:
-            self.load_bar.setRange(0, 0)
+        self.load_bar.show_fraction(fraction)
 
     def _on_started(self, caption_info, translation_info) -> None:
         # The previous session's text stays until this one has really started.
         self.transcript.clear()
         self.status.clear_stats()
-        self._show_translation(translation_info is not None)
+        self._warned_nonfinite = False
+        self.splitter.show_translation(translation_info is not None)
         if translation_info is not None:
-            language = translation_info.language or ""
-            self.translation_title.setText(
-                f"Translation — {LANGUAGES.get(language, language)}" if language else "Translation"
-            )
+            self.splitter.set_translation_language(translation_info.language or "")
         self.status.set_model(caption_info.name, caption_info.device, caption_info.dtype)
 
     def _on_events(self, batch: list) -> None:
@@ -553,8 +331,17 @@ class MainWindow(QMainWindow):
             elif isinstance(event, Stats):
                 if role == CAPTION:
                     self.status.show_stats(event)
+                if event.nonfinite_samples > 0:
+                    self._warn_nonfinite(event.nonfinite_samples)
             else:
                 self.transcript.apply(role, event)
+
+    def _warn_nonfinite(self, count: int) -> None:
+        """Once a session: the input held samples no model can use (NaN or infinity)."""
+        if self._warned_nonfinite:
+            return
+        self._warned_nonfinite = True
+        self.banner.show_message(*describe_nonfinite(count), kind="info")
 
     def _on_finished(self, session_id) -> None:
         self.transcript.finish()
@@ -580,9 +367,6 @@ class MainWindow(QMainWindow):
     def set_click_through(self, enabled: bool) -> None:
         self.click_through_action.setChecked(enabled)
         self.overlay.set_click_through(enabled)
-
-    def _on_overlay_look(self, look) -> None:
-        self.settings.set_overlay(look)
 
     # -- other windows ----------------------------------------------------------------------
     def export_session(self) -> None:
@@ -620,12 +404,8 @@ class MainWindow(QMainWindow):
         return self.manager
 
     def _use_model(self, role: str, name: str) -> None:
-        if role == CAPTION:
-            self._fill_models()
-            self.set_caption_model(name)
-        else:
-            self._fill_models()
-            self.set_translation_model(name)
+        self._fill_models()
+        self._set_model(role, name)
 
     def show_settings(self) -> None:
         from app.settings_dialog import SettingsDialog
@@ -636,28 +416,11 @@ class MainWindow(QMainWindow):
             self._apply_shortcuts()
 
     def _apply_shortcuts(self) -> None:
-        for action, key in (
-            (self.start_action, "start_stop"),
-            (self.stop_action, "stop"),
-            (self.export_action, "export"),
-            (self.history_action, "history"),
-            (self.overlay_action, "overlay"),
-            (self.click_through_action, "click_through"),
-        ):
-            action.setShortcut(QKeySequence(str(self.settings.get(f"shortcuts/{key}"))))
+        self.menus.apply_shortcuts(self.settings)
 
     def _offer_first_download(self) -> None:
-        self.settings.set("first_run/offer_download", False)
         model = self.caption_model()
-        entry = catalogue.find_entry(model)
-        size = f" ({entry.size_bytes / 1e9:.1f} GB)" if entry else ""
-        answer = QMessageBox.question(
-            self,
-            "Download a caption model?",
-            f"Livecap needs a speech model to make captions. Download {model}{size} now?\n"
-            "You can also do this later from Tools → Models.",
-        )
-        if answer == QMessageBox.StandardButton.Yes:
+        if offer_default_model(self, self.settings, model):
             self.show_model_manager().download(model)
 
     # -- geometry and closing ---------------------------------------------------------------
@@ -677,7 +440,7 @@ class MainWindow(QMainWindow):
         if splitter is not None:  # pane sizes; which panes show follows the chosen models
             self.splitter.restoreState(splitter)
             self.set_layout(self.settings.get("view/layout"), save=False)
-            self._show_translation(bool(self.translation_model()))
+            self.splitter.show_translation(bool(self.translation_model()))
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.settings.set_window_state("geometry", self.saveGeometry())

@@ -22,6 +22,15 @@ class CatalogueEntry:
     revision: str = "main"
 
 
+# English names of the languages the catalogue's models hear or produce, by ISO 639-1 code.
+LANGUAGES = {
+    "ar": "Arabic", "ca": "Catalan", "cy": "Welsh", "de": "German", "en": "English",
+    "es": "Spanish", "et": "Estonian", "fa": "Persian", "fr": "French", "id": "Indonesian",
+    "it": "Italian", "ja": "Japanese", "lv": "Latvian", "mn": "Mongolian", "nl": "Dutch",
+    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sl": "Slovenian", "sv": "Swedish",
+    "ta": "Tamil", "tr": "Turkish", "zh": "Chinese",
+}  # fmt: skip
+
 _GB = 1_000_000_000
 _MB = 1_000_000
 
@@ -77,7 +86,21 @@ def find_entry(repo_id: str) -> CatalogueEntry | None:
     return next((entry for entry in CATALOGUE if entry.repo_id == repo_id), None)
 
 
+def target_languages(model: str) -> list[str]:
+    """What a translation model can produce: the catalogue's list for a known model, else
+    every language some catalogued translation model produces."""
+    entry = find_entry(model) if model else None
+    if entry is not None:
+        return list(entry.languages)
+    return sorted({code for e in CATALOGUE if e.task == "translate" for code in e.languages})
+
+
 def model_revision(repo_id: str) -> str:
     """The revision to fetch: the catalogue's for a known model, else main."""
     entry = find_entry(repo_id)
     return entry.revision if entry else "main"
+
+
+def language_name(code: str) -> str:
+    """A language's English name, or the code itself for one the table does not know."""
+    return LANGUAGES.get(code, code)

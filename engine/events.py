@@ -50,6 +50,7 @@ class Stats:
     realtime_factor: float
     dropped_seconds: float = 0.0
     latency_seconds: float = 0.0
+    nonfinite_samples: int = 0  # NaN/inf input samples replaced with silence so far
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Screenshots of the app for the README, taken under Xvfb with a scripted caption feed.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/screenshots.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python tests/screenshots.py [FOLDER]
 
-Writes resources/screenshots/{main-light,main-dark,main-high-contrast,main-error,overlay,
-model-manager,history}.png.
+Writes {main-light,main-dark,main-high-contrast,main-error,overlay,model-manager,history}.png
+into FOLDER (default resources/screenshots, the README's).
 Settings and the session store live in a temporary folder; nothing of the user's is read.
 """
 
@@ -24,7 +24,7 @@ from app.settings import AppSettings, OverlayLook  # noqa: E402
 from engine.audio import InputDevice  # noqa: E402
 from engine.events import Commit, EndOfTurn, Partial, Stats  # noqa: E402
 
-OUT = ROOT / "resources" / "screenshots"
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "resources" / "screenshots"
 
 # (caption, translation, start, end) — one meeting, as the engines would commit it.
 MEETING = [
@@ -162,7 +162,7 @@ def main() -> int:
     from tests.app_doubles import load_double
 
     OUT.mkdir(parents=True, exist_ok=True)
-    app = QApplication(sys.argv)
+    app = QApplication(sys.argv[:1])
     app.setFont(app.font())
     folder = Path(tempfile.mkdtemp(prefix="livecap-shots-"))
     settings = AppSettings(QSettings(str(folder / "livecap.ini"), QSettings.Format.IniFormat))
