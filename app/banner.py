@@ -14,6 +14,7 @@ class Banner(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         outer = QHBoxLayout(self)
         text = QVBoxLayout()
+        text.setSpacing(4)  # what went wrong, then what to do: two lines, never one run
         self.message = QLabel(self)
         self.message.setObjectName("bannerMessage")
         self.message.setWordWrap(True)
@@ -43,5 +44,5 @@ class Banner(QFrame):
         self.message.setText(message)
         self.hint.setText(hint)
         self.hint.setVisible(bool(hint))
-        self.setAccessibleDescription(f"{message} {hint}".strip())
+        self.setAccessibleDescription(f"{message}\n{hint}".strip())
         self.show()

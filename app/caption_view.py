@@ -173,7 +173,8 @@ class PaneAligner:
     def __init__(self, first: TranscriptPane, second: TranscriptPane) -> None:
         self.panes = (first, second)
         self.enabled = True
-        self._realign_all = QTimer(singleShot=True, interval=60, timeout=self.align_all)
+        # Owned by the first pane: it must not fire for panes that are gone.
+        self._realign_all = QTimer(first, singleShot=True, interval=60, timeout=self.align_all)
         for pane in self.panes:
             pane.rows_rendered.connect(self.align_row)
             pane.document().documentLayout().documentSizeChanged.connect(self._on_resized)

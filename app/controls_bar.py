@@ -130,7 +130,7 @@ class ControlsBar(QWidget):
     # -- one row or two ---------------------------------------------------------------------
     def _one_row_width(self) -> int:
         parts = (self.lead, self.models, self.overlay_button)
-        return sum(part.sizeHint().width() for part in parts) + SPACING * len(parts)
+        return sum(part.sizeHint().width() for part in parts) + SPACING * (len(parts) - 1)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
         """Narrow enough for two rows; the combos themselves never shrink below their text."""

@@ -7,6 +7,7 @@ from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 FLOOR_DB = -60.0
+CLIPPING_DB = -1.0  # a peak this close to full scale is shown red: the input is too loud
 
 
 class LevelMeter(QWidget):
@@ -15,18 +16,24 @@ class LevelMeter(QWidget):
         self.rms_db = self.peak_db = FLOOR_DB
         self.setObjectName("levelMeter")
         self.setAccessibleName("Input level")
-        self.setAccessibleDescription("Silent")
         self.setToolTip("Input level (RMS bar, peak tick)")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.reset()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(160, 12)
 
     def set_level(self, rms_dbfs: float, peak_dbfs: float) -> None:
         self.rms_db, self.peak_db = max(FLOOR_DB, rms_dbfs), max(FLOOR_DB, peak_dbfs)
-        quiet = self.rms_db <= FLOOR_DB + 1
-        self.setAccessibleDescription("Silent" if quiet else f"{self.rms_db:.0f} dB")
+        self.setAccessibleDescription(self.describe())
         self.update()
+
+    def describe(self) -> str:
+        """What the meter shows, in words: the level, the peak, and clipping (the red bar)."""
+        if self.rms_db <= FLOOR_DB + 1:
+            return "Silent"
+        words = f"{self.rms_db:.0f} dB, peak {self.peak_db:.0f} dB"
+        return words + ", clipping" if self.peak_db >= CLIPPING_DB else words
 
     def reset(self) -> None:
         self.set_level(FLOOR_DB, FLOOR_DB)
@@ -45,8 +52,8 @@ class LevelMeter(QWidget):
         painter.drawRoundedRect(rect, 3, 3)
         level = self.fraction(self.rms_db)
         color = QColor("#2e9d4f") if self.peak_db < -6 else QColor("#d08a00")
-        if self.peak_db >= -1:
-            color = QColor("#c62828")  # clipping
+        if self.peak_db >= CLIPPING_DB:
+            color = QColor("#c62828")
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(color)
         painter.drawRoundedRect(

@@ -73,4 +73,4 @@ class PaneSplitter(QSplitter):
     def set_below(self, below: bool) -> None:
         """The translation pane below the captions, or beside them."""
         self.setOrientation(Qt.Orientation.Vertical if below else Qt.Orientation.Horizontal)
-        QTimer.singleShot(0, self.aligner.align_all)
+        QTimer.singleShot(0, self, self.aligner.align_all)

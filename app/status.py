@@ -63,13 +63,14 @@ class StatusLine(QWidget):
         layout.addWidget(self.meter)
 
     def _label(self, name: str, accessible: str, text: str) -> QLabel:
-        label = QLabel(text, self)
+        label = QLabel(self)
         label.setObjectName(name)
         label.setAccessibleName(accessible)
+        _show(label, text)
         return label
 
     def set_state(self, text: str) -> None:
-        self.state.setText(text)
+        _show(self.state, text)
 
     def set_session_state(self, state: str) -> None:
         """idle | loading | running | stopping, in words; the meter rests while idle."""
@@ -78,17 +79,24 @@ class StatusLine(QWidget):
             self.meter.reset()
 
     def set_model(self, model: str, device: str, dtype: str = "") -> None:
-        self.model.setText(model)
-        self.device.setText(f"{device.upper()} {dtype}".strip() if device else "")
+        _show(self.model, model)
+        _show(self.device, f"{device.upper()} {dtype}".strip() if device else "")
 
     def show_stats(self, stats: Stats) -> None:
         summary, warning = describe(stats)
-        self.speed.setText(summary)
-        self.warning.setText(warning)
+        _show(self.speed, summary)
+        _show(self.warning, warning)
 
     def clear_stats(self) -> None:
-        self.speed.clear()
-        self.warning.clear()
+        _show(self.speed, "")
+        _show(self.warning, "")
+
+
+def _show(label: QLabel, text: str) -> None:
+    """A label's name says what it is ("Session state"); a screen reader reads what it
+    shows from its description, which follows the text."""
+    label.setText(text)
+    label.setAccessibleDescription(text or "None")
 
 
 class LoadProgress(QProgressBar):

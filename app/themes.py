@@ -8,12 +8,20 @@ from PySide6.QtWidgets import QApplication
 
 from app.settings import RESOURCES
 
+# Disabled text keeps a 4.5:1 contrast on its button: a control that cannot be used now
+# (the target language while there is no translation model) must still be readable.
 _COLORS = {
-    #        window     base       text       button     highlight  hl-text    mid
-    "light": ("#f4f5f7", "#ffffff", "#1c1e21", "#e9ebee", "#2f6fdb", "#ffffff", "#b8bcc4"),
-    "dark": ("#1f2226", "#16181b", "#e8eaed", "#2c3036", "#4f8ef7", "#0b0c0e", "#4a4f57"),
-    "high-contrast": ("#000000", "#000000", "#ffffff", "#000000", "#ffff00", "#000000", "#ffffff"),
-}
+    #        window     base       text       button     highlight  hl-text    mid       disabled
+    "light": (
+        "#f4f5f7", "#ffffff", "#1c1e21", "#e9ebee", "#2f6fdb", "#ffffff", "#b8bcc4", "#666a72"
+    ),
+    "dark": (
+        "#1f2226", "#16181b", "#e8eaed", "#2c3036", "#4f8ef7", "#0b0c0e", "#4a4f57", "#9aa0a6"
+    ),
+    "high-contrast": (
+        "#000000", "#000000", "#ffffff", "#000000", "#ffff00", "#000000", "#ffffff", "#9a9a9a"
+    ),
+}  # fmt: skip
 
 
 def resolve(theme: str) -> str:
@@ -25,7 +33,8 @@ def resolve(theme: str) -> str:
 
 
 def palette_for(name: str) -> QPalette:
-    window, base, text, button, highlight, hl_text, mid = (QColor(c) for c in _COLORS[name])
+    colors = (QColor(c) for c in _COLORS[name])
+    window, base, text, button, highlight, hl_text, mid, disabled = colors
     palette = QPalette()
     role = QPalette.ColorRole
     for r, color in (
@@ -46,7 +55,6 @@ def palette_for(name: str) -> QPalette:
         (role.BrightText, QColor("#ff5555")),
     ):
         palette.setColor(r, color)
-    disabled = QColor(mid if name != "high-contrast" else "#9a9a9a")
     for r in (role.WindowText, role.Text, role.ButtonText):
         palette.setColor(QPalette.ColorGroup.Disabled, r, disabled)
     return palette
