@@ -5,7 +5,7 @@ applying changed shortcuts read the same table (`shortcut_actions`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import Qt, Signal, SignalInstance
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
@@ -93,7 +93,7 @@ class MenuBar(QMenuBar):
         return action
 
     def _choices(
-        self, menu: QMenu, choices: list[tuple[str, str]], chosen: SignalInstance
+        self, menu: QMenu, choices: Sequence[tuple[str, str]], chosen: SignalInstance
     ) -> QActionGroup:
         """One checkable action per (value, text); the checked one follows `check`."""
         group = QActionGroup(self)
