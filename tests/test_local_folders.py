@@ -36,9 +36,7 @@ def test_home_config_is_used_without_xdg_config_home(tmp_path, monkeypatch):
     assert local_folders.default_path() == tmp_path / ".config" / "livecap" / "local_folders.json"
 
 
-def test_a_failed_write_keeps_the_old_list_and_leaves_no_temporary_file(
-    config_home, monkeypatch
-):
+def test_a_failed_write_keeps_the_old_list_and_leaves_no_temporary_file(config_home, monkeypatch):
     local_folders.save(["/models/kept"])
 
     def disk_full(*_args):
@@ -51,7 +49,7 @@ def test_a_failed_write_keeps_the_old_list_and_leaves_no_temporary_file(
     assert sorted(p.name for p in (config_home / "livecap").iterdir()) == ["local_folders.json"]
 
 
-@pytest.mark.parametrize("damage", ["[\"/models/a\", ", '{"a": 1}', "[1, 2]"])
+@pytest.mark.parametrize("damage", ['["/models/a", ', '{"a": 1}', "[1, 2]"])
 def test_a_damaged_file_reads_as_empty_and_is_kept_aside_when_replaced(config_home, damage):
     path = local_folders.default_path()
     path.parent.mkdir(parents=True)
