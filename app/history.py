@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -34,10 +34,19 @@ FILTERS = {
 }
 
 
+def export_folder() -> Path:
+    """Where the export dialog opens: the user's Documents folder, else their home."""
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    if documents and Path(documents).is_dir():
+        return Path(documents)
+    return Path.home()
+
+
 def ask_export_path(parent: QWidget, suggested: str) -> tuple[Path, str] | None:
-    """Ask where to save, and in which format (from the chosen filter or the suffix)."""
+    """Ask where to save (a file name `suggested` in export_folder()), and in which format
+    (from the chosen filter or the suffix)."""
     path, chosen = QFileDialog.getSaveFileName(
-        parent, "Export transcript", suggested, ";;".join(FILTERS.values())
+        parent, "Export transcript", str(export_folder() / suggested), ";;".join(FILTERS.values())
     )
     if not path:
         return None
@@ -111,6 +120,12 @@ class HistoryDialog(QDialog):
         self.count = QLabel(self)
         self.count.setAccessibleName("Number of sessions")
         buttons.addWidget(self.count)
+        self.notice = QLabel(self)
+        self.notice.setObjectName("historyNotice")
+        self.notice.setAccessibleName("Export result")
+        self.notice.setWordWrap(True)
+        self.notice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons.addWidget(self.notice, 1)
         buttons.addStretch(1)
         self.export_button = QPushButton("Export…", self)
         self.export_button.setAccessibleName("Export session")
@@ -185,15 +200,29 @@ class HistoryDialog(QDialog):
         if session_id is None:
             return
         target = ask_export_path(self, f"livecap-session-{session_id}.srt")
-        if target is not None:
-            write_export(self.store.transcript(session_id), *target)
+        if target is None:
+            return
+        path, fmt = target
+        try:
+            write_export(self.store.transcript(session_id), path, fmt)
+        except OSError as exc:
+            self.notice.setText(
+                f"Could not write {path}: {exc.strerror or exc}. Choose another folder."
+            )
+            return
+        self.notice.setText(f"Exported to {path}")
 
     def delete_current(self) -> None:
         session_id = self.current_id()
         if session_id is None:
             return
-        answer = QMessageBox.question(
-            self, "Delete session", "Delete this session and its text? This cannot be undone."
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+        answer = QMessageBox.question(  # No is the default: Enter keeps the session
+            self,
+            "Delete session",
+            "Delete this session and its text? This cannot be undone.",
+            buttons,
+            QMessageBox.StandardButton.No,
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.store.delete(session_id)
