@@ -65,12 +65,11 @@ class ColorButton(QPushButton):
 
 
 def swatch(color: QColor, size: QSize) -> QPixmap:
-    """A filled rectangle with a grey edge, visible on any background, white or black."""
+    """A filled rectangle in a grey frame, so that black shows on black and white on white."""
     pixmap = QPixmap(size)
-    pixmap.fill(color)
+    pixmap.fill(QColor("#808080"))
     painter = QPainter(pixmap)
-    painter.setPen(QColor("#808080"))
-    painter.drawRect(0, 0, size.width() - 1, size.height() - 1)
+    painter.fillRect(pixmap.rect().adjusted(2, 2, -2, -2), color)
     painter.end()
     return pixmap
 
