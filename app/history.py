@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import NamedTuple
 
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -63,6 +64,33 @@ def ask_export_path(parent: QWidget, suggested: str) -> tuple[Path, str] | None:
 
 def write_export(transcript: Transcript, path: Path, fmt: str) -> None:
     path.write_text(export(transcript, fmt), encoding="utf-8")
+
+
+class ExportOutcome(NamedTuple):
+    """What to tell the user after an export: where the file went, or why it did not (and
+    then, in `hint`, what to do)."""
+
+    message: str
+    hint: str = ""
+
+
+def export_with_dialog(
+    parent: QWidget, transcript: Transcript, session_id: int
+) -> ExportOutcome | None:
+    """Ask where to export session `session_id`, write it, and say how it went; None when
+    the user cancelled the dialog."""
+    target = ask_export_path(parent, f"livecap-session-{session_id}.srt")
+    if target is None:
+        return None
+    path, fmt = target
+    try:
+        write_export(transcript, path, fmt)
+    except OSError as exc:
+        return ExportOutcome(
+            f"Could not write {path}: {exc.strerror or exc}.",
+            "Choose another folder, or free some space, and export again.",
+        )
+    return ExportOutcome(f"Exported to {path}")
 
 
 def transcript_html(transcript: Transcript) -> str:
@@ -199,18 +227,9 @@ class HistoryDialog(QDialog):
         session_id = self.current_id()
         if session_id is None:
             return
-        target = ask_export_path(self, f"livecap-session-{session_id}.srt")
-        if target is None:
-            return
-        path, fmt = target
-        try:
-            write_export(self.store.transcript(session_id), path, fmt)
-        except OSError as exc:
-            self.notice.setText(
-                f"Could not write {path}: {exc.strerror or exc}. Choose another folder."
-            )
-            return
-        self.notice.setText(f"Exported to {path}")
+        outcome = export_with_dialog(self, self.store.transcript(session_id), session_id)
+        if outcome is not None:
+            self.notice.setText(f"{outcome.message}\n{outcome.hint}".strip())
 
     def delete_current(self) -> None:
         session_id = self.current_id()

@@ -293,5 +293,6 @@ def test_export_opens_in_documents_and_says_where_it_went(qtbot, history, tmp_pa
     missing = home / "gone" / "out.txt"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a: (str(missing), ""))
     history.export_button.click()
-    assert history.notice.text().startswith(f"Could not write {missing}: ")
-    assert "Choose another folder" in history.notice.text()
+    message, hint = history.notice.text().split("\n")
+    assert message == f"Could not write {missing}: No such file or directory."
+    assert hint.startswith("Choose another folder")
