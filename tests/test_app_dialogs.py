@@ -115,6 +115,25 @@ def test_use_buttons_follow_what_the_model_does(manager, settings, tmp_path):
     assert buttons(str(folder)) == (True, True)  # a folder may hold either kind
 
 
+def test_a_folder_list_that_cannot_be_saved_is_said_and_left_as_it_was(qtbot, hub, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings = AppSettings(
+        QSettings(str(tmp_path / "livecap.ini"), QSettings.Format.IniFormat),
+        blocker / "local_folders.json",
+    )
+    manager = ModelManager(settings)
+    qtbot.addWidget(manager)
+    manager.show()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    assert not manager.add_folder(str(tmp_path / "model"))
+    assert manager.banner.isVisible()
+    assert str(blocker / "local_folders.json") in manager.banner.message.text()
+    assert "the list is unchanged" in manager.banner.hint.text()
+    assert manager.table.rowCount() == len(catalogue.CATALOGUE)
+
+
 def test_licences_and_languages_are_shown_when_the_catalogue_has_them(
     qtbot, settings, hub, monkeypatch
 ):
