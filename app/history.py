@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import NamedTuple
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -34,10 +35,19 @@ FILTERS = {
 }
 
 
+def export_folder() -> Path:
+    """Where the export dialog opens: the user's Documents folder, else their home."""
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    if documents and Path(documents).is_dir():
+        return Path(documents)
+    return Path.home()
+
+
 def ask_export_path(parent: QWidget, suggested: str) -> tuple[Path, str] | None:
-    """Ask where to save, and in which format (from the chosen filter or the suffix)."""
+    """Ask where to save (a file name `suggested` in export_folder()), and in which format
+    (from the chosen filter or the suffix)."""
     path, chosen = QFileDialog.getSaveFileName(
-        parent, "Export transcript", suggested, ";;".join(FILTERS.values())
+        parent, "Export transcript", str(export_folder() / suggested), ";;".join(FILTERS.values())
     )
     if not path:
         return None
@@ -54,6 +64,33 @@ def ask_export_path(parent: QWidget, suggested: str) -> tuple[Path, str] | None:
 
 def write_export(transcript: Transcript, path: Path, fmt: str) -> None:
     path.write_text(export(transcript, fmt), encoding="utf-8")
+
+
+class ExportOutcome(NamedTuple):
+    """What to tell the user after an export: where the file went, or why it did not (and
+    then, in `hint`, what to do)."""
+
+    message: str
+    hint: str = ""
+
+
+def export_with_dialog(
+    parent: QWidget, transcript: Transcript, session_id: int
+) -> ExportOutcome | None:
+    """Ask where to export session `session_id`, write it, and say how it went; None when
+    the user cancelled the dialog."""
+    target = ask_export_path(parent, f"livecap-session-{session_id}.srt")
+    if target is None:
+        return None
+    path, fmt = target
+    try:
+        write_export(transcript, path, fmt)
+    except OSError as exc:
+        return ExportOutcome(
+            f"Could not write {path}: {exc.strerror or exc}.",
+            "Choose another folder, or free some space, and export again.",
+        )
+    return ExportOutcome(f"Exported to {path}")
 
 
 def transcript_html(transcript: Transcript) -> str:
@@ -111,14 +148,20 @@ class HistoryDialog(QDialog):
         self.count = QLabel(self)
         self.count.setAccessibleName("Number of sessions")
         buttons.addWidget(self.count)
+        self.notice = QLabel(self)
+        self.notice.setObjectName("historyNotice")
+        self.notice.setAccessibleName("Export result")
+        self.notice.setWordWrap(True)
+        self.notice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons.addWidget(self.notice, 1)
         buttons.addStretch(1)
-        self.export_button = QPushButton("Export…", self)
+        self.export_button = QPushButton("&Export…", self)
         self.export_button.setAccessibleName("Export session")
         self.export_button.clicked.connect(self.export_current)
-        self.delete_button = QPushButton("Delete", self)
+        self.delete_button = QPushButton("&Delete", self)
         self.delete_button.setAccessibleName("Delete session")
         self.delete_button.clicked.connect(self.delete_current)
-        close = QPushButton("Close", self)
+        close = QPushButton("Cl&ose", self)
         close.setAccessibleName("Close history")
         close.clicked.connect(self.close)
         for button in (self.export_button, self.delete_button, close):
@@ -184,16 +227,21 @@ class HistoryDialog(QDialog):
         session_id = self.current_id()
         if session_id is None:
             return
-        target = ask_export_path(self, f"livecap-session-{session_id}.srt")
-        if target is not None:
-            write_export(self.store.transcript(session_id), *target)
+        outcome = export_with_dialog(self, self.store.transcript(session_id), session_id)
+        if outcome is not None:
+            self.notice.setText(f"{outcome.message}\n{outcome.hint}".strip())
 
     def delete_current(self) -> None:
         session_id = self.current_id()
         if session_id is None:
             return
-        answer = QMessageBox.question(
-            self, "Delete session", "Delete this session and its text? This cannot be undone."
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+        answer = QMessageBox.question(  # No is the default: Enter keeps the session
+            self,
+            "Delete session",
+            "Delete this session and its text? This cannot be undone.",
+            buttons,
+            QMessageBox.StandardButton.No,
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.store.delete(session_id)

@@ -26,12 +26,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.banner import Banner
 from app.bridge import Task
 from app.controller import explain
 from app.settings import AppSettings
 from engine import catalogue
 
 COLUMNS = ("Model", "Languages", "Delay", "Download", "Fits this machine", "Status")
+LICENCE_COLUMN = "Licence"
 
 
 def human_bytes(count: float) -> str:
@@ -62,6 +64,16 @@ def fits(entry: catalogue.CatalogueEntry, ram: int | None = None) -> str:
     return f"No — needs about {human_bytes(need)} of memory"
 
 
+def licence(entry: catalogue.CatalogueEntry) -> str:
+    """The entry's licence, when the catalogue records one (either spelling)."""
+    return getattr(entry, "licence", "") or getattr(entry, "license", "") or ""
+
+
+def translates(entry: catalogue.CatalogueEntry) -> bool:
+    """A model that produces another language (speech or text translation), not captions."""
+    return entry.task != "transcribe"
+
+
 class _Progress(QObject):
     bytes = Signal(object, object)  # done, total (may exceed 32 bits)
 
@@ -76,7 +88,7 @@ class ModelManager(QDialog):
         self.setWindowTitle("Models — Livecap")
         self.setObjectName("modelManager")
         self.setAccessibleName("Model manager")
-        self.resize(980, 420)
+        self.resize(1080, 520)
         self._download: tuple[str, threading.Event] | None = None
         self._paused: dict[str, tuple[int, int]] = {}
         self._last_bytes = (0, 0)
@@ -89,18 +101,33 @@ class ModelManager(QDialog):
         )
         intro.setWordWrap(True)
         layout.addWidget(intro)
-        self.table = QTableWidget(0, len(COLUMNS), self)
+        self.banner = Banner(self)
+        layout.addWidget(self.banner)
+        self.columns = COLUMNS + (
+            (LICENCE_COLUMN,) if any(licence(e) for e in catalogue.CATALOGUE) else ()
+        )
+        heading = QLabel("Available &models:", self)
+        layout.addWidget(heading)
+        self.table = QTableWidget(0, len(self.columns), self)
+        heading.setBuddy(self.table)  # Alt+M brings the keyboard back to the list
         self.table.setObjectName("modelTable")
         self.table.setAccessibleName("Available models")
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setHorizontalHeaderLabels(self.columns)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        # Arrow keys choose a row; Tab leaves the table for the buttons (no keyboard trap).
+        self.table.setTabKeyNavigation(False)
+        self.table.setStyleSheet("QTableView::item { padding: 3px 0px; }")
         self.table.verticalHeader().hide()
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in range(1, len(COLUMNS)):
+        for column in range(1, len(self.columns)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        # The 15 languages of a translation model wrap in a column of their own width.
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(1, self.fontMetrics().horizontalAdvance("de, nl, es, fr, it, pt, "))
+        header.sectionResized.connect(self._fit_rows)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         layout.addWidget(self.table, 1)
 
@@ -115,18 +142,20 @@ class ModelManager(QDialog):
         layout.addWidget(self.progress_label)
 
         buttons = QHBoxLayout()
-        self.download_button = self._button("Download", self.download_selected, buttons)
-        self.cancel_button = self._button("Cancel download", self.cancel_download, buttons)
-        self.delete_button = self._button("Delete", self.delete_selected, buttons)
-        self._button("Add local folder…", self.add_folder_dialog, buttons)
+        self.download_button = self._button("&Download", self.download_selected, buttons)
+        self.cancel_button = self._button("Ca&ncel download", self.cancel_download, buttons)
+        self.delete_button = self._button("De&lete", self.delete_selected, buttons)
+        self.add_folder_button = self._button("&Add local folder…", self.add_folder_dialog, buttons)
         buttons.addStretch(1)
         self.caption_button = self._button(
-            "Use for captions", lambda: self._use("caption"), buttons
+            "Use for &captions", lambda: self._use("caption"), buttons
         )
         self.translation_button = self._button(
-            "Use for translation", lambda: self._use("translation"), buttons
+            "Use for &translation", lambda: self._use("translation"), buttons
         )
-        self._button("Close", self.close, buttons)
+        self.close_button = self._button("Cl&ose", self.close, buttons)
+        # Enter on the table uses the model for captions; it never starts a download.
+        self.caption_button.setDefault(True)
         layout.addLayout(buttons)
 
         self._signals = _Progress(self)
@@ -135,7 +164,7 @@ class ModelManager(QDialog):
 
     def _button(self, text: str, slot, layout: QHBoxLayout) -> QPushButton:
         button = QPushButton(text, self)
-        button.setAccessibleName(text.rstrip("…"))
+        button.setAccessibleName(text.replace("&", "").rstrip("…"))
         button.clicked.connect(slot)
         layout.addWidget(button)
         return button
@@ -157,22 +186,34 @@ class ModelManager(QDialog):
                 entry = catalogue.find_entry(name)
                 cells = (
                     f"{entry.title}\n{entry.repo_id}",
-                    ", ".join(entry.languages)
-                    + (" (translation)" if entry.task == "translate" else ""),
+                    ", ".join(entry.languages) + (" (translation)" if translates(entry) else ""),
                     f"{entry.delay_seconds:g} s",
                     human_bytes(entry.size_bytes),
                     fits(entry),
                     self._status(name, hub.is_downloaded(name)),
+                    licence(entry) or "Not given",
                 )
             else:
                 exists = Path(name).is_dir()
-                cells = (f"Local folder\n{name}", "", "", "", "", "Ready" if exists else "Missing")
-            for column, text in enumerate(cells):
+                state = "Ready" if exists else "Missing"
+                cells = (f"Local folder\n{name}", "", "", "", "", state, "")
+            for column, text in enumerate(cells[: len(self.columns)]):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, (name, kind))
                 self.table.setItem(row, column, item)
-        self.table.resizeRowsToContents()
+        self._fit_rows()
         self._update_buttons()
+
+    def _fit_rows(self, *_args) -> None:
+        """Rows as tall as their wrapped text, and a table tall enough for all of them (up to
+        most of the screen), so that choosing the last row never scrolls the first away."""
+        self.table.resizeRowsToContents()
+        if not self.isVisible():  # the columns get their widths, and rows theirs, on show
+            return
+        rows = sum(self.table.rowHeight(row) for row in range(self.table.rowCount()))
+        needed = rows + self.table.horizontalHeader().height() + 2 * self.table.frameWidth()
+        screen = self.screen().availableGeometry().height() if self.screen() else 800
+        self.table.setMinimumHeight(min(needed, screen * 6 // 10))
 
     def _status(self, repo_id: str, downloaded: bool) -> str:
         if self._download and self._download[0] == repo_id:
@@ -200,10 +241,12 @@ class ModelManager(QDialog):
         self.download_button.setEnabled(is_hub and not busy)
         self.cancel_button.setEnabled(busy)
         self.delete_button.setEnabled(bool(chosen) and not busy)
-        self.caption_button.setEnabled(bool(chosen))
-        self.translation_button.setEnabled(bool(chosen))
+        # A catalogue model is for captions or for translation; a folder may be either.
+        entry = catalogue.find_entry(chosen[0]) if is_hub else None
+        self.caption_button.setEnabled(bool(chosen) and not (entry and translates(entry)))
+        self.translation_button.setEnabled(bool(chosen) and not (entry and not translates(entry)))
         paused = is_hub and chosen[0] in self._paused
-        self.download_button.setText("Resume download" if paused else "Download")
+        self.download_button.setText("Resume &download" if paused else "&Download")
 
     def _use(self, role: str) -> None:
         chosen = self.selected()
@@ -224,6 +267,7 @@ class ModelManager(QDialog):
         cancel = threading.Event()
         self._download = (repo_id, cancel)
         self._last_bytes = (0, 0)
+        self.banner.hide()
         self.progress.setRange(0, 0)
         self.progress.show()
         self.progress_label.setText(f"Connecting to download {repo_id}…")
@@ -261,8 +305,8 @@ class ModelManager(QDialog):
                 f"Download of {repo_id} paused. Choose Resume download to continue."
             )
         elif exc is not None:
-            message, hint = explain(exc)
-            self.progress_label.setText(f"{message} {hint}")
+            self.progress_label.clear()
+            self.show_error(*explain(exc))
         else:
             self._paused.pop(repo_id, None)
             self.progress_label.setText(f"{repo_id} is downloaded and ready.")
@@ -285,7 +329,8 @@ class ModelManager(QDialog):
                 "layout (config.json and safetensors weights).",
             )
             return False
-        self.settings.set_local_model_folders([*self.settings.local_model_folders(), folder])
+        if not self._save_folders([*self.settings.local_model_folders(), folder]):
+            return False
         self.refresh()
         self.select(folder)
         self.models_changed.emit()
@@ -301,7 +346,10 @@ class ModelManager(QDialog):
             if kind == "hub"
             else f"Remove {name} from the list? The folder itself is not touched."
         )
-        answer = QMessageBox.question(self, "Delete model", question)
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+        answer = QMessageBox.question(
+            self, "Delete model", question, buttons, QMessageBox.StandardButton.No
+        )
         if answer == QMessageBox.StandardButton.Yes:
             self.delete(name, kind)
 
@@ -312,14 +360,41 @@ class ModelManager(QDialog):
             try:
                 hub.delete_model(name)
             except Exception as exc:  # noqa: BLE001 - shown to the user
-                message, hint = explain(exc)
-                self.progress_label.setText(f"{message} {hint}")
+                self.show_error(*explain(exc))
             self._paused.pop(name, None)
         else:
             folders = [f for f in self.settings.local_model_folders() if f != name]
-            self.settings.set_local_model_folders(folders)
+            if not self._save_folders(folders):
+                return
         self.refresh()
         self.models_changed.emit()
+
+    def _save_folders(self, folders: list[str]) -> bool:
+        try:
+            self.settings.set_local_model_folders(folders)
+        except OSError as exc:
+            self.show_error(
+                f"The list of model folders cannot be saved to {self.settings.folders_file}: "
+                f"{exc.strerror or exc}.",
+                "Check that this folder is writable and has free space; the list is unchanged.",
+            )
+            return False
+        return True
+
+    # -- errors and showing -----------------------------------------------------------------
+    def show_error(self, message: str, hint: str) -> None:
+        """What went wrong and what to do, as the engine words them, on their own lines."""
+        self.banner.show_message(message, hint)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self._download is None:  # reopened: the last attempt's outcome is old news
+            self.banner.hide()
+            self.progress_label.clear()
+        self._fit_rows()
+        if self.selected() is None and self.table.rowCount():
+            self.table.selectRow(0)  # the keyboard's place in the list is a chosen model
+        self.table.setFocus()
 
 
 def should_offer_first_download(settings: AppSettings, default_model: str) -> bool:

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QLabel, QSizeGrip, QVBoxLayout, QWidget
 
 from app.live_transcript import CAPTION, TRANSLATION, LiveTranscript
 from app.settings import OverlayLook
+from engine.transcript import join_text
 
 
 class Overlay(QWidget):
@@ -93,33 +94,40 @@ class Overlay(QWidget):
     # -- text -------------------------------------------------------------------------------
     def lines(self) -> list[tuple[str, str]]:
         """The (role, text) lines on show: the newest `look.lines` rows of the chosen text."""
+        return [(role, join_text(done, partial)) for role, done, partial in self._line_parts()]
+
+    def _line_parts(self) -> list[tuple[str, str, str]]:
+        """(role, committed, partial) of each line on show."""
         roles = {"captions": (CAPTION,), "translation": (TRANSLATION,)}.get(
             self.look.content, (CAPTION, TRANSLATION)
         )
-        rows: list[list[tuple[str, str]]] = []
+        rows: list[list[tuple[str, str, str]]] = []
         for index in range(len(self.model.rows) - 1, -1, -1):
             if len(rows) == self.look.lines:
                 break
             row_lines = []
             for role in roles:
-                text = " ".join(part for part in self.model.text(role, index) if part)
-                if text:
-                    row_lines.append((role, self.mask(text)))
+                done, partial = (self.mask(part) for part in self.model.text(role, index))
+                if done or partial:
+                    row_lines.append((role, done, partial))
             if row_lines:
                 rows.insert(0, row_lines)
         return [line for row in rows for line in row]
 
     def refresh(self, *_args) -> None:
+        """Committed words plainly; words still being recognised (partial) in lighter italics
+        followed by an ellipsis, so that they differ by more than colour."""
         color = QColor(self.look.text_color)
         faded = QColor(color)
-        faded.setAlphaF(0.8)
+        faded.setAlphaF(0.75)
         parts = []
-        for role, text in self.lines():
+        for role, done, partial in self._line_parts():
             style = f"color:{color.name()}"
             if role == TRANSLATION and self.look.content == "both":
-                style = f"color:{faded.name(QColor.NameFormat.HexArgb)};font-style:italic"
-            parts.append(f'<div style="{style}">{html.escape(text)}</div>')
+                style = f"color:{faded.name(QColor.NameFormat.HexArgb)};font-size:90%"
+            parts.append(f'<div style="{style}">{_line_html(done, partial, faded)}</div>')
         self.label.setText("".join(parts))
+        self.label.setAccessibleDescription(" ".join(text for _role, text in self.lines()))
 
     # -- painting and moving ----------------------------------------------------------------
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
@@ -155,3 +163,14 @@ class Overlay(QWidget):
         self.look.x, self.look.y = geometry.x(), geometry.y()
         self.look.width, self.look.height = geometry.width(), geometry.height()
         self.look_changed.emit(self.look)
+
+
+def _line_html(done: str, partial: str, faded: QColor) -> str:
+    done, partial = done.strip(), partial.strip()
+    if not partial:
+        return html.escape(done)
+    joined = join_text(done, partial)  # a space between them, unless the script uses none
+    gap = joined[len(done) : len(joined) - len(partial)]
+    style = f"font-style:italic;font-weight:300;color:{faded.name(QColor.NameFormat.HexArgb)}"
+    shown = html.escape(partial) + "\N{HORIZONTAL ELLIPSIS}"
+    return f'{html.escape(done)}{gap}<span style="{style}">{shown}</span>'

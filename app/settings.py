@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from engine import local_folders
+
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEFAULTS: dict[str, object] = json.loads(
     (RESOURCES / "default_settings.json").read_text(encoding="utf-8")
@@ -52,10 +54,18 @@ class OverlayLook:
 
 
 class AppSettings:
-    """One QSettings store; tests pass their own (an INI file in a temporary folder)."""
+    """One QSettings store; tests pass their own (an INI file in a temporary folder).
 
-    def __init__(self, qsettings: QSettings | None = None) -> None:
+    The local model folders are the exception: they live in engine.local_folders' JSON
+    file (`folders_file`, else its default), which the CLI reads too.
+    """
+
+    def __init__(
+        self, qsettings: QSettings | None = None, folders_file: Path | None = None
+    ) -> None:
         self.q = qsettings if qsettings is not None else QSettings("Livecap", "Livecap")
+        self.folders_file = folders_file or local_folders.default_path()
+        self._migrate_local_folders()
 
     # -- plain values ---------------------------------------------------------------------
     def get(self, key: str):
@@ -82,10 +92,22 @@ class AppSettings:
             self.q.setValue(f"overlay/{name}", value)
 
     def local_model_folders(self) -> list[str]:
-        return [str(p) for p in _as_list(self.q.value("models/local_folders", []))]
+        return local_folders.load(self.folders_file)
 
     def set_local_model_folders(self, folders: list[str]) -> None:
-        self.q.setValue("models/local_folders", list(dict.fromkeys(folders)))
+        """Raises OSError when the list cannot be written (the old list is then kept)."""
+        local_folders.save(folders, self.folders_file)
+
+    def _migrate_local_folders(self) -> None:
+        """Earlier versions kept the folders in QSettings: move them, once, to the file."""
+        old = [str(p) for p in _as_list(self.q.value("models/local_folders"))]
+        if not old:
+            return
+        try:
+            self.set_local_model_folders([*self.local_model_folders(), *old])
+        except OSError:
+            return  # kept in QSettings; moved on a later start
+        self.q.remove("models/local_folders")
 
     def window_state(self, name: str) -> QByteArray | None:
         value = self.q.value(f"window/{name}")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtCore import QSize
+from PySide6.QtGui import QColor, QFontDatabase, QFontInfo, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QColorDialog,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
-    QFontComboBox,
     QFormLayout,
     QKeySequenceEdit,
     QPushButton,
@@ -40,21 +41,58 @@ SHORTCUTS = {
 
 
 class ColorButton(QPushButton):
+    """Shows the chosen colour as a swatch; its code is in the tooltip and for screen readers."""
+
+    SWATCH = QSize(48, 18)
+
     def __init__(self, color: str, name: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__("Choose…", parent)
         self.setAccessibleName(name)
+        self.setIconSize(self.SWATCH)
         self.set_color(color)
         self.clicked.connect(self._choose)
 
     def set_color(self, color: str) -> None:
         self.color = QColor(color).name()
-        self.setText(self.color)
-        self.setStyleSheet(f"QPushButton {{ border-left: 18px solid {self.color}; }}")
+        self.setIcon(QIcon(swatch(QColor(self.color), self.SWATCH)))
+        self.setToolTip(self.color)
+        self.setAccessibleDescription(f"Colour {self.color}")
 
     def _choose(self) -> None:
         chosen = QColorDialog.getColor(QColor(self.color), self, self.accessibleName())
         if chosen.isValid():
             self.set_color(chosen.name())
+
+
+def swatch(color: QColor, size: QSize) -> QPixmap:
+    """A filled rectangle in a grey frame, so that black shows on black and white on white."""
+    pixmap = QPixmap(size)
+    pixmap.fill(QColor("#808080"))
+    painter = QPainter(pixmap)
+    painter.fillRect(pixmap.rect().adjusted(2, 2, -2, -2), color)
+    painter.end()
+    return pixmap
+
+
+class FontChoice(QComboBox):
+    """A font family, or "" to follow the system font, named as the font now in use."""
+
+    def __init__(self, family: str, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName(name)
+        in_use = QFontInfo(QApplication.font()).family()  # the family the system's resolves to
+        self.addItem(f"System default ({in_use})", "")
+        for known in QFontDatabase.families():
+            if not QFontDatabase.isPrivateFamily(known):
+                self.addItem(known, known)
+        found = self.findData(family) if family else 0
+        if found < 0:  # a font that is no longer installed: keep the choice, say so
+            self.addItem(f"{family} (not installed)", family)
+            found = self.count() - 1
+        self.setCurrentIndex(found)
+
+    def family(self) -> str:
+        return self.currentData()
 
 
 class SettingsDialog(QDialog):
@@ -91,11 +129,7 @@ class SettingsDialog(QDialog):
         page.setLayout(form)
         s = self.settings
         self.theme = self._choice(THEMES, s.get("view/theme"), "Theme")
-        self.font_family = QFontComboBox(self)
-        self.font_family.setAccessibleName("Caption font")
-        family = s.get("view/caption_font_family")
-        if family:
-            self.font_family.setCurrentFont(QFont(family))
+        self.font_family = FontChoice(s.get("view/caption_font_family"), "Caption font", self)
         self.font_size = QSpinBox(self)
         self.font_size.setAccessibleName("Caption text size")
         self.font_size.setRange(0, 72)
@@ -137,10 +171,7 @@ class SettingsDialog(QDialog):
         self.overlay_lines.setRange(1, 5)
         self.overlay_lines.setValue(look.lines)
         self.overlay_content = self._choice(OVERLAY_CONTENT, look.content, "Overlay shows")
-        self.overlay_font = QFontComboBox(self)
-        self.overlay_font.setAccessibleName("Overlay font")
-        if look.font_family:
-            self.overlay_font.setCurrentFont(QFont(look.font_family))
+        self.overlay_font = FontChoice(look.font_family, "Overlay font", self)
         self.overlay_size = QSpinBox(self)
         self.overlay_size.setAccessibleName("Overlay text size")
         self.overlay_size.setRange(8, 96)
@@ -176,7 +207,7 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         s = self.settings
         s.set("view/theme", self.theme.currentData())
-        s.set("view/caption_font_family", self.font_family.currentFont().family())
+        s.set("view/caption_font_family", self.font_family.family())
         s.set("view/caption_font_size", self.font_size.value())
         s.set("view/layout", self.layout_choice.currentData())
         s.set("view/timestamps", self.timestamps.isChecked())
@@ -186,7 +217,7 @@ class SettingsDialog(QDialog):
         look = self.look
         look.lines = self.overlay_lines.value()
         look.content = self.overlay_content.currentData()
-        look.font_family = self.overlay_font.currentFont().family()
+        look.font_family = self.overlay_font.family()
         look.font_size = self.overlay_size.value()
         look.text_color = self.overlay_text.color
         look.background_color = self.overlay_background.color
