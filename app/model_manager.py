@@ -64,11 +64,6 @@ def fits(entry: catalogue.CatalogueEntry, ram: int | None = None) -> str:
     return f"No — needs about {human_bytes(need)} of memory"
 
 
-def licence(entry: catalogue.CatalogueEntry) -> str:
-    """The entry's licence, when the catalogue records one (either spelling)."""
-    return getattr(entry, "licence", "") or getattr(entry, "license", "") or ""
-
-
 def translates(entry: catalogue.CatalogueEntry) -> bool:
     """A model that produces another language (speech or text translation), not captions."""
     return entry.task != "transcribe"
@@ -104,7 +99,7 @@ class ModelManager(QDialog):
         self.banner = Banner(self)
         layout.addWidget(self.banner)
         self.columns = COLUMNS + (
-            (LICENCE_COLUMN,) if any(licence(e) for e in catalogue.CATALOGUE) else ()
+            (LICENCE_COLUMN,) if any(e.licence for e in catalogue.CATALOGUE) else ()
         )
         heading = QLabel("Available &models:", self)
         layout.addWidget(heading)
@@ -191,7 +186,7 @@ class ModelManager(QDialog):
                     human_bytes(entry.size_bytes),
                     fits(entry),
                     self._status(name, hub.is_downloaded(name)),
-                    licence(entry) or "Not given",
+                    entry.licence or "Not given",
                 )
             else:
                 exists = Path(name).is_dir()

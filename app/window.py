@@ -33,7 +33,7 @@ from app.controller import (
 )
 from app.controls_bar import ControlsBar
 from app.first_run import offer_default_model
-from app.history import HistoryDialog, ask_export_path, write_export
+from app.history import HistoryDialog, export_with_dialog
 from app.input_devices import DeviceReader
 from app.live_transcript import CAPTION, TRANSLATION, LiveTranscript
 from app.menu_bar import MenuBar
@@ -376,12 +376,10 @@ class MainWindow(QMainWindow):
                 "There is no session to export yet.", "Start captions first.", kind="info"
             )
             return
-        target = ask_export_path(self, f"livecap-session-{session_id}.srt")
-        if target is not None:
-            try:
-                write_export(self.store.transcript(session_id), *target)
-            except OSError as exc:
-                self.show_error(f"Could not write {target[0]}: {exc}", "Choose another folder.")
+        outcome = export_with_dialog(self, self.store.transcript(session_id), session_id)
+        if outcome is not None:
+            kind = "error" if outcome.hint else "info"
+            self.banner.show_message(outcome.message, outcome.hint, kind=kind)
 
     def show_history(self) -> None:
         if self.history is None:

@@ -20,6 +20,7 @@ class CatalogueEntry:
     # The Hub revision holding safetensors weights: for some repos they exist only in the
     # Hub's own conversion pull request, not on main.
     revision: str = "main"
+    licence: str = ""  # the weights' licence as its model card states it
 
 
 # English names of the languages the catalogue's models hear or produce, by ISO 639-1 code.
@@ -42,6 +43,7 @@ CATALOGUE: list[CatalogueEntry] = [
         ("en", "fr"),
         0.5,
         2_100 * _MB,
+        licence="CC-BY 4.0",
     ),
     CatalogueEntry(
         "kyutai/stt-2.6b-en-trfs",
@@ -50,6 +52,7 @@ CATALOGUE: list[CatalogueEntry] = [
         ("en",),
         2.5,
         5_300 * _MB,
+        licence="CC-BY 4.0",
     ),
     CatalogueEntry(
         "facebook/s2t-small-librispeech-asr",
@@ -58,6 +61,7 @@ CATALOGUE: list[CatalogueEntry] = [
         ("en",),
         2.0,
         118 * _MB,
+        licence="MIT",
     ),
     CatalogueEntry(
         "facebook/s2t-medium-mustc-multilingual-st",
@@ -68,6 +72,7 @@ CATALOGUE: list[CatalogueEntry] = [
         290 * _MB,
         task="translate",
         revision="refs/pr/2",
+        licence="MIT",
     ),
     CatalogueEntry(
         "facebook/wav2vec2-xls-r-300m-en-to-15",
@@ -78,6 +83,7 @@ CATALOGUE: list[CatalogueEntry] = [
         int(3.17 * _GB),
         task="translate",
         revision="refs/pr/3",
+        licence="Apache 2.0",
     ),
 ]
 

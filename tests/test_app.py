@@ -170,6 +170,7 @@ def test_session_fills_both_panes_then_history_and_exports(
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a: (str(current), ""))
     window.export_action.trigger()
     assert [c.text for c in webvtt.read(str(current))] == CAPTION_ROWS
+    assert str(current) in window.banner.message.text()  # it says where the file went
 
     # Deleting it empties the history.
     monkeypatch.setattr("app.history.QMessageBox.question", lambda *a: _yes())

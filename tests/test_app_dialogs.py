@@ -137,13 +137,9 @@ def test_a_folder_list_that_cannot_be_saved_is_said_and_left_as_it_was(qtbot, hu
 def test_licences_and_languages_are_shown_when_the_catalogue_has_them(
     qtbot, settings, hub, monkeypatch
 ):
-    @dataclasses.dataclass(frozen=True)
-    class LicensedEntry(catalogue.CatalogueEntry):
-        licence: str = ""
-
     entries = [
-        LicensedEntry(**dataclasses.asdict(catalogue.CATALOGUE[0]), licence="CC-BY 4.0"),
-        LicensedEntry(**dataclasses.asdict(catalogue.CATALOGUE[3])),
+        dataclasses.replace(catalogue.CATALOGUE[0], licence="CC-BY 4.0"),
+        dataclasses.replace(catalogue.CATALOGUE[3], licence=""),
     ]
     monkeypatch.setattr(catalogue, "CATALOGUE", entries)
     manager = ModelManager(settings)
