@@ -31,6 +31,10 @@ from engine.recognizer import LoadOptions, load_recognizer
 from tests import sed_fixtures as fx
 
 KINDS = ("mbart", "bart", "bert")
+needs_exact_fbgemm = pytest.mark.skipif(
+    not speech_encoder_decoder.fbgemm_int8(),
+    reason="fbgemm's int8 x int8 sums are not exact on this CPU (no VNNI): the engine skips it",
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -298,6 +302,8 @@ def test_int8_decoder_keeps_reference_tokens(tiny) -> None:
     assert sum(isinstance(m, Int8Linear) for m in ours.model.decoder.modules()) >= 10
     if speech_encoder_decoder.fbgemm_int8():
         assert isinstance(ours.model.decoder.lm_head, speech_encoder_decoder.PackedInt8Linear)
+    else:  # fbgemm inexact here: the output layer is on the int8-weight kernel too
+        assert isinstance(ours.model.decoder.lm_head, Int8Linear)
     audio = fx.clip(1.0)
     with torch.inference_mode():
         expected = ref.generate(_inputs(extractor, audio))[0].tolist()
@@ -326,6 +332,7 @@ def test_int8_mode_runs_the_encoder_in_bfloat16_as_the_reference_would(tiny) -> 
     assert ids[:2] == [2, language] and len(set(ids)) >= 4
 
 
+@needs_exact_fbgemm
 def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
     """The int8 screen of a float32 output layer: every exact logit lies within its stated
     bound, few tokens need an exact score, and the choice is the float32 argmax, also between
@@ -353,6 +360,7 @@ def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
         assert exact[2].argmax().item() == 4001
 
 
+@needs_exact_fbgemm
 def test_screened_head_bounds_the_activations_split_where_codes_are_exact() -> None:
     """Weights int8 holds exactly leave only the activations' two-part split and rounding
     in the bound, which must still cover every logit (an outlier channel included)."""
@@ -382,6 +390,8 @@ def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> N
     from engine.models.generation import Screened
     from engine.models.speech_encoder_decoder import ScreenedHead
 
+    if not speech_encoder_decoder.fbgemm_int8():
+        pytest.skip("fbgemm's int8 sums are not exact on this CPU: the screen is not used")
     for decoder in ("mbart", "bart"):
         ours, _ = _ours(tiny[decoder][0], decoder)
         assert isinstance(ours.model.decoder.lm_head, ScreenedHead)
@@ -396,6 +406,11 @@ def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> N
     assert not isinstance(int8.model.decoder.lm_head, ScreenedHead)
 
 
+def _float_head(decoder: torch.nn.Module) -> bart.RowLinear:
+    """The float32 output layer, screened or not (the screen needs fbgemm's exact sums)."""
+    return getattr(decoder.lm_head, "linear", decoder.lm_head)
+
+
 def test_beam_steps_read_weights_packed_for_their_number(tiny, monkeypatch) -> None:
     """Loaded for 3 beams in float32, every decoder matrix (output layer included) keeps its
     weights in MKL's layout for 3 rows: beam steps get the float32 products (bias included)
@@ -408,10 +423,11 @@ def test_beam_steps_read_weights_packed_for_their_number(tiny, monkeypatch) -> N
     if not bart.BeamRowsWeight.available(decoder.lm_head.weight):
         pytest.skip("this PyTorch has no MKL")
     linears = [m for m in decoder.modules() if isinstance(m, bart.RowLinear)]
-    assert decoder.lm_head.linear in linears and len(linears) > 5
+    head = _float_head(decoder)
+    assert head in linears and len(linears) > 5
     assert all(m.beam_rows is not None and m.beam_rows.rows == 3 for m in linears)
     torch.manual_seed(2)
-    for linear in (decoder.lm_head.linear, linears[0]):
+    for linear in (head, linears[0]):
         for rows in (3, 2, 4):
             x = torch.randn(rows, 1, linear.in_features)
             assert linear.beam_rows.fits(x) == (rows == 3)
@@ -420,10 +436,10 @@ def test_beam_steps_read_weights_packed_for_their_number(tiny, monkeypatch) -> N
             expected = F.linear(x, linear.weight, linear.bias)
             torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     greedy, _ = _ours(tiny["bert"][0], "bert")
-    assert greedy.model.decoder.lm_head.linear.beam_rows is None
+    assert _float_head(greedy.model.decoder).beam_rows is None
     monkeypatch.setattr(bart, "available_memory", lambda: 2**30)
     short, _ = _ours(tiny["bert"][0], "bert", beams=3)
-    assert short.model.decoder.lm_head.linear.beam_rows is None
+    assert _float_head(short.model.decoder).beam_rows is None
 
 
 def test_forced_steps_skip_the_output_layer(tiny) -> None:
@@ -490,15 +506,14 @@ def test_decoder_row_kernels_compute_the_linear_layer(rows, dtype) -> None:
         assert ((got.float() - exact).abs().max() / exact.abs().max()).item() < tolerance
 
 
+@needs_exact_fbgemm
 @pytest.mark.parametrize("rows", [1, 5, 12])
 def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None:
     """fbgemm's int8 × int8 kernel with each activation row split in two int8 parts gives
     x · (q · scale)ᵀ + bias ~10x closer than bfloat16 activations would, an outlier
     channel included (one int8 part alone is ~1% off)."""
-    from engine.models.speech_encoder_decoder import PackedInt8Linear, fbgemm_int8
+    from engine.models.speech_encoder_decoder import PackedInt8Linear
 
-    if not fbgemm_int8():
-        pytest.skip("this PyTorch build has no fbgemm int8 kernel")
     torch.manual_seed(rows)
     linear = torch.nn.Linear(96, 3000)
     with torch.inference_mode():
@@ -513,3 +528,46 @@ def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None
     assert got.shape == (rows, 1, 3000) and got.dtype == torch.float32
     error = (got - exact).norm() / exact.norm()
     assert error < 2e-4 and error < (bfloat16 - exact).norm() / exact.norm() / 5
+
+
+def _saturating_pairs_product(activations: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """fbgemm's AVX2 int8 kernel without VNNI: activations as u8 (zero point 128) times s8
+    codes, adjacent products added in saturating int16 (vpmaddubsw), then summed in int32
+    with the zero point's share taken off."""
+    unsigned = (activations + 128).long()
+    products = unsigned[:, None, :] * codes.long()[None]  # [T, V, D]
+    pairs = (products[..., 0::2] + products[..., 1::2]).clamp(-32768, 32767)
+    return (pairs.sum(-1) - 128 * codes.long().sum(-1)[None]).float()
+
+
+def test_int8_probe_rejects_a_kernel_whose_pair_sums_saturate() -> None:
+    """The probe that decides whether fbgemm's kernel may be used tells an exact integer
+    product from one that saturates on full-range codes, as AVX2 without VNNI does."""
+    assert speech_encoder_decoder.int8_products_exact(lambda x, q: x @ q.float().T)
+    assert not speech_encoder_decoder.int8_products_exact(_saturating_pairs_product)
+
+
+def test_without_exact_fbgemm_float32_greedy_reads_the_plain_output_layer(
+    tiny, monkeypatch
+) -> None:
+    """Where fbgemm's sums are not exact, float32 keeps the float32 output layer (the exact
+    argmax without a screen) and int8 puts it on the int8-weight kernel; tokens stay the
+    reference's."""
+    from engine.models.generation import Screened
+    from engine.models.speech_encoder_decoder import Int8Linear, ScreenedHead
+
+    monkeypatch.setattr(speech_encoder_decoder, "fbgemm_int8", lambda: False)
+    folder, ref, tokenizer, extractor = tiny["mbart"]
+    ours, _ = _ours(folder, "mbart")
+    head = ours.model.decoder.lm_head
+    assert isinstance(head, bart.RowLinear) and not isinstance(head, ScreenedHead)
+    x = torch.randn(1, 1, head.weight.shape[1])
+    with torch.inference_mode():
+        logits = head(x)
+    assert not isinstance(logits, Screened) and torch.equal(logits, F.linear(x, head.weight))
+    audio = fx.clip(1.0)
+    with torch.inference_mode():
+        expected = ref.generate(_inputs(extractor, audio), **_reference_kwargs("mbart", tokenizer))
+    assert ours.generate_ids(audio) == expected[0].tolist()
+    int8, _ = _ours(tiny["bert"][0], "bert", dtype="int8")
+    assert isinstance(int8.model.decoder.lm_head, Int8Linear)

@@ -14,9 +14,10 @@ window of audio (optionally forcing a committed prefix) into token ids with thei
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -444,13 +445,35 @@ def _fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor) -> object:
         torch.backends.quantized.engine = previous
 
 
+@functools.cache
 def fbgemm_int8() -> bool:
-    """Whether this PyTorch build can run PackedInt8Linear (x86 builds with fbgemm)."""
+    """Whether PackedInt8Linear is exact here: fbgemm's int8 × int8 kernel runs (x86 builds)
+    and sums its integer products without overflow. Without AVX512-VNNI fbgemm adds pairs of
+    u8 × s8 products in saturating int16 (AVX2's vpmaddubsw), which full-range activations
+    overflow; the two-part activations and ScreenedHead's bound need exact sums, so this is
+    measured once per process on the extreme codes instead of assumed."""
     try:
-        probe = PackedInt8Linear.from_linear(nn.Linear(16, 4))
-        return probe(torch.ones(1, 16)).shape == (1, 4)
+        return int8_products_exact(_fbgemm_integer_product)
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
+
+
+def int8_products_exact(product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
+    """Whether `product(activations, codes)` (integer-valued float32 [T, D], int8 [V, D]) gives
+    the exact integer products for codes and activations at the ends of their range."""
+    width = 64
+    signs = torch.tensor([1.0, -1.0]).repeat(width // 2)
+    edges = torch.stack([torch.ones(width), -torch.ones(width), signs, -signs]) * 127
+    activations = torch.cat([edges, torch.randint(-127, 128, (4, width)).float()])
+    codes = torch.cat([edges, torch.randint(-127, 128, (4, width)).float()])
+    exact = activations.double() @ codes.double().T
+    return torch.equal(product(activations, codes.to(torch.int8)).double(), exact)
+
+
+def _fbgemm_integer_product(activations: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    packed = _fbgemm_pack(codes, torch.ones(len(codes), dtype=torch.bfloat16))
+    quantized = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+    return quantized(activations, 1.0, 128, packed)  # step 1, zero point 128: codes as given
 
 
 class ScreenedHead(nn.Module):
