@@ -24,15 +24,17 @@ import torch.nn.functional as F
 
 from engine.errors import ModelError
 from engine.events import Commit
-from engine.models import bart, speech_encoder_decoder
+from engine.models import bart, kernels
 from engine.models.alignment import monotonic_path
-from engine.models.speech_encoder_decoder import TextTokenizer, load_model, native_bfloat16
+from engine.models.kernels import native_bfloat16
+from engine.models.speech_encoder_decoder import load_model
+from engine.models.text_tokenizer import TextTokenizer
 from engine.recognizer import LoadOptions, load_recognizer
 from tests import sed_fixtures as fx
 
 KINDS = ("mbart", "bart", "bert")
 needs_exact_fbgemm = pytest.mark.skipif(
-    not speech_encoder_decoder.fbgemm_int8(),
+    not kernels.fbgemm_int8(),
     reason="fbgemm's int8 x int8 sums are not exact on this CPU (no VNNI): the engine skips it",
 )
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +106,7 @@ def test_forced_prefix_matches_reference_prompt(tiny, kind: str) -> None:
     audio = fx.clip(1.0, seed=2)
     full = ours.generate_ids(audio)
     start = full[:2] if kind == "mbart" else full[:1]
-    prefix = [i for i in full[len(start) :] if i not in ours._specials][:3]
+    prefix = [i for i in full[len(start) :] if i not in ours.specials][:3]
     with torch.inference_mode():
         expected = ref.generate(
             _inputs(extractor, audio),
@@ -294,14 +296,14 @@ def test_cli_transcribe_prints_reference(tiny, tmp_path: Path) -> None:
 def test_int8_decoder_keeps_reference_tokens(tiny) -> None:
     """Weight-only int8 decoder Linears (BERT's widths fit the kernel's 16-wide blocks), the
     output layer on fbgemm's kernel where PyTorch has it."""
-    from engine.models.speech_encoder_decoder import Int8Linear
+    from engine.models.kernels import Int8Linear
 
     folder, ref, _, extractor = tiny["bert"]
     ours, info = _ours(folder, "bert", dtype="int8")
     assert info.dtype == "int8"
     assert sum(isinstance(m, Int8Linear) for m in ours.model.decoder.modules()) >= 10
-    if speech_encoder_decoder.fbgemm_int8():
-        assert isinstance(ours.model.decoder.lm_head, speech_encoder_decoder.PackedInt8Linear)
+    if kernels.fbgemm_int8():
+        assert isinstance(ours.model.decoder.lm_head, kernels.PackedInt8Linear)
     else:  # fbgemm inexact here: the output layer is on the int8-weight kernel too
         assert isinstance(ours.model.decoder.lm_head, Int8Linear)
     audio = fx.clip(1.0)
@@ -337,7 +339,7 @@ def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
     """The int8 screen of a float32 output layer: every exact logit lies within its stated
     bound, few tokens need an exact score, and the choice is the float32 argmax, also between
     two rows too close for int8 to tell apart and for hidden states of any size."""
-    from engine.models.speech_encoder_decoder import ScreenedHead
+    from engine.models.kernels import ScreenedHead
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 5000)  # with a bias, as BERT's head has
@@ -364,7 +366,7 @@ def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
 def test_screened_head_bounds_the_activations_split_where_codes_are_exact() -> None:
     """Weights int8 holds exactly leave only the activations' two-part split and rounding
     in the bound, which must still cover every logit (an outlier channel included)."""
-    from engine.models.speech_encoder_decoder import ScreenedHead
+    from engine.models.kernels import ScreenedHead
 
     torch.manual_seed(1)
     linear = torch.nn.Linear(64, 3000, bias=False)
@@ -388,9 +390,9 @@ def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> N
     """float32 on a CPU reads the output layer through ScreenedHead (the greedy parity tests
     above then cover it for all three decoders); beams get float32 logits."""
     from engine.models.generation import Screened
-    from engine.models.speech_encoder_decoder import ScreenedHead
+    from engine.models.kernels import ScreenedHead
 
-    if not speech_encoder_decoder.fbgemm_int8():
+    if not kernels.fbgemm_int8():
         pytest.skip("fbgemm's int8 sums are not exact on this CPU: the screen is not used")
     for decoder in ("mbart", "bart"):
         ours, _ = _ours(tiny[decoder][0], decoder)
@@ -406,7 +408,7 @@ def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> N
     assert not isinstance(int8.model.decoder.lm_head, ScreenedHead)
 
 
-def _float_head(decoder: torch.nn.Module) -> bart.RowLinear:
+def _float_head(decoder: torch.nn.Module) -> kernels.RowLinear:
     """The float32 output layer, screened or not (the screen needs fbgemm's exact sums)."""
     return getattr(decoder.lm_head, "linear", decoder.lm_head)
 
@@ -416,13 +418,11 @@ def test_beam_steps_read_weights_packed_for_their_number(tiny, monkeypatch) -> N
     weights in MKL's layout for 3 rows: beam steps get the float32 products (bias included)
     from that copy, any other number of rows from the plain weights. Greedy loads and a
     machine short of memory keep the plain weights only."""
-    from engine.models import bart
-
     ours, _ = _ours(tiny["bert"][0], "bert", beams=3)
     decoder = ours.model.decoder
-    if not bart.BeamRowsWeight.available(decoder.lm_head.weight):
+    if not kernels.BeamRowsWeight.available(decoder.lm_head.weight):
         pytest.skip("this PyTorch has no MKL")
-    linears = [m for m in decoder.modules() if isinstance(m, bart.RowLinear)]
+    linears = [m for m in decoder.modules() if isinstance(m, kernels.RowLinear)]
     head = _float_head(decoder)
     assert head in linears and len(linears) > 5
     assert all(m.beam_rows is not None and m.beam_rows.rows == 3 for m in linears)
@@ -437,7 +437,7 @@ def test_beam_steps_read_weights_packed_for_their_number(tiny, monkeypatch) -> N
             torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     greedy, _ = _ours(tiny["bert"][0], "bert")
     assert _float_head(greedy.model.decoder).beam_rows is None
-    monkeypatch.setattr(bart, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(kernels, "available_memory", lambda: 2**30)
     short, _ = _ours(tiny["bert"][0], "bert", beams=3)
     assert _float_head(short.model.decoder).beam_rows is None
 
@@ -473,7 +473,7 @@ def test_auto_precision_is_int8_live_and_float32_for_files_on_a_cpu(tiny) -> Non
 def test_int8_linear_computes_the_dequantized_product(rows) -> None:
     """Few rows go through the int8 kernel, many through weights widened once: both give
     x · (q · scale)ᵀ + bias to bfloat16 rounding."""
-    from engine.models.speech_encoder_decoder import Int8Linear
+    from engine.models.kernels import Int8Linear
 
     torch.manual_seed(rows)
     linear = torch.nn.Linear(64, 48)
@@ -493,9 +493,8 @@ def test_decoder_row_kernels_compute_the_linear_layer(rows, dtype) -> None:
     weight rows, plain linear); every one gives x · weightᵀ + bias, beams [B, 1, D] and
     prefixes [1, T, D] alike, for a matrix whose rows end in a partial slice."""
     torch.manual_seed(rows)
-    linear = torch.nn.Linear(64, 2 * bart._SLICE + 300).to(dtype)
-    layer = bart.RowLinear(64, len(linear.weight)).to(dtype)
-    layer.load_state_dict(linear.state_dict())
+    linear = torch.nn.Linear(64, 2 * kernels._SLICE + 300).to(dtype)
+    layer = kernels.RowLinear(linear)
     for shape in ((rows, 1, 64), (1, rows, 64)):
         x = torch.randn(shape, dtype=dtype)
         with torch.inference_mode():  # as the engine decodes
@@ -512,7 +511,7 @@ def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None
     """fbgemm's int8 × int8 kernel with each activation row split in two int8 parts gives
     x · (q · scale)ᵀ + bias ~10x closer than bfloat16 activations would, an outlier
     channel included (one int8 part alone is ~1% off)."""
-    from engine.models.speech_encoder_decoder import PackedInt8Linear
+    from engine.models.kernels import PackedInt8Linear
 
     torch.manual_seed(rows)
     linear = torch.nn.Linear(96, 3000)
@@ -521,7 +520,7 @@ def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None
         x = torch.randn(rows, 1, 96)
         x[..., 7] *= 20
         got = layer(x)
-    codes, scale = speech_encoder_decoder.int8_rows(linear.weight.detach())
+    _, codes, scale = next(kernels.int8_blocks(linear.weight))  # as the layer quantized
     restored = codes.float() * scale.float()[:, None]
     exact = F.linear(x, restored, linear.bias.detach())
     bfloat16 = F.linear(x.bfloat16().float(), restored, linear.bias.detach())
@@ -543,8 +542,8 @@ def _saturating_pairs_product(activations: torch.Tensor, codes: torch.Tensor) ->
 def test_int8_probe_rejects_a_kernel_whose_pair_sums_saturate() -> None:
     """The probe that decides whether fbgemm's kernel may be used tells an exact integer
     product from one that saturates on full-range codes, as AVX2 without VNNI does."""
-    assert speech_encoder_decoder.int8_products_exact(lambda x, q: x @ q.float().T)
-    assert not speech_encoder_decoder.int8_products_exact(_saturating_pairs_product)
+    assert kernels.int8_products_exact(lambda x, q: x @ q.float().T)
+    assert not kernels.int8_products_exact(_saturating_pairs_product)
 
 
 def test_without_exact_fbgemm_float32_greedy_reads_the_plain_output_layer(
@@ -554,13 +553,13 @@ def test_without_exact_fbgemm_float32_greedy_reads_the_plain_output_layer(
     argmax without a screen) and int8 puts it on the int8-weight kernel; tokens stay the
     reference's."""
     from engine.models.generation import Screened
-    from engine.models.speech_encoder_decoder import Int8Linear, ScreenedHead
+    from engine.models.kernels import Int8Linear, ScreenedHead
 
-    monkeypatch.setattr(speech_encoder_decoder, "fbgemm_int8", lambda: False)
+    monkeypatch.setattr(kernels, "fbgemm_int8", lambda: False)
     folder, ref, tokenizer, extractor = tiny["mbart"]
     ours, _ = _ours(folder, "mbart")
     head = ours.model.decoder.lm_head
-    assert isinstance(head, bart.RowLinear) and not isinstance(head, ScreenedHead)
+    assert isinstance(head, kernels.RowLinear) and not isinstance(head, ScreenedHead)
     x = torch.randn(1, 1, head.weight.shape[1])
     with torch.inference_mode():
         logits = head(x)

@@ -114,6 +114,35 @@ def generate(
     return _greedy(new_state(1), config, start, list(draft))
 
 
+def generate_after(
+    new_state: Callable[[int], DecoderState],
+    config: GenerationConfig,
+    language: int | None,
+    prefix: Sequence[int] = (),
+    draft: Sequence[int] = (),
+) -> list[int]:
+    """Decode after the start token, the language token (if the model writes several) and a
+    forced `prefix`. Without a prefix the language comes from forced_bos, so a draft starts
+    with it; forced_bos only acts on the first step, so before a prefix it is named."""
+    languages = [language] if language is not None else []
+    if not prefix:
+        return generate(new_state, config, draft=[*languages, *draft])
+    start = [config.decoder_start_token_id, *languages, *prefix]
+    return generate(new_state, config, start, draft)
+
+
+def forced_lengths(config: GenerationConfig) -> frozenset[int]:
+    """Sequence lengths after which generate() forces the next token whatever the logits say
+    (forced_bos after the start token, forced_eos one short of max_length): a decoder may
+    skip its output layer there."""
+    lengths = set()
+    if config.forced_bos_token_id is not None:
+        lengths.add(1)
+    if config.forced_eos_token_id is not None:
+        lengths.add(config.max_length - 1)
+    return frozenset(lengths)
+
+
 DRAFT_TOKENS = 3  # checked per step; a CPU reads the weights once for up to ~4 rows
 
 

@@ -7,13 +7,13 @@ silence prefix the model was trained with.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
+from engine.models.loading import damaged_hint, read_config, read_json
 
 SAMPLE_RATE = 24_000
 # Public model cards: the 1B model lags 0.5 s, the 2.6B 2.5 s and wants 1 s of silence first.
@@ -80,17 +80,6 @@ class KyutaiConfig:
         return self.vocab_size + self.num_codebooks * self.codebook_vocab_size + 1
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(
-            f"{path} is not valid JSON ({exc}).", "Download the model again, or fix the folder."
-        ) from None
-
-
 def _rope_theta(fields: dict[str, Any]) -> float:
     rope = fields.get("rope_parameters") or {}
     if rope.get("rope_type", "default") != "default":
@@ -144,9 +133,9 @@ def _mimi_config(codec: dict[str, Any]) -> MimiConfig:
 
 def load_config(folder: Path) -> KyutaiConfig:
     """Read config.json, generation_config.json and preprocessor_config.json of `folder`."""
-    fields = read_json(folder / "config.json")
-    generation = read_json(folder / "generation_config.json")
-    preprocessor = read_json(folder / "preprocessor_config.json")
+    fields = read_config(folder)
+    generation = read_json(folder / "generation_config.json", missing_ok=True)
+    preprocessor = read_json(folder / "preprocessor_config.json", missing_ok=True)
     try:
         mimi = _mimi_config(fields.get("codec_config") or {})
         heads = fields["num_attention_heads"]
@@ -175,7 +164,7 @@ def load_config(folder: Path) -> KyutaiConfig:
     except (KeyError, TypeError) as exc:
         raise ModelError(
             f"{folder / 'config.json'} lacks a Kyutai field ({exc}).",
-            "Download the model again (`livecap models`), or fix the folder.",
+            damaged_hint(folder),
         ) from None
     if fields.get("hidden_act", "silu") != "silu":
         raise ModelError(
