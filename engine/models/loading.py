@@ -192,10 +192,17 @@ def _weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def assign(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: Checkpoint) -> None:
+def assign(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    checkpoint: Checkpoint,
+    sources: Mapping[str, str] | None = None,
+) -> None:
     """Load `state` (our names) into `model`, built on the meta device: a tied parameter may
     be stored under any one of its names; every other one must be there with the shape the
-    config implies, and nothing else may be."""
+    config implies, and nothing else may be. `sources` names the checkpoint tensor each of
+    ours came from, for the messages."""
+    sources = sources or {}
     tied = _tied_names(model)
     for names in tied:
         present = [n for n in names if n in state]
@@ -205,10 +212,11 @@ def assign(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: Checkpo
     for name, tensor in expected.items():
         if name not in state:
             checkpoint.fail(f"tensor '{name}' is missing from the checkpoint")
-        checkpoint.check_shape(name, tuple(state[name].shape), tuple(tensor.shape))
+        found = tuple(state[name].shape)
+        checkpoint.check_shape(sources.get(name, name), found, tuple(tensor.shape))
     for name in state:
         if name not in expected:
-            checkpoint.unexpected(name)
+            checkpoint.unexpected(sources.get(name, name))
     model.load_state_dict(state, assign=True)
     for first, *others in tied:  # assign=True gave each name its own Parameter: share again
         shared = model.get_parameter(first)

@@ -261,24 +261,27 @@ _COMPUTED = re.compile(r"model\.(en|de)coder\.embed_positions\.weights?$")
 
 def load_weights(model: Speech2Text, checkpoint: loading.Checkpoint) -> None:
     tensors = checkpoint.tensors()
-    state, decoder = {}, {}
+    state, decoder, sources = {}, {}, {}
     try:
         for ours, theirs in _encoder_names(model.config).items():
-            parts = [tensors.pop(name) for name in theirs if name in tensors]
-            if len(parts) == len(theirs):
-                state[ours] = parts[0] if len(parts) == 1 else torch.cat(parts)
+            missing = [name for name in theirs if name not in tensors]
+            if missing:
+                checkpoint.fail(f"tensor '{missing[0]}' is missing from the checkpoint")
+            parts = [tensors.pop(name) for name in theirs]
+            state[ours] = parts[0] if len(parts) == 1 else torch.cat(parts)
+            sources[ours] = " + ".join(theirs)
         for name, tensor in tensors.items():
             if _COMPUTED.match(name):
                 continue
-            if name == "lm_head.weight" or name.startswith("model.decoder."):
-                decoder[bart.rename_weight(name)] = tensor
-            else:
+            if name != "lm_head.weight" and not name.startswith("model.decoder."):
                 checkpoint.unexpected(name)
+            decoder[bart.rename_weight(name)] = tensor
+            sources[f"decoder.{bart.rename_weight(name)}"] = name
         fused = bart.fuse_projections(decoder, model.config.decoder_layers)
     except RuntimeError as exc:  # parts of one fused matrix that do not fit together
         checkpoint.fail(f"tensors of one layer do not fit together ({exc})")
     state.update({f"decoder.{name}": tensor for name, tensor in fused.items()})
-    loading.assign(model, state, checkpoint)
+    loading.assign(model, state, checkpoint, sources)
 
 
 # ---- loading -----------------------------------------------------------------------------------

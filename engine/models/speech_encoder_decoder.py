@@ -85,6 +85,7 @@ def load_weights(model: SpeechEncoderDecoder, checkpoint: loading.Checkpoint) ->
     """Rename the Hub's tensors to ours, fold/fuse them, and assign them to `model`."""
     groups: dict[str, dict[str, torch.Tensor]] = {"encoder": {}, "decoder": {}, "proj": {}}
     renamers = {"encoder": w2v.rename_weight, "decoder": model.decoder_module.rename_weight}
+    sources = {}  # our name → the checkpoint's, for messages
     for name, tensor in checkpoint.tensors().items():
         part, _, rest = name.partition(".")
         if part == "enc_to_dec_proj":
@@ -93,6 +94,7 @@ def load_weights(model: SpeechEncoderDecoder, checkpoint: loading.Checkpoint) ->
             checkpoint.unexpected(name)
         elif (ours := renamers[part](rest)) is not None:  # None: unused on purpose
             groups[part][ours] = tensor
+            sources[f"{part}.{ours}"] = name
     layers = model.encoder_config.num_hidden_layers
     try:
         encoder = w2v.fold_weights(groups["encoder"], layers)
@@ -102,7 +104,7 @@ def load_weights(model: SpeechEncoderDecoder, checkpoint: loading.Checkpoint) ->
     state = {f"encoder.{k}": v for k, v in encoder.items()}
     state.update({f"decoder.{k}": v for k, v in decoder.items()})
     state.update({f"enc_to_dec_proj.{k}": v for k, v in groups["proj"].items()})
-    loading.assign(model, state, checkpoint)
+    loading.assign(model, state, checkpoint, sources)
 
 
 # ---- loading ------------------------------------------------------------------------------
