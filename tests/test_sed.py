@@ -33,10 +33,6 @@ from engine.recognizer import LoadOptions, load_recognizer
 from tests import sed_fixtures as fx
 
 KINDS = ("mbart", "bart", "bert")
-needs_exact_fbgemm = pytest.mark.skipif(
-    not kernels.fbgemm_int8(),
-    reason="fbgemm's int8 x int8 sums are not exact on this CPU (no VNNI): the engine skips it",
-)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -334,58 +330,6 @@ def test_int8_mode_runs_the_encoder_in_bfloat16_as_the_reference_would(tiny) -> 
     assert ids[:2] == [2, language] and len(set(ids)) >= 4
 
 
-@needs_exact_fbgemm
-def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
-    """The int8 screen of a float32 output layer: every exact logit lies within its stated
-    bound, few tokens need an exact score, and the choice is the float32 argmax, also between
-    two rows too close for int8 to tell apart and for hidden states of any size."""
-    from engine.models.kernels import ScreenedHead
-
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(64, 5000)  # with a bias, as BERT's head has
-    with torch.no_grad():
-        linear.weight.normal_(0, 0.05)
-        # a near-tie int8 cannot see (same codes), which the later row wins in float32
-        linear.weight[4001] = linear.weight[17] * (1 + 1e-4)
-        linear.bias[4001] = linear.bias[17]
-    head = ScreenedHead(linear)
-    tie = linear.weight[17]  # a state aimed at both rows
-    for size in (0.1, 1.0, 30.0):
-        x = torch.cat([torch.randn(2, 64), tie[None] * 20]) * size
-        with torch.inference_mode():
-            exact = F.linear(x, linear.weight, linear.bias)
-            screened = head(x[None])
-        assert ((screened.approx - exact).abs() <= screened.bound).all()
-        floor = (screened.approx - screened.bound).max(dim=1, keepdim=True).values
-        assert ((screened.approx + screened.bound >= floor).sum(dim=1) < 50).all()
-        assert [screened.best(row) for row in range(3)] == exact.argmax(dim=1).tolist()
-        assert exact[2].argmax().item() == 4001
-
-
-@needs_exact_fbgemm
-def test_screened_head_bounds_the_activations_split_where_codes_are_exact() -> None:
-    """Weights int8 holds exactly leave only the activations' two-part split and rounding
-    in the bound, which must still cover every logit (an outlier channel included)."""
-    from engine.models.kernels import ScreenedHead
-
-    torch.manual_seed(1)
-    linear = torch.nn.Linear(64, 3000, bias=False)
-    with torch.no_grad():
-        codes = torch.randint(-127, 128, (3000, 64)).float()
-        codes[:, 0] = 127  # each row's largest code: its scale is the row's step exactly
-        step = (torch.rand(3000, 1) * 0.01 + 1e-3).bfloat16().float()
-        linear.weight.copy_(codes * step)
-    head = ScreenedHead(linear)
-    assert head.code_error.max() == 0
-    x = torch.randn(3, 64)
-    x[:, 5] *= 30
-    with torch.inference_mode():
-        screened = head(x[None])
-    exact = F.linear(x, linear.weight)
-    assert ((screened.approx - exact).abs() <= screened.bound).all()
-    assert [screened.best(row) for row in range(3)] == exact.argmax(dim=1).tolist()
-
-
 def test_float32_greedy_uses_the_screened_head_and_beams_exact_logits(tiny) -> None:
     """float32 on a CPU reads the output layer through ScreenedHead (the greedy parity tests
     above then cover it for all three decoders); beams get float32 logits."""
@@ -467,83 +411,6 @@ def test_auto_precision_is_int8_live_and_float32_for_files_on_a_cpu(tiny) -> Non
     assert info.dtype == "float32"
     _, info = load_model(folder, "tiny", LoadOptions(target_lang=fx.TARGET_LANG, dtype="bfloat16"))
     assert info.dtype == "bfloat16"
-
-
-@pytest.mark.parametrize("rows", [1, 4, 12, 30])
-def test_int8_linear_computes_the_dequantized_product(rows) -> None:
-    """Few rows go through the int8 kernel, many through weights widened once: both give
-    x · (q · scale)ᵀ + bias to bfloat16 rounding."""
-    from engine.models.kernels import Int8Linear
-
-    torch.manual_seed(rows)
-    linear = torch.nn.Linear(64, 48)
-    layer = Int8Linear(linear)
-    x = torch.randn(2, rows, 64)
-    exact = F.linear(x, layer.weight.float() * layer.scale.float()[:, None], linear.bias)
-    got = layer(x)
-    assert got.shape == (2, rows, 48) and got.dtype == torch.float32
-    assert ((got - exact).norm() / exact.norm()).item() < 0.01
-    assert F.cosine_similarity(got.flatten(), linear(x).flatten(), dim=0) > 0.999
-
-
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 48, 49])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_decoder_row_kernels_compute_the_linear_layer(rows, dtype) -> None:
-    """Decoder steps pick a kernel by row count (matrix-vector, weight · xᵀ in slices of
-    weight rows, plain linear); every one gives x · weightᵀ + bias, beams [B, 1, D] and
-    prefixes [1, T, D] alike, for a matrix whose rows end in a partial slice."""
-    torch.manual_seed(rows)
-    linear = torch.nn.Linear(64, 2 * kernels._SLICE + 300).to(dtype)
-    layer = kernels.RowLinear(linear)
-    for shape in ((rows, 1, 64), (1, rows, 64)):
-        x = torch.randn(shape, dtype=dtype)
-        with torch.inference_mode():  # as the engine decodes
-            got = layer(x)
-        exact = F.linear(x.float(), linear.weight.float(), linear.bias.float())
-        assert got.shape == exact.shape and got.dtype == dtype
-        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
-        assert ((got.float() - exact).abs().max() / exact.abs().max()).item() < tolerance
-
-
-@needs_exact_fbgemm
-@pytest.mark.parametrize("rows", [1, 5, 12])
-def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None:
-    """fbgemm's int8 × int8 kernel with each activation row split in two int8 parts gives
-    x · (q · scale)ᵀ + bias ~10x closer than bfloat16 activations would, an outlier
-    channel included (one int8 part alone is ~1% off)."""
-    from engine.models.kernels import PackedInt8Linear
-
-    torch.manual_seed(rows)
-    linear = torch.nn.Linear(96, 3000)
-    with torch.inference_mode():
-        layer = PackedInt8Linear.from_linear(linear)
-        x = torch.randn(rows, 1, 96)
-        x[..., 7] *= 20
-        got = layer(x)
-    _, codes, scale = next(kernels.int8_blocks(linear.weight))  # as the layer quantized
-    restored = codes.float() * scale.float()[:, None]
-    exact = F.linear(x, restored, linear.bias.detach())
-    bfloat16 = F.linear(x.bfloat16().float(), restored, linear.bias.detach())
-    assert got.shape == (rows, 1, 3000) and got.dtype == torch.float32
-    error = (got - exact).norm() / exact.norm()
-    assert error < 2e-4 and error < (bfloat16 - exact).norm() / exact.norm() / 5
-
-
-def _saturating_pairs_product(activations: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """fbgemm's AVX2 int8 kernel without VNNI: activations as u8 (zero point 128) times s8
-    codes, adjacent products added in saturating int16 (vpmaddubsw), then summed in int32
-    with the zero point's share taken off."""
-    unsigned = (activations + 128).long()
-    products = unsigned[:, None, :] * codes.long()[None]  # [T, V, D]
-    pairs = (products[..., 0::2] + products[..., 1::2]).clamp(-32768, 32767)
-    return (pairs.sum(-1) - 128 * codes.long().sum(-1)[None]).float()
-
-
-def test_int8_probe_rejects_a_kernel_whose_pair_sums_saturate() -> None:
-    """The probe that decides whether fbgemm's kernel may be used tells an exact integer
-    product from one that saturates on full-range codes, as AVX2 without VNNI does."""
-    assert kernels.int8_products_exact(lambda x, q: x @ q.float().T)
-    assert not kernels.int8_products_exact(_saturating_pairs_product)
 
 
 def test_without_exact_fbgemm_float32_greedy_reads_the_plain_output_layer(

@@ -270,11 +270,11 @@ def fbgemm_int8() -> bool:
 def int8_products_exact(product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
     """Whether `product(activations, codes)` (integer-valued float32 [T, D], int8 [V, D]) gives
     the exact integer products for codes and activations at the ends of their range."""
-    width = 64
+    width, generator = 64, torch.Generator().manual_seed(0)  # the caller's RNG is untouched
     signs = torch.tensor([1.0, -1.0]).repeat(width // 2)
     edges = torch.stack([torch.ones(width), -torch.ones(width), signs, -signs]) * 127
-    activations = torch.cat([edges, torch.randint(-127, 128, (4, width)).float()])
-    codes = torch.cat([edges, torch.randint(-127, 128, (4, width)).float()])
+    mixed = torch.randint(-127, 128, (8, width), generator=generator).float()
+    activations, codes = torch.cat([edges, mixed[:4]]), torch.cat([edges, mixed[4:]])
     exact = activations.double() @ codes.double().T
     return torch.equal(product(activations, codes.to(torch.int8)).double(), exact)
 
@@ -289,8 +289,8 @@ class ScreenedHead(nn.Module):
     """The output layer of a float32 decoder on a CPU, read at a sixth of the cost for greedy
     search, with the exact float32 argmax. Use only where `fbgemm_int8()`.
 
-    A greedy step multiplies one row by the whole output layer (mBART-50: 250k × 1024, 1 GB in
-    float32, 60% of the bytes a step reads) only to pick its best token. Here an int8 copy on
+    A greedy step multiplies one row by the whole output layer (mBART-50's is most of the bytes
+    a step reads) only to pick its best token. Here an int8 copy on
     PackedInt8Linear's kernel gives every logit approximately, with a bound on its error:
     |w·x - ŵ·x̂| ≤ ‖x‖‖w - ŵ‖ (the codes) + ‖x - x̂‖‖ŵ‖ (the activations' two int8 parts) +
     float32 rounding, of the kernel's results and of the exact logits themselves (≤ 2⁻¹²‖x‖‖w‖

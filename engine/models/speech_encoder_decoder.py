@@ -146,7 +146,7 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[WindowDec
     )
     kernels.prepare_decoder(model.decoder, precision, generation.num_beams)
     if precision == "int8" and kernels.native_bfloat16():
-        model.encoder.to(torch.bfloat16)  # compute-bound: native bfloat16 runs it ~2.5× faster
+        model.encoder.to(torch.bfloat16)  # compute-bound: where bfloat16 is native it is faster
     preprocessor = loading.read_json(folder / "preprocessor_config.json", missing_ok=True)
     normalize = preprocessor.get("do_normalize", True)
     translator = WindowDecoder(
