@@ -165,6 +165,11 @@ def config_not_json(folder: Path, family: Family) -> list[str]:
     return ["config.json", "not valid JSON"]
 
 
+def generation_not_json(folder: Path, family: Family) -> list[str]:
+    (folder / "generation_config.json").write_text("{")
+    return ["generation_config.json", "not valid JSON"]
+
+
 def pickle_only(folder: Path, family: Family) -> list[str]:
     torch.save(_weights(folder), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
@@ -178,7 +183,7 @@ def corrupt_tokenizer(folder: Path, family: Family) -> list[str]:
 
 
 WEIGHT_FAULTS = [truncated, empty, wrong_shape, missing_tensor, unused_tensor, pickle_only]
-CONFIG_FAULTS = [config_mismatch, no_layers, config_list, config_not_json]
+CONFIG_FAULTS = [config_mismatch, no_layers, config_list, config_not_json, generation_not_json]
 # Kyutai's tokenizer is read by engine/streaming/kyutai_stream.py, outside this suite
 TOKENIZER_CASES = [
     ("speech2text", corrupt_tokenizer),

@@ -15,13 +15,15 @@ own self-attention cache and cross-attention keys/values, and can reorder its ca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
 import torch
+
+from engine.errors import ModelError
+from engine.models.loading import damaged_hint, read_json
 
 _NEG = -1.0e9  # "impossible" score, as large as transformers uses, so ties break the same way
 
@@ -80,17 +82,21 @@ class GenerationConfig:
         """generation_config.json, then config.json for what it lacks, then `overrides`."""
         values: dict = {}
         for name in ("config.json", "generation_config.json"):  # later files win
-            path = folder / name
-            if path.exists():
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-                values.update({k: v for k, v in loaded.items() if v is not None})
+            loaded = read_json(folder / name, missing_ok=True)
+            values.update({k: v for k, v in loaded.items() if v is not None})
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
         config = {k: v for k, v in values.items() if k in known}
         if isinstance(config.get("eos_token_id"), list):
             config["eos_token_id"] = tuple(config["eos_token_id"])
-        config.setdefault("pad_token_id", _first(config["eos_token_id"]))
-        return cls(**config)
+        try:
+            config.setdefault("pad_token_id", _first(config["eos_token_id"]))
+            return cls(**config)
+        except (KeyError, TypeError) as exc:
+            raise ModelError(
+                f"{folder} does not say how to generate text ({exc} is not set).",
+                damaged_hint(folder),
+            ) from None
 
     @property
     def eos_ids(self) -> tuple[int, ...]:

@@ -72,6 +72,20 @@ def read_config(folder: Path) -> dict[str, Any]:
     return read_json(folder / "config.json")
 
 
+def open_tokenizer(path: Path) -> Any:
+    """A `tokenizers.Tokenizer` from a tokenizer.json file."""
+    from tokenizers import Tokenizer
+
+    if not path.exists():
+        raise ModelError(f"{path.parent} has no {path.name}.", damaged_hint(path.parent))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises plain Exceptions
+        raise ModelError(
+            f"{path} is not a readable tokenizer ({exc}).", damaged_hint(path.parent)
+        ) from None
+
+
 def require_counts(values: Mapping[str, Any], names: tuple[str, ...], path: Path) -> None:
     """Each of `names` present in `values` must be a whole number ≥ 1 (a layer count of -1
     would otherwise build no layers and leave their weights unread)."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.errors import ModelError
-from engine.models.loading import damaged_hint, read_json
+from engine.models.loading import damaged_hint, open_tokenizer, read_json
 
 # mBART-50's language codes in id order: code i has id (sentencepiece size + 1 + i)
 MBART50_CODES = (
@@ -36,15 +36,7 @@ class TextTokenizer:
             )
 
     def _init_tokenizers(self, folder: Path) -> None:
-        from tokenizers import Tokenizer
-
-        path = folder / "tokenizer.json"
-        try:
-            self._tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the tokenizers library raises plain Exceptions
-            raise ModelError(
-                f"{path} is not a readable tokenizer ({exc}).", damaged_hint(folder)
-            ) from None
+        self._tokenizer = open_tokenizer(folder / "tokenizer.json")
         model_kind = json.loads(self._tokenizer.to_str())["model"]["type"]
         self._sentencepiece = None
         vocab = self._tokenizer.get_vocab(with_added_tokens=True)
