@@ -52,6 +52,7 @@ class KVCache:
 
     def reorder(self, rows: torch.Tensor) -> None:
         if self.k is not None:
+            rows = rows.to(self.k.device)  # the search keeps its indices on the CPU
             self.k = self.k.index_select(0, rows)
             self.v = self.v.index_select(0, rows)
 
@@ -121,12 +122,12 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:  # [B, H, T, Dh] → [B, T, D]
     return x.transpose(1, 2).reshape(b, t, h * dh)
 
 
-def causal_mask(new: int, past: int) -> torch.Tensor | None:
+def causal_mask(new: int, past: int, device: torch.device) -> torch.Tensor | None:
     """Bool mask [new, past+new] letting each new token see the past and itself."""
     if new == 1:
         return None
-    rows = torch.arange(new)[:, None] + past
-    return torch.arange(past + new)[None, :] <= rows
+    rows = torch.arange(new, device=device)[:, None] + past
+    return torch.arange(past + new, device=device)[None, :] <= rows
 
 
 class MemoryLinear(nn.Linear):
@@ -144,7 +145,7 @@ class CachedSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        mask = causal_mask(x.shape[1], cache.length)
+        mask = causal_mask(x.shape[1], cache.length, x.device)
         k, v = cache.append(split_heads(k, self.heads), split_heads(v, self.heads))
         y = F.scaled_dot_product_attention(split_heads(q, self.heads), k, v, attn_mask=mask)
         return self.out(merge_heads(y))

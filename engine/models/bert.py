@@ -89,7 +89,7 @@ class BertDecoder(nn.Module):
         self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True, outputs: int = 1
     ):
         past = caches[0].length
-        positions = torch.arange(past, past + ids.shape[1])
+        positions = torch.arange(past, past + ids.shape[1], device=ids.device)
         x = self.word_embeddings(ids) + self.position_embeddings(positions)
         x = self.embed_norm(x + self.token_type_embeddings.weight[0])
         for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
