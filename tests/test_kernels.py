@@ -16,7 +16,7 @@ from engine.models.generation import Screened
 
 needs_exact_fbgemm = pytest.mark.skipif(
     not kernels.fbgemm_int8(),
-    reason="fbgemm's int8 x int8 sums are not exact on this CPU (no VNNI): the engine skips it",
+    reason="fbgemm's int8 x int8 kernel is missing or never exact here: the engine skips it",
 )
 
 
@@ -105,8 +105,8 @@ def test_decoder_row_kernels_compute_the_linear_layer(rows, dtype) -> None:
 @needs_exact_fbgemm
 @pytest.mark.parametrize("rows", [1, 5, 12])
 def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None:
-    """fbgemm's int8 × int8 kernel with each activation row split in two int8 parts gives
-    x · (q · scale)ᵀ + bias ~10x closer than bfloat16 activations would, an outlier
+    """fbgemm's int8 × int8 kernel with each activation row split in two integer parts gives
+    x · (q · scale)ᵀ + bias many times closer than bfloat16 activations would, an outlier
     channel included (one int8 part alone is ~1% off)."""
     torch.manual_seed(rows)
     linear = torch.nn.Linear(96, 3000)
@@ -124,21 +124,28 @@ def test_packed_int8_output_layer_computes_the_dequantized_product(rows) -> None
     assert error < 2e-4 and error < (bfloat16 - exact).norm() / exact.norm() / 5
 
 
-def _saturating_pairs_product(activations: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """fbgemm's AVX2 int8 kernel without VNNI: activations as u8 (zero point 128) times s8
-    codes, adjacent products added in saturating int16 (vpmaddubsw), then summed in int32
+def _saturating_pairs(zero_point: int):
+    """fbgemm's AVX2 int8 kernel without VNNI: activations as u8 (`zero_point` added) times
+    s8 codes, adjacent products added in saturating int16 (vpmaddubsw), then summed in int32
     with the zero point's share taken off."""
-    unsigned = (activations + 128).long()
-    products = unsigned[:, None, :] * codes.long()[None]  # [T, V, D]
-    pairs = (products[..., 0::2] + products[..., 1::2]).clamp(-32768, 32767)
-    return (pairs.sum(-1) - 128 * codes.long().sum(-1)[None]).float()
+
+    def product(activations: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        unsigned = (activations + zero_point).long()
+        products = unsigned[:, None, :] * codes.long()[None]  # [T, V, D]
+        pairs = (products[..., 0::2] + products[..., 1::2]).clamp(-32768, 32767)
+        return (pairs.sum(-1) - zero_point * codes.long().sum(-1)[None]).float()
+
+    return product
 
 
 def test_int8_probe_rejects_a_kernel_whose_pair_sums_saturate() -> None:
     """The probe that decides whether fbgemm's kernel may be used tells an exact integer
-    product from one that saturates on full-range codes, as AVX2 without VNNI does."""
+    product from one that saturates on full-range codes, as AVX2 without VNNI does, and finds
+    7-bit activations exact on that kernel."""
     assert kernels.int8_products_exact(lambda x, q: x @ q.float().T)
-    assert not kernels.int8_products_exact(_saturating_pairs_product)
+    assert not kernels.int8_products_exact(_saturating_pairs(128))
+    assert kernels.int8_products_exact(_saturating_pairs(64), levels=63)
+    assert kernels.fbgemm_levels() in (127, 63, None)
 
 
 def _decoder(width: int = 32) -> nn.Module:

@@ -7,7 +7,7 @@ kernel in float), and Kyutai's layers ask it for their one-row and int8 products
 choice follows a rule measured by tests/benchmarks/cpu_kernels.py (2 cores, decoder-sized
 matrices too many for any cache, so a step's time is the bytes it reads over the rate the
 kernel reads them at). Kernels whose correctness depends on the CPU are probed on it once per
-process rather than assumed (`fbgemm_int8`).
+process rather than assumed (`fbgemm_levels`).
 """
 
 from __future__ import annotations
@@ -195,18 +195,26 @@ class PackedInt8Linear(nn.Module):
     few beams it reads the weights faster than the int8-weight kernel ("fbgemm, two-part
     activations" in cpu_kernels.py). Use only where `fbgemm_int8()`.
 
-    The kernel takes activations as int8 too, but its integer sums are exact, so each row goes
-    in twice: x = s·(h + l/254) + e with h = round(x/s), s = max|x|/127, l the rounded
-    remainder scaled by 254, |e| ≤ s/508, about 16 bits per value. Both parts are sent as
-    integers times s, which the kernel's own rounding returns unchanged. The result is ~10x
-    closer to x · (codes · scale)ᵀ than bfloat16 activations give."""
+    The kernel takes activations as integers too, and sums them exactly for codes up to
+    L = `fbgemm_levels()`, so each row goes in as parts: x = s·(h + l/2L + ...) + e with
+    h = round(x/s), s = max|x|/L, each next part the rounded remainder scaled by 2L. Two
+    parts at L = 127 hold about 16 bits per value (|e| ≤ s/508); at L = 63 three parts hold
+    more. Every part is sent as integers times s, which the kernel's own rounding returns
+    unchanged. The result is many times closer to x · (codes · scale)ᵀ than bfloat16
+    activations give."""
 
-    _SPLIT = 254.0  # |l| ≤ 127: the remainder is at most s/2
-
-    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        levels: int | None = None,
+    ) -> None:
         super().__init__()
         self.packed = _fbgemm_pack(codes, scale)
         self.bias = bias
+        self.levels = levels or fbgemm_levels() or 127  # every part's codes within ±levels
+        self.parts = 2 if self.levels == 127 else 3
 
     @classmethod
     def from_linear(cls, linear: nn.Module) -> PackedInt8Linear:
@@ -222,20 +230,24 @@ class PackedInt8Linear(nn.Module):
 
     def product(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """flat [T, D] → x̂ · (codes · scale)ᵀ [T, V] without bias, the activations x̂ [T, D]
-        the kernel multiplied, and |part 1| + |part 2|/254 [T, V], the size of the float
-        results its rounding is relative to."""
-        step = float(flat.abs().max()) / 127 or 1.0
-        high = torch.round(flat / step)
-        low = torch.round((flat - high * step) * (self._SPLIT / step))
-        parts = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            torch.cat([high, low]) * step,
+        the kernel multiplied, and Σ |part i| / (2L)^i [T, V], the size of the float results
+        its rounding is relative to."""
+        levels = self.levels
+        split = 2.0 * levels  # each remainder is at most half a unit: its codes within ±L
+        step = float(flat.abs().max()) / levels or 1.0
+        codes = [torch.round(flat / step)]
+        restored = codes[0]  # x̂ / step so far
+        for part in range(1, self.parts):
+            codes.append(torch.round((flat - restored * step) * (split**part / step)))
+            restored = restored + codes[-1] / split**part
+        products = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+            torch.cat(codes) * step,
             step,
-            128,
-            self.packed,  # zero point 128: uint8
-        )
-        first, second = parts[: len(flat)], parts[len(flat) :] / self._SPLIT
-        restored = (high + low / self._SPLIT) * step
-        return first + second, restored, first.abs() + second.abs()
+            levels + 1,  # zero point: the codes as unsigned integers 1 .. 2L + 1
+            self.packed,
+        ).split(len(flat))
+        scaled = [products[0]] + [p / split**i for i, p in enumerate(products[1:], start=1)]
+        return sum(scaled), restored * step, sum(p.abs() for p in scaled)
 
 
 def _fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor) -> object:
@@ -245,7 +257,7 @@ def _fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor) -> object:
     try:
         with warnings.catch_warnings():
             # quantized tensors are deprecated but still carry fbgemm's weights in the torch
-            # this project pins; fbgemm_int8() checks for them before a model is loaded
+            # this project pins; fbgemm_levels() checks for them before a model is loaded
             warnings.simplefilter("ignore", UserWarning)
             zero = torch.zeros(len(codes), dtype=torch.long)
             weight = torch._make_per_channel_quantized_tensor(codes, scale.double(), zero, 0)
@@ -255,34 +267,50 @@ def _fbgemm_pack(codes: torch.Tensor, scale: torch.Tensor) -> object:
 
 
 @functools.cache
+def fbgemm_levels() -> int | None:
+    """The largest activation code L for which fbgemm's int8 × int8 kernel sums exactly here,
+    measured once per process on the extreme codes instead of assumed: 127 where the CPU adds
+    u8 × s8 products in int32 (AVX512-VNNI, AMX); 63 where it adds pairs of them in saturating
+    int16 (AVX2's vpmaddubsw), which full-range activations overflow and 7-bit ones cannot
+    (2 · 127 · 127 < 2¹⁵); None without fbgemm. PackedInt8Linear's two-part activations and
+    ScreenedHead's bound need exact sums."""
+    for levels in (127, 63):
+        try:
+            product = functools.partial(_fbgemm_integer_product, zero_point=levels + 1)
+            if int8_products_exact(product, levels):
+                return levels
+        except (RuntimeError, AttributeError, NotImplementedError):
+            return None
+    return None
+
+
 def fbgemm_int8() -> bool:
-    """Whether PackedInt8Linear is exact here: fbgemm's int8 × int8 kernel runs (x86 builds)
-    and sums its integer products without overflow. Without AVX512-VNNI fbgemm adds pairs of
-    u8 × s8 products in saturating int16 (AVX2's vpmaddubsw), which full-range activations
-    overflow; the two-part activations and ScreenedHead's bound need exact sums, so this is
-    measured once per process on the extreme codes instead of assumed."""
-    try:
-        return int8_products_exact(_fbgemm_integer_product)
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
+    """Whether PackedInt8Linear (and so ScreenedHead) can run exactly on this machine."""
+    return fbgemm_levels() is not None
 
 
-def int8_products_exact(product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
-    """Whether `product(activations, codes)` (integer-valued float32 [T, D], int8 [V, D]) gives
-    the exact integer products for codes and activations at the ends of their range."""
+def int8_products_exact(
+    product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], levels: int = 127
+) -> bool:
+    """Whether `product(activations, codes)` (integer-valued float32 [T, D] within ±`levels`,
+    int8 [V, D]) gives the exact integer products, codes and activations at the ends of their
+    ranges included."""
     width, generator = 64, torch.Generator().manual_seed(0)  # the caller's RNG is untouched
     signs = torch.tensor([1.0, -1.0]).repeat(width // 2)
-    edges = torch.stack([torch.ones(width), -torch.ones(width), signs, -signs]) * 127
-    mixed = torch.randint(-127, 128, (8, width), generator=generator).float()
-    activations, codes = torch.cat([edges, mixed[:4]]), torch.cat([edges, mixed[4:]])
+    edges = torch.stack([torch.ones(width), -torch.ones(width), signs, -signs])
+    activations = torch.randint(-levels, levels + 1, (4, width), generator=generator).float()
+    codes = torch.randint(-127, 128, (4, width), generator=generator).float()
+    activations, codes = torch.cat([edges * levels, activations]), torch.cat([edges * 127, codes])
     exact = activations.double() @ codes.double().T
     return torch.equal(product(activations, codes.to(torch.int8)).double(), exact)
 
 
-def _fbgemm_integer_product(activations: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def _fbgemm_integer_product(
+    activations: torch.Tensor, codes: torch.Tensor, zero_point: int
+) -> torch.Tensor:
     packed = _fbgemm_pack(codes, torch.ones(len(codes), dtype=torch.bfloat16))
     quantized = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
-    return quantized(activations, 1.0, 128, packed)  # step 1, zero point 128: codes as given
+    return quantized(activations, 1.0, zero_point, packed)  # step 1: the codes as given
 
 
 class ScreenedHead(nn.Module):
