@@ -8,10 +8,7 @@ with the loaded weights. Nothing here knows about threads or Qt.
 
 from __future__ import annotations
 
-import importlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -19,28 +16,10 @@ import numpy as np
 
 from engine.errors import ModelError
 from engine.events import Event
+from engine.models.contract import LoadOptions, ModelInfo
+from engine.models.loading import read_config
 
-
-@dataclass(frozen=True)
-class LoadOptions:
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto | float32 | bfloat16 | int8
-    beams: int | None = None  # None: the checkpoint's generation config
-    target_lang: str | None = None  # translation models: the language to produce
-    offline: bool = False  # chunked models: decode whole windows instead of the live policy
-    progress: Callable[[str, float], None] | None = None  # (stage, fraction 0..1)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str  # what the user asked for: repo id or folder
-    family: str  # "kyutai" | "speech2text" | "speech-encoder-decoder"
-    languages: tuple[str, ...]  # what it understands or, for translation, produces
-    language: str | None  # the output language of this instance, if one is fixed
-    delay_seconds: float  # the model's own delay before a word can appear
-    device: str  # "cpu" | "cuda"
-    dtype: str  # "float32" | "bfloat16" | "int8"
-    task: str = "transcribe"  # "transcribe" | "translate"
+__all__ = ["LoadOptions", "ModelInfo", "Recognizer", "load_recognizer", "read_model_type"]
 
 
 class Recognizer(Protocol):
@@ -55,11 +34,33 @@ class Recognizer(Protocol):
     def reset(self) -> None: ...
 
 
-# config.json `model_type` → "module:function" taking (folder, name, options).
-_FAMILIES: dict[str, str] = {
-    "kyutai_speech_to_text": "engine.streaming.kyutai_stream:load_recognizer",
-    "speech_to_text": "engine.streaming.chunked:load_speech2text",
-    "speech-encoder-decoder": "engine.streaming.chunked:load_speech_encoder_decoder",
+Loader = Callable[[Path, str, LoadOptions], Recognizer]
+
+
+def _kyutai() -> Loader:
+    from engine.streaming.kyutai_stream import load_recognizer
+
+    return load_recognizer
+
+
+def _speech2text() -> Loader:
+    from engine.streaming.chunked import load_speech2text
+
+    return load_speech2text
+
+
+def _speech_encoder_decoder() -> Loader:
+    from engine.streaming.chunked import load_speech_encoder_decoder
+
+    return load_speech_encoder_decoder
+
+
+# config.json `model_type` → its family's loader, imported only when that family is used
+# (each pulls in torch and its model code)
+_FAMILIES: dict[str, Callable[[], Loader]] = {
+    "kyutai_speech_to_text": _kyutai,
+    "speech_to_text": _speech2text,
+    "speech-encoder-decoder": _speech_encoder_decoder,
 }
 
 
@@ -70,17 +71,16 @@ def load_recognizer(model: str, options: LoadOptions | None = None) -> Recognize
     options = options or LoadOptions()
     folder = resolve_model(model, progress=options.progress)
     model_type = read_model_type(folder)
-    target = _FAMILIES.get(model_type)
-    if target is None:
+    family = _FAMILIES.get(model_type)
+    if family is None:
         known = ", ".join(sorted(_FAMILIES))
         raise ModelError(
             f"{model}: model type '{model_type}' is not supported.",
             f"Livecap runs these model types: {known}.",
         )
-    module_name, func_name = target.split(":")
     try:
-        loader = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
+        loader = family()
+    except ImportError as exc:
         raise ModelError(
             f"{model}: the '{model_type}' engine is not available in this build ({exc}).",
             "Choose another model (see `livecap models`).",
@@ -89,16 +89,16 @@ def load_recognizer(model: str, options: LoadOptions | None = None) -> Recognize
 
 
 def read_model_type(folder: Path) -> str:
-    config = folder / "config.json"
-    try:
-        return json.loads(config.read_text(encoding="utf-8"))["model_type"]
-    except FileNotFoundError:
+    """config.json's `model_type`: which family loads the folder."""
+    if not (folder / "config.json").exists():
         raise ModelError(
             f"{folder} has no config.json, so it is not a model folder.",
             "Point --model at a folder saved in the Hugging Face layout, or use a Hub repo id.",
-        ) from None
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
+        )
+    model_type = read_config(folder).get("model_type")
+    if not isinstance(model_type, str):
         raise ModelError(
-            f"{config} is not a valid model config ({exc}).",
-            "Download the model again (`livecap models`), or fix the folder.",
-        ) from None
+            f"{folder / 'config.json'} does not say which model it holds (no model_type).",
+            "Point --model at a folder saved in the Hugging Face layout, or fix its config.json.",
+        )
+    return model_type

@@ -243,3 +243,28 @@ def reference_codes(folder: Path, audio: np.ndarray) -> torch.Tensor:
             torch.from_numpy(audio).view(1, 1, -1), num_quantizers=codebooks
         ).audio_codes
     return codes[0].T
+
+
+def held_bytes(model: object) -> int:
+    """Bytes of the distinct tensor storages reachable from `model`'s attributes (a loaded
+    model's weights, read through its public structure)."""
+    import torch
+
+    seen: dict[int, int] = {}
+    visited: set[int] = set()
+    pending = [model]
+    while pending:
+        item = pending.pop()
+        if id(item) in visited:
+            continue
+        visited.add(id(item))
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(item, dict):
+            pending += list(item.values())
+        elif isinstance(item, list | tuple):
+            pending += list(item)
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            pending += list(vars(item).values())
+    return sum(seen.values())

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from engine.events import Commit, EndOfTurn, Partial
+from engine.models.contract import Hypothesis
 from engine.recognizer import ModelInfo
 from engine.streaming.chunked import ChunkedRecognizer, OfflineRecognizer
-from engine.streaming.chunked_protocol import Hypothesis
 
 RATE = 16000
 GARBLED = 7

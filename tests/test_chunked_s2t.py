@@ -121,7 +121,7 @@ def feed_in_frames(recognizer, recorder: Recorder, audio: np.ndarray, model) -> 
 def test_live_commits_agree_force_the_prefix_and_trim(tiny_st):
     model, info = load_model(tiny_st, "tiny", LoadOptions(target_lang="de", beams=1))
     with torch.no_grad():  # listen weakly, so that successive hypotheses mostly agree
-        for layer in model.model.decoder_layers:
+        for layer in model.model.decoder.layers:
             layer.cross_attn.out.weight.mul_(0.1)
     # its text has no spaces ("enenen…"): run it as an unspaced language, token by token
     recorder = Recorder(model)

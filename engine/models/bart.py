@@ -3,7 +3,9 @@
 BART's decoder: token embeddings (optionally scaled by √width) plus learned positions (offset
 by 2, a fairseq leftover), a LayerNorm, then layers of self-attention, cross-attention to the
 speech encoder and a feed-forward block, each wrapped post-norm. mBART is the same network
-with pre-norm layers and a final LayerNorm (engine/models/mbart.py builds that flavour).
+with pre-norm layers and a final LayerNorm (engine/models/mbart.py builds that flavour);
+Speech2Text's decoder is mBART's with fixed sinusoidal positions and no embedding LayerNorm
+(engine/models/speech2text.py).
 
 `CachedDecoderState` is what generation.py drives: it keeps a self-attention KV cache per
 layer (grown in place, rows reordered for beam search) and the cross-attention keys/values,
@@ -50,6 +52,7 @@ class KVCache:
 
     def reorder(self, rows: torch.Tensor) -> None:
         if self.k is not None:
+            rows = rows.to(self.k.device)  # the search keeps its indices on the CPU
             self.k = self.k.index_select(0, rows)
             self.v = self.v.index_select(0, rows)
 
@@ -96,7 +99,9 @@ class CachedDecoderState:
 
     def step(self, ids: torch.Tensor, outputs: int = 1) -> torch.Tensor:
         head = outputs > 1 or self.caches[0].length + ids.shape[1] not in self.forced
-        return self.decoder.step(ids, self.caches, self.cross, head, outputs)
+        ids = ids.to(self.cross[0][0].device)
+        logits = self.decoder.step(ids, self.caches, self.cross, head, outputs)
+        return logits.cpu() if isinstance(logits, torch.Tensor) else logits  # the search's side
 
     def truncate(self, length: int) -> None:
         for cache in self.caches:
@@ -117,116 +122,30 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:  # [B, H, T, Dh] → [B, T, D]
     return x.transpose(1, 2).reshape(b, t, h * dh)
 
 
-def causal_mask(new: int, past: int) -> torch.Tensor | None:
+def causal_mask(new: int, past: int, device: torch.device) -> torch.Tensor | None:
     """Bool mask [new, past+new] letting each new token see the past and itself."""
     if new == 1:
         return None
-    rows = torch.arange(new)[:, None] + past
-    return torch.arange(past + new)[None, :] <= rows
+    rows = torch.arange(new, device=device)[:, None] + past
+    return torch.arange(past + new, device=device)[None, :] <= rows
 
 
-class RowLinear(nn.Linear):
-    """nn.Linear for decoder steps, where a few rows meet a whole matrix (see `rows_linear`);
-    beam steps use the weights packed for their number of rows where `pack_for_beams` did."""
-
-    beam_rows: BeamRowsWeight | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.beam_rows is not None and self.beam_rows.fits(x):
-            return self.beam_rows.linear(x, self.bias)
-        return rows_linear(x, self.weight, self.bias)
-
-
-def rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x @ weightᵀ + bias, choosing the CPU kernel that reads the weights fastest for a few rows
-    (2 cores, weights too many for any cache; tests/benchmarks/cpu_kernels.py measures both):
-    - one bfloat16 row goes through matrix-vector, ~16 GB/s where matrix-matrix manages ~11;
-    - 4 to 48 float32 rows (beams, drafts, a forced prefix) are computed as weight · xᵀ in
-      slices of 1024 weight rows, whose cost stays nearly flat as rows are added where
-      x · weightᵀ grows with them: mBART-50's decoder layers for 5 rows 71 against 78-84 ms,
-      its 250k-word output layer 100 against 120 ms; 16 rows 88 against 118 ms of layers."""
-    if x.is_cuda:
-        return F.linear(x, weight, bias)
-    flat = x.reshape(-1, x.shape[-1])
-    if x.dtype == torch.bfloat16 and len(flat) == 1:
-        y = torch.mv(weight, flat[0])[None]
-    elif x.dtype == torch.float32 and _FEW_ROWS[0] <= len(flat) <= _FEW_ROWS[1]:
-        y = flat.new_empty(len(weight), len(flat))  # [out, rows]: each slice written in place
-        for start in range(0, len(weight), _SLICE):
-            torch.mm(weight[start : start + _SLICE], flat.T, out=y[start : start + _SLICE])
-        y = y.T.contiguous()
-    else:
-        return F.linear(x, weight, bias)
-    y = y + bias if bias is not None else y
-    return y.view(*x.shape[:-1], -1)
-
-
-_FEW_ROWS = (4, 48)  # below 4 rows x · weightᵀ is as fast; from ~64 the GEMM kernel wins
-_SLICE = 1024  # weight rows per slice: larger matrices gain ~15% (smaller slices lose)
-
-
-class BeamRowsWeight:
-    """A float32 matrix in MKL's packed layout for products with exactly `rows` rows (x ·
-    weightᵀ), as beam search multiplies its beams by every decoder matrix at each step.
-
-    Packing once spares the GEMM kernel re-laying out the weights at every call, which is most
-    of its cost when a few rows meet many weights. On 2 cores, 5 rows: mBART-50's 250k × 1024
-    output layer takes 62 instead of 107 ms, its 12 layers 51 instead of 68 ms
-    (tests/benchmarks/cpu_kernels.py). The packed copy is as large as the matrix again."""
-
-    def __init__(self, weight: torch.Tensor, rows: int) -> None:
-        self.weight, self.rows = weight, rows
-        self.packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, rows)
-
-    @staticmethod
-    def available(weight: torch.Tensor) -> bool:
-        """MKL builds on a CPU, float32 weights."""
-        supported = torch._C.has_mkl and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight")
-        return supported and weight.device.type == "cpu" and weight.dtype == torch.float32
-
-    def fits(self, x: torch.Tensor) -> bool:
-        return x.numel() == self.rows * x.shape[-1]
-
-    def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, bias, self.rows)
-
-
-def pack_for_beams(decoder: nn.Module, beams: int) -> None:
-    """Give every RowLinear of `decoder` its weights packed for `beams` rows, if they are
-    float32 on an MKL build and the copy leaves at least 2 GB of memory free."""
-    linears = [m for m in decoder.modules() if isinstance(m, RowLinear)]
-    if beams < 2 or not all(BeamRowsWeight.available(m.weight) for m in linears):
-        return
-    needed = sum(m.weight.nbytes for m in linears)
-    spare = available_memory()
-    if spare is not None and spare < needed + 2**31:
-        return
-    for linear in linears:
-        linear.beam_rows = BeamRowsWeight(linear.weight, beams)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory the system can still give (Linux's MemAvailable); None if unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+class MemoryLinear(nn.Linear):
+    """The projection of the encoder's frames (many rows, once per window), as opposed to the
+    matrices a decoder step multiplies by a few rows (engine/models/kernels.py tells them
+    apart to choose their kernels)."""
 
 
 class CachedSelfAttention(nn.Module):
     def __init__(self, width: int, heads: int, bias: bool = True) -> None:
         super().__init__()
         self.heads = heads
-        self.qkv = RowLinear(width, 3 * width, bias=bias)  # q, k, v fused: one matmul
-        self.out = RowLinear(width, width, bias=bias)
+        self.qkv = nn.Linear(width, 3 * width, bias=bias)  # q, k, v fused: one matmul
+        self.out = nn.Linear(width, width, bias=bias)
 
     def forward(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        mask = causal_mask(x.shape[1], cache.length)
+        mask = causal_mask(x.shape[1], cache.length, x.device)
         k, v = cache.append(split_heads(k, self.heads), split_heads(v, self.heads))
         y = F.scaled_dot_product_attention(split_heads(q, self.heads), k, v, attn_mask=mask)
         return self.out(merge_heads(y))
@@ -236,9 +155,9 @@ class CrossAttention(nn.Module):
     def __init__(self, width: int, heads: int, memory_width: int, bias: bool = True) -> None:
         super().__init__()
         self.heads = heads
-        self.q = RowLinear(width, width, bias=bias)
-        self.kv = nn.Linear(memory_width, 2 * width, bias=bias)  # k, v fused
-        self.out = RowLinear(width, width, bias=bias)
+        self.q = nn.Linear(width, width, bias=bias)
+        self.kv = MemoryLinear(memory_width, 2 * width, bias=bias)  # k, v fused
+        self.out = nn.Linear(width, width, bias=bias)
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self.kv(memory).chunk(2, dim=-1)
@@ -289,6 +208,11 @@ class BartDecoderConfig:
     scale_embedding: bool = False
     tie_word_embeddings: bool = True
     pre_norm: bool = False  # mBART: norm before each block, plus a final LayerNorm
+    # Speech2Text: fixed sinusoidal positions counted from pad_token_id + 1 (fairseq's rule,
+    # pads get a zero row), and no LayerNorm after the embeddings
+    sinusoidal_positions: bool = False
+    embedding_norm: bool = True
+    pad_token_id: int = 1
 
     @classmethod
     def from_dict(cls, values: dict, pre_norm: bool = False) -> BartDecoderConfig:
@@ -306,8 +230,8 @@ class BartDecoderLayer(nn.Module):
         self.self_norm = nn.LayerNorm(width)
         self.cross_attn = CrossAttention(width, heads, memory_width)
         self.cross_norm = nn.LayerNorm(width)
-        self.fc1 = RowLinear(width, config.decoder_ffn_dim)
-        self.fc2 = RowLinear(config.decoder_ffn_dim, width)
+        self.fc1 = nn.Linear(width, config.decoder_ffn_dim)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, width)
         self.ffn_norm = nn.LayerNorm(width)
         self.act = activation(config.activation_function)
 
@@ -322,26 +246,67 @@ class BartDecoderLayer(nn.Module):
         return x
 
 
+def sinusoids(count: int, dim: int, pad_row: int) -> torch.Tensor:
+    """Fixed position table [count, dim]: sines then cosines; row `pad_row` is zero."""
+    half = dim // 2
+    rates = torch.exp(torch.arange(half).float() * -(math.log(10000.0) / (half - 1)))
+    angles = torch.arange(count).float()[:, None] * rates[None, :]
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        table = F.pad(table, (0, 1))
+    table[pad_row] = 0.0
+    return table
+
+
+class SinusoidalPositions(nn.Module):
+    """Speech2Text's positions: row (index among the real tokens + pad + 1), pads row `pad`.
+    The table is computed, never read from a checkpoint (`fill` after loading)."""
+
+    def __init__(self, count: int, width: int, pad: int) -> None:
+        super().__init__()
+        self.pad, self.count, self.width = pad, count + pad + 2, width
+        self.register_buffer("table", torch.empty(self.count, width), persistent=False)
+
+    def fill(self) -> None:
+        self.table = sinusoids(self.count, self.width, self.pad)
+
+    def forward(self, ids: torch.Tensor, past: int) -> torch.Tensor:
+        real = ids.ne(self.pad).long()
+        return self.table[(torch.cumsum(real, dim=1) + past) * real + self.pad]
+
+
+class LearnedPositions(nn.Embedding):
+    """BART's positions: learned rows from index 2 (a fairseq leftover)."""
+
+    OFFSET = 2
+
+    def __init__(self, count: int, width: int) -> None:
+        super().__init__(count + self.OFFSET, width)
+
+    def forward(self, ids: torch.Tensor, past: int) -> torch.Tensor:
+        positions = torch.arange(past, past + ids.shape[1], device=ids.device) + self.OFFSET
+        return super().forward(positions)
+
+
 class BartDecoder(nn.Module):
     """Causal text decoder over speech memory; `step` returns last-position logits [B, V]."""
 
-    POSITION_OFFSET = 2  # learned positions start at index 2 in BART-family checkpoints
-
     def __init__(self, config: BartDecoderConfig, memory_width: int) -> None:
         super().__init__()
-        width = config.d_model
+        width, count = config.d_model, config.max_position_embeddings
         self.num_layers = config.decoder_layers
         self.embed_scale = math.sqrt(width) if config.scale_embedding else 1.0
         self.embed_tokens = nn.Embedding(config.vocab_size, width)
-        self.embed_positions = nn.Embedding(
-            config.max_position_embeddings + self.POSITION_OFFSET, width
-        )
-        self.embed_norm = nn.LayerNorm(width)
+        if config.sinusoidal_positions:
+            self.embed_positions = SinusoidalPositions(count, width, config.pad_token_id)
+        else:
+            self.embed_positions = LearnedPositions(count, width)
+        self.embed_norm = nn.LayerNorm(width) if config.embedding_norm else None
         self.layers = nn.ModuleList(
             BartDecoderLayer(config, memory_width) for _ in range(config.decoder_layers)
         )
         self.final_norm = nn.LayerNorm(width) if config.pre_norm else None
-        self.lm_head = RowLinear(width, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
@@ -351,10 +316,10 @@ class BartDecoder(nn.Module):
     def step(
         self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True, outputs: int = 1
     ):
-        past = caches[0].length
-        positions = torch.arange(past, past + ids.shape[1]) + self.POSITION_OFFSET
-        x = self.embed_tokens(ids) * self.embed_scale + self.embed_positions(positions)
-        x = self.embed_norm(x)
+        positions = self.embed_positions(ids, caches[0].length)
+        x = self.embed_tokens(ids) * self.embed_scale + positions
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
             x = layer(x, cache, kv)
         if not head:
@@ -379,12 +344,13 @@ _TOP_NAMES = {"layernorm_embedding": "embed_norm", "layer_norm": "final_norm"}
 
 
 def rename_weight(name: str) -> str | None:
-    """Map a BART/mBART causal-LM checkpoint name to ours (q/k/v fused later)."""
+    """Map a BART/mBART causal-LM checkpoint name to ours (q/k/v fused later); None for
+    tensors that are not used on purpose."""
     if name == "lm_head.weight":
         return name
     prefix = "model.decoder."
     if not name.startswith(prefix):
-        return None
+        return name  # not a decoder tensor: left for the loader to report
     parts = name[len(prefix) :].split(".")
     if parts[0] == "layers":
         inner = ".".join(parts[2:-1])

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from engine.errors import ModelError
-from engine.models.bart import CachedSelfAttention, CrossAttention, KVCache, RowLinear
+from engine.models.bart import CachedSelfAttention, CrossAttention, KVCache
 from engine.models.wav2vec2 import activation
 
 
@@ -52,8 +52,8 @@ class BertDecoderLayer(nn.Module):
         self.self_norm = nn.LayerNorm(width, eps=eps)
         self.cross_attn = CrossAttention(width, config.num_attention_heads, memory_width)
         self.cross_norm = nn.LayerNorm(width, eps=eps)
-        self.ffn_in = RowLinear(width, config.intermediate_size)
-        self.ffn_out = RowLinear(config.intermediate_size, width)
+        self.ffn_in = nn.Linear(width, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, width)
         self.ffn_norm = nn.LayerNorm(width, eps=eps)
         self.act = activation(config.hidden_act)
 
@@ -75,10 +75,10 @@ class BertDecoder(nn.Module):
         self.layers = nn.ModuleList(
             BertDecoderLayer(config, memory_width) for _ in range(config.num_hidden_layers)
         )
-        self.head_dense = RowLinear(width, width)
+        self.head_dense = nn.Linear(width, width)
         self.head_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.head_act = activation(config.hidden_act)
-        self.lm_head = RowLinear(width, config.vocab_size)
+        self.lm_head = nn.Linear(width, config.vocab_size)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.word_embeddings.weight
 
@@ -89,7 +89,7 @@ class BertDecoder(nn.Module):
         self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True, outputs: int = 1
     ):
         past = caches[0].length
-        positions = torch.arange(past, past + ids.shape[1])
+        positions = torch.arange(past, past + ids.shape[1], device=ids.device)
         x = self.word_embeddings(ids) + self.position_embeddings(positions)
         x = self.embed_norm(x + self.token_type_embeddings.weight[0])
         for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
@@ -127,7 +127,8 @@ _LAYER_NAMES = {
 
 
 def rename_weight(name: str) -> str | None:
-    """Map a BertLMHeadModel checkpoint name to ours (q/k/v fused later)."""
+    """Map a BertLMHeadModel checkpoint name to ours (q/k/v fused later); None for tensors
+    that are not used on purpose (the pooler)."""
     if name.startswith("bert.encoder.layer."):
         parts = name[len("bert.encoder.layer.") :].split(".")
         inner = ".".join(parts[1:-1])
@@ -137,7 +138,7 @@ def rename_weight(name: str) -> str | None:
     for old, new in _RULES:
         if name.startswith(old):
             return new + name[len(old) :]
-    return None
+    return name  # unknown: left for the loader to report
 
 
 def fuse_projections(tensors: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:

@@ -15,13 +15,15 @@ own self-attention cache and cross-attention keys/values, and can reorder its ca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
 import torch
+
+from engine.errors import ModelError
+from engine.models.loading import damaged_hint, read_json
 
 _NEG = -1.0e9  # "impossible" score, as large as transformers uses, so ties break the same way
 
@@ -80,17 +82,21 @@ class GenerationConfig:
         """generation_config.json, then config.json for what it lacks, then `overrides`."""
         values: dict = {}
         for name in ("config.json", "generation_config.json"):  # later files win
-            path = folder / name
-            if path.exists():
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-                values.update({k: v for k, v in loaded.items() if v is not None})
+            loaded = read_json(folder / name, missing_ok=True)
+            values.update({k: v for k, v in loaded.items() if v is not None})
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
         config = {k: v for k, v in values.items() if k in known}
         if isinstance(config.get("eos_token_id"), list):
             config["eos_token_id"] = tuple(config["eos_token_id"])
-        config.setdefault("pad_token_id", _first(config["eos_token_id"]))
-        return cls(**config)
+        try:
+            config.setdefault("pad_token_id", _first(config["eos_token_id"]))
+            return cls(**config)
+        except (KeyError, TypeError) as exc:
+            raise ModelError(
+                f"{folder} does not say how to generate text ({exc} is not set).",
+                damaged_hint(folder),
+            ) from None
 
     @property
     def eos_ids(self) -> tuple[int, ...]:
@@ -112,6 +118,35 @@ def generate(
     if config.num_beams > 1:
         return _beam_search(new_state(config.num_beams), config, start)
     return _greedy(new_state(1), config, start, list(draft))
+
+
+def generate_after(
+    new_state: Callable[[int], DecoderState],
+    config: GenerationConfig,
+    language: int | None,
+    prefix: Sequence[int] = (),
+    draft: Sequence[int] = (),
+) -> list[int]:
+    """Decode after the start token, the language token (if the model writes several) and a
+    forced `prefix`. Without a prefix the language comes from forced_bos, so a draft starts
+    with it; forced_bos only acts on the first step, so before a prefix it is named."""
+    languages = [language] if language is not None else []
+    if not prefix:
+        return generate(new_state, config, draft=[*languages, *draft])
+    start = [config.decoder_start_token_id, *languages, *prefix]
+    return generate(new_state, config, start, draft)
+
+
+def forced_lengths(config: GenerationConfig) -> frozenset[int]:
+    """Sequence lengths after which generate() forces the next token whatever the logits say
+    (forced_bos after the start token, forced_eos one short of max_length): a decoder may
+    skip its output layer there."""
+    lengths = set()
+    if config.forced_bos_token_id is not None:
+        lengths.add(1)
+    if config.forced_eos_token_id is not None:
+        lengths.add(config.max_length - 1)
+    return frozenset(lengths)
 
 
 DRAFT_TOKENS = 3  # checked per step; a CPU reads the weights once for up to ~4 rows
@@ -167,8 +202,9 @@ def _beam_search(state: DecoderState, config: GenerationConfig, start: list[int]
         cur_len = running.shape[1]
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         log_probs = _process(config, running, log_probs) + running_scores[:, None]
-        # the best `keep` over all beams are among each beam's best `keep` (4x faster than
-        # one top-k over beams x vocab: mBART-50, 2.5 against 10.5 ms a step)
+        # the best `keep` over all beams are among each beam's best `keep`: a top-k per beam
+        # then one over beams x keep, cheaper than one top-k over beams x vocab
+        # (tests/benchmarks/sed_vs_transformers.py times the beam steps)
         row_best = torch.topk(log_probs, min(keep, log_probs.shape[-1]), dim=-1)
         top_scores, top_index = torch.topk(row_best.values.reshape(-1), keep)
         source, token = (

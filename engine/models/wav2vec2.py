@@ -103,7 +103,8 @@ class FeatureEncoder(nn.Module):
     Frames stay channels-last, so each convolution is one matrix product over overlapping
     windows: the k input frames of a window lie next to each other in memory, so a strided
     view (no copy) of the input is the im2col matrix. This avoids the layout changes a
-    Conv1d + LayerNorm stack needs, and was measured about 1.8× faster on CPU.
+    Conv1d + LayerNorm stack needs, which costs more than the product itself on a CPU
+    (tests/benchmarks/sed_vs_transformers.py times the encoder).
     """
 
     def __init__(self, config: Wav2Vec2Config) -> None:

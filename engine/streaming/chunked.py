@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.events import Commit, EndOfTurn, Event, Partial, Word
-from engine.recognizer import LoadOptions, ModelInfo
-from engine.streaming.chunked_protocol import SpeechSeq2Seq
+from engine.models.contract import LoadOptions, ModelInfo, SpeechSeq2Seq
 from engine.streaming.local_agreement import LocalAgreement
 from engine.streaming.pause import PauseDetector
 

@@ -7,8 +7,8 @@ is the bytes read divided by the rate a kernel reads them at. This prints, for a
 decoder-sized matrices (too many for any cache), each kernel's median time per matrix and its
 read rate in GB/s, plus for the quantized ones the weight error and the output cosine against
 float32, and for int8 how passes of several rows fare. The engines choose their kernels from
-these figures (engine/models/kyutai/layers.py, RowLinear and BeamRowsWeight in bart.py,
-Int8Linear and PackedInt8Linear in speech_encoder_decoder.py).
+these figures (engine/models/kernels.py; fbgemm's int8 kernel only where its probe finds it
+exact on this CPU).
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.models.bart import BeamRowsWeight, rows_linear  # noqa: E402
-from engine.models.speech_encoder_decoder import PackedInt8Linear, fbgemm_int8  # noqa: E402
+from engine.models.kernels import (  # noqa: E402
+    BeamRowsWeight,
+    PackedInt8Linear,
+    fbgemm_int8,
+    rows_linear,
+)
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:

@@ -209,7 +209,7 @@ class AgreeingSpeech:
         return 4 + k % 200_000  # "▁p…" pieces: every token is a word
 
     def decode(self, audio: np.ndarray, prefix=(), draft=()):
-        from engine.streaming.chunked_protocol import Hypothesis
+        from engine.models.contract import Hypothesis
 
         self.decodes += 1
         start = self.recognizer.window.start / RATE  # stream seconds of audio[0]

@@ -7,19 +7,24 @@ silence prefix the model was trained with.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
+from engine.models.loading import damaged_hint, read_config, read_json, require_counts
 
 SAMPLE_RATE = 24_000
 # Public model cards: the 1B model lags 0.5 s, the 2.6B 2.5 s and wants 1 s of silence first.
 # Used only when a folder's preprocessor_config.json does not say.
 _DEFAULT_DELAY_SECONDS = 0.5
 _DEFAULT_SILENCE_PREFIX_SECONDS = 0.0
+_COUNTS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "ffn_dim", "intermediate_size", "sliding_window", "num_codebooks",
+    "codebook_vocab_size", "codebook_size", "num_quantizers", "num_semantic_quantizers",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,17 +85,6 @@ class KyutaiConfig:
         return self.vocab_size + self.num_codebooks * self.codebook_vocab_size + 1
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(
-            f"{path} is not valid JSON ({exc}).", "Download the model again, or fix the folder."
-        ) from None
-
-
 def _rope_theta(fields: dict[str, Any]) -> float:
     rope = fields.get("rope_parameters") or {}
     if rope.get("rope_type", "default") != "default":
@@ -144,11 +138,14 @@ def _mimi_config(codec: dict[str, Any]) -> MimiConfig:
 
 def load_config(folder: Path) -> KyutaiConfig:
     """Read config.json, generation_config.json and preprocessor_config.json of `folder`."""
-    fields = read_json(folder / "config.json")
-    generation = read_json(folder / "generation_config.json")
-    preprocessor = read_json(folder / "preprocessor_config.json")
+    fields = read_config(folder)
+    codec = fields.get("codec_config") or {}
+    for section in (fields, codec):
+        require_counts(section, _COUNTS, folder / "config.json")
+    generation = read_json(folder / "generation_config.json", missing_ok=True)
+    preprocessor = read_json(folder / "preprocessor_config.json", missing_ok=True)
     try:
-        mimi = _mimi_config(fields.get("codec_config") or {})
+        mimi = _mimi_config(codec)
         heads = fields["num_attention_heads"]
         config = KyutaiConfig(
             mimi=mimi,
@@ -175,7 +172,7 @@ def load_config(folder: Path) -> KyutaiConfig:
     except (KeyError, TypeError) as exc:
         raise ModelError(
             f"{folder / 'config.json'} lacks a Kyutai field ({exc}).",
-            "Download the model again (`livecap models`), or fix the folder.",
+            damaged_hint(folder),
         ) from None
     if fields.get("hidden_act", "silu") != "silu":
         raise ModelError(

@@ -6,33 +6,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.models import kernels
+
 
 class Linear:
     """y = x Wᵀ. W is float, or int8 with one scale per output row (weight-only quantization:
-    activations stay bfloat16, the int8 rows are widened inside the matmul kernel)."""
+    activations stay bfloat16); engine/models/kernels.py runs the product."""
 
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor | None = None) -> None:
         self.weight = weight  # [out, in]
         self.scales = scales  # [out] or None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scales is None:
-            if x.dtype == torch.bfloat16 and x.numel() == x.shape[-1] and not x.is_cuda:
-                # One bfloat16 row (every LM step): matrix-vector reads the weights at ~16 GB/s
-                # on 2 cores, linear's matrix path at ~11 (tests/benchmarks/cpu_kernels.py).
-                return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], -1)
-            return F.linear(x, self.weight)
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch._weight_int8pack_mm(flat, self.weight, self.scales)
-        return out.reshape(*x.shape[:-1], self.weight.shape[0])
-
-
-def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per output row: w ≈ q * scale, q in [-127, 127]."""
-    weight = weight.float()
-    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-    quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
-    return quantized, scales
+        if self.scales is not None:
+            return kernels.int8_weight_mm(x, self.weight, self.scales)
+        y = kernels.one_row(x, self.weight)  # every LM step is one bfloat16 row
+        return y if y is not None else F.linear(x, self.weight)
 
 
 class Rotary:

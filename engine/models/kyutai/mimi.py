@@ -60,8 +60,8 @@ class CausalConv:
     def _as_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """The same convolution as one matmul over the input's windows (x [1, in, length]).
 
-        Streaming feeds short inputs, where conv1d's kernels are slow (measured per 80 ms frame
-        on 2 cores: the strided convs 1.4-2.5x, the 1x1 convs 2x). The windows copy costs
+        Streaming feeds short inputs, where conv1d's kernels are slower than one matmul
+        (tests/benchmarks/kyutai_vs_transformers.py times Mimi per frame). The windows copy costs
         in x kernel floats per output, so long (offline) inputs keep conv1d, except 1x1
         convs, whose windows are a view of x (no copy).
         """

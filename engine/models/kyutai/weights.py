@@ -11,20 +11,20 @@ file is closed again, so peak memory stays close to the size of the converted we
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from engine.errors import ModelError
+from engine.models.kernels import quantize_rows
 from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
-from engine.models.kyutai.layers import Linear, quantize_rows
+from engine.models.kyutai.layers import Linear
 from engine.models.kyutai.lm import Embedding, TextLM
 from engine.models.kyutai.mimi import MimiEncoder
+from engine.models.loading import Checkpoint
 
 Shape = tuple[int, ...]
 DTYPES = ("float32", "bfloat16", "int8")
@@ -43,7 +43,6 @@ class KyutaiModel:
     lm: TextLM
     dtype: str
     device: torch.device
-    weight_bytes: int  # bytes held by the loaded weights
 
 
 def _mimi_layout(c: MimiConfig, num_codebooks: int) -> Iterator[tuple[str, Shape]]:
@@ -139,57 +138,6 @@ def is_skipped(name: str, config: KyutaiConfig) -> bool:
     return used <= int(book[2]) < limit
 
 
-class CheckpointReader:
-    """Tensor names and shapes of a (possibly sharded) safetensors checkpoint; reads one
-    tensor at a time, opening its file only for that read."""
-
-    def __init__(self, folder: Path) -> None:
-        index = folder / "model.safetensors.index.json"
-        if index.exists():
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            files = sorted({folder / name for name in weight_map.values()})
-        else:
-            files = [folder / "model.safetensors"]
-        self.files: dict[str, Path] = {}
-        self.shapes: dict[str, Shape] = {}
-        for path in files:
-            if not path.exists():
-                raise ModelError(
-                    f"{path} is missing.", "Download the model again (`livecap models`)."
-                )
-            try:
-                with safe_open(path, framework="pt") as f:
-                    for name in f.keys():
-                        self.files[name] = path
-                        self.shapes[name] = tuple(f.get_slice(name).get_shape())
-            except (SafetensorError, OSError) as exc:
-                raise ModelError(
-                    f"{path} is not a readable safetensors file ({exc}).",
-                    "Download the model again (`livecap models`).",
-                ) from None
-
-    def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
-        with safe_open(self.files[name], framework="pt") as f:
-            return f.get_tensor(name) if rows is None else f.get_slice(name)[rows]
-
-
-def check_layout(reader: CheckpointReader, config: KyutaiConfig, folder: Path) -> None:
-    expected = checkpoint_layout(config)
-    hint = "The folder does not hold a Kyutai STT checkpoint matching its config.json."
-    for name, shape in expected.items():
-        if name not in reader.shapes:
-            raise ModelError(f"{folder}: tensor '{name}' is missing from the checkpoint.", hint)
-        if reader.shapes[name] != shape:
-            raise ModelError(
-                f"{folder}: tensor '{name}' has shape {list(reader.shapes[name])}, "
-                f"the config implies {list(shape)}.",
-                hint,
-            )
-    for name in reader.shapes:
-        if name not in expected and not is_skipped(name, config):
-            raise ModelError(f"{folder}: unexpected tensor '{name}' in the checkpoint.", hint)
-
-
 def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> KyutaiModel:
     """Load a Kyutai STT folder for streaming: Mimi in float32, the LM in `dtype`."""
     if dtype not in DTYPES:
@@ -197,34 +145,27 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     if dtype == "int8" and device != "cpu":
         raise ModelError("int8 weights run on the CPU only.", "Use --dtype bfloat16 on a GPU.")
     config = load_config(folder)
-    reader = CheckpointReader(folder)
-    check_layout(reader, config, folder)
+    reader = Checkpoint(folder)
+    reader.check(checkpoint_layout(config), lambda name: is_skipped(name, config))
     target = torch.device(device)
     compute = torch.float32 if dtype == "float32" else torch.bfloat16
-    held = 0
-
-    def keep(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal held
-        held += tensor.numel() * tensor.element_size()
-        return tensor
 
     def mimi_tensor(name: str) -> torch.Tensor:
-        return keep(reader.read(name).to(target, torch.float32))
+        return reader.read(name).to(target, torch.float32)
 
     def lm_tensor(name: str) -> torch.Tensor:
-        return keep(reader.read(name).to(target, compute))
+        return reader.read(name).to(target, compute)
 
     def rows(names: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weight, scales = _read_rows(reader, names, dtype == "int8", compute, target)
-        return keep(weight), keep(scales) if scales is not None else None
+        return _read_rows(reader, names, dtype == "int8", compute, target)
 
     mimi = MimiEncoder(config.mimi, config.num_codebooks, mimi_tensor)
     embedding = Embedding(*rows(["model.embed_tokens.embed_tokens.weight"]), compute)
     lm = TextLM(config, embedding, lambda names: Linear(*rows(names)), lm_tensor, compute)
-    return KyutaiModel(config, mimi, lm, dtype, target, held)
+    return KyutaiModel(config, mimi, lm, dtype, target)
 
 
-def _read_rows(reader: CheckpointReader, names: list[str], int8: bool, compute, target):
+def _read_rows(reader: Checkpoint, names: list[str], int8: bool, compute, target):
     """Matrices `names` stacked by rows (fused QKV), in `compute` dtype or int8 with per-row
     scales. Converted a slice of rows at a time straight into the final tensor, so no
     full-size temporary copy ever exists."""
