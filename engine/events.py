@@ -43,13 +43,15 @@ class EndOfTurn:
 
 @dataclass(frozen=True)
 class Stats:
-    """How the engine keeps up. `realtime_factor` = compute time / audio time."""
+    """How the engine keeps up, measured by its worker. `realtime_factor` = compute time /
+    audio time; `latency_seconds` = the audio waiting to be read plus the model's own delay."""
 
     audio_seconds: float
     compute_seconds: float
     realtime_factor: float
     dropped_seconds: float = 0.0
     latency_seconds: float = 0.0
+    nonfinite_samples: int = 0  # NaN/inf input samples replaced with silence so far
 
 
 @dataclass(frozen=True)
