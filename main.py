@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live captions and translation with local speech models. "
         "Without a subcommand, opens the app.",
     )
+    parser.add_argument("--version", action="version", version=f"livecap {livecap_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     devices = commands.add_parser("devices", help="list audio inputs")
@@ -86,13 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", metavar="MODEL", required=True, help="folder or Hub repo id")
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     bench.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
-    bench.add_argument("--seconds", metavar="N", type=float, default=30.0, help="audio to run")
+    bench.add_argument(
+        "--seconds", metavar="N", type=positive_seconds, default=30.0, help="audio to run"
+    )
     bench.add_argument(
         "--target-lang", metavar="LANG", help="translation models: the language to produce"
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=cmd_bench)
     return parser
+
+
+def livecap_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("livecap")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(version unknown: not installed)"
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, more than zero (argparse turns the error into exit status 2)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds more than 0, not {text!r} (for example --seconds 30)"
+        )
+    return seconds
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -165,6 +190,8 @@ def human_size(size: int) -> str:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from engine.transcript import export
 
+    if args.output:
+        check_output_path(Path(args.output))
     audio, rate = read_audio(Path(args.audio))
     caption_model, translation_model = load_engines(args, offline=args.offline)
     transcript = transcribe(caption_model, audio, rate)
@@ -182,6 +209,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse an -o that cannot be written before any work is done."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise LivecapError(
+            f"Cannot write {path}: the folder {folder} does not exist.",
+            "Create the folder first, or choose another path with -o.",
+        )
+    if path.is_dir():
+        raise LivecapError(f"Cannot write {path}: it is a folder.", "Give a file name with -o.")
+    if not os.access(folder, os.W_OK):
+        raise LivecapError(
+            f"Cannot write {path}: the folder {folder} is not writable.",
+            "Choose a writable path with -o.",
+        )
 
 
 def read_audio(path: Path):

@@ -92,16 +92,6 @@ def test_latency_is_the_backlog_plus_the_models_own_delay():
     final = events[-1]
     assert isinstance(final, Stats) and final.latency_seconds == 0.5  # nothing left waiting
 
-    from engine.worker import EngineWorker
-
-    ring = AudioRing(16000, seconds=5)
-    reader = ring.reader(16000)
-    ring.write(np.zeros(8000, np.float32))  # half a second waiting to be read
-    stats = EngineWorker(DelayedRecognizer(), reader, lambda e: None)._stats(
-        reader.backlog_seconds
-    )
-    assert stats.latency_seconds == 1.0
-
 
 def test_nonfinite_input_is_silenced_before_the_model_and_counted():
     audio = np.full(16000, 0.25, np.float32)

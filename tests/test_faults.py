@@ -1,0 +1,97 @@
+"""The CLI at its edges, each probe in a subprocess as a user would meet it: bad input, no
+network, damaged or unwritable stores. Each ends with exit status 2, one message saying what
+was wrong and a hint saying what to do, and no traceback anywhere in the output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens there: the Hub cannot be reached
+
+
+def run_cli(*args: str, env: dict | None = None, script: str | None = None):
+    command = [sys.executable, "-c", script, *args] if script else [sys.executable, "main.py"]
+    return subprocess.run(
+        command + ([] if script else list(args)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def assert_clear_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    """Exit 2, a message and its hint on stderr, no traceback in stdout or stderr."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) >= 2, output  # what went wrong, then what to do
+    for phrase in phrases:
+        assert phrase in result.stderr, output
+
+
+@pytest.fixture
+def wav(tmp_path) -> Path:
+    path = tmp_path / "tone.wav"
+    t = np.arange(16000) / 16000
+    soundfile.write(path, (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    return path
+
+
+def offline_env(tmp_path: Path) -> dict:
+    """No network (the Hub's address refuses connections), an empty model cache."""
+    return {"HF_ENDPOINT": CLOSED_PORT, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": ""}
+
+
+# -- no network -------------------------------------------------------------------------------
+
+
+def test_transcribe_with_a_hub_id_and_no_network(wav, tmp_path):
+    env = offline_env(tmp_path)
+    result = run_cli("transcribe", str(wav), "--model", "kyutai/stt-1b-en_fr-trfs", env=env)
+    assert_clear_error(result, "cannot be reached", "No model is downloaded yet", "local model")
+
+
+def test_bench_with_an_unknown_hub_id_and_no_network(tmp_path):
+    result = run_cli("bench", "--model", "nobody/no-such-model", env=offline_env(tmp_path))
+    assert_clear_error(result, "cannot be reached", "nobody/no-such-model", "HF_HUB_OFFLINE=1")
+
+
+def test_no_network_names_the_models_already_downloaded(wav, tmp_path):
+    from tests.test_hub import put_in_cache
+
+    put_in_cache(tmp_path / "hf" / "hub", "someone/cached-model")
+    result = run_cli("transcribe", str(wav), "--model", "nobody/x", env=offline_env(tmp_path))
+    assert_clear_error(result, "cannot be reached", "already downloaded: someone/cached-model")
+
+
+# -- bad arguments ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", ["-5", "0", "nan", "soon"])
+def test_bench_needs_a_positive_duration(seconds):
+    result = run_cli("bench", "--model", "m", "--seconds", seconds)
+    assert_clear_error(result, "--seconds", "more than 0", "for example --seconds 30")
+
+
+def test_output_into_a_missing_folder_is_refused_before_any_work(wav, tmp_path):
+    out = tmp_path / "no" / "such" / "out.srt"
+    # The model does not exist either: the -o check must come first.
+    result = run_cli("transcribe", str(wav), "--model", str(tmp_path / "nomodel"), "-o", str(out))
+    assert_clear_error(result, "does not exist", str(out.parent), "-o")
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("livecap ")
+    assert result.stdout.split()[1][0].isdigit() or "unknown" in result.stdout
