@@ -300,82 +300,13 @@ def transcribe(recognizer, audio, rate: int):
 
 def cmd_live(args: argparse.Namespace) -> int:
     from engine.audio.sources import MicrophoneSource
-    from engine.session import LiveSession
-    from engine.store import SessionStore
+    from engine.cli.live import open_store, run_live
 
+    store = open_store()  # a store that cannot be used fails before any model is loaded
     device = int(args.input) if args.input and args.input.isdigit() else args.input
     source = MicrophoneSource(device)
     caption, translation = load_engines(args)
-    printer = LivePrinter()
-    session = LiveSession(
-        source, caption, printer.show, translation=translation, store=SessionStore()
-    )
-    session.start()
-    print(f"Listening to {source.name}. Ctrl+C ends the session.", file=sys.stderr)
-    try:
-        while not session.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        session.stop()
-        session.wait()
-    printer.finish()
-    print(f"Session {session.session_id} saved ({session.duration:.0f} s).", file=sys.stderr)
-    return ERROR_EXIT if printer.failed else 0
-
-
-class LivePrinter:
-    """Captions in a terminal: finished lines scroll up, the line being spoken is rewritten."""
-
-    def __init__(self) -> None:
-        from engine.transcript import TranscriptBuilder
-
-        self.lines = {"caption": TranscriptBuilder(), "translation": TranscriptBuilder()}
-        self.partial = ""
-        self.live = sys.stdout.isatty()  # rewriting in place only makes sense on a terminal
-        self.failed = False
-
-    def show(self, role: str, event) -> None:
-        from engine.events import CaptureEnded, Commit, EndOfTurn, Error, Partial
-
-        if isinstance(event, Error):
-            self._print_error(event.message, event.hint)
-            self.failed = self.failed or (event.fatal and role == "caption")
-        elif isinstance(event, CaptureEnded) and event.error:
-            self._print_error(event.reason, "What was captured so far is saved.")
-            self.failed = True
-        elif role == "caption" and isinstance(event, Partial):
-            self.partial = event.text
-        elif isinstance(event, Commit | EndOfTurn) and role in self.lines:
-            self.partial = "" if role == "caption" else self.partial
-            closed = self.lines[role].add(event)
-            if closed is not None:
-                self._print_line(closed.text if role == "caption" else f"  → {closed.text}")
-        else:
-            return
-        self._redraw()
-
-    def finish(self) -> None:
-        for role, builder in self.lines.items():
-            closed = builder.close()
-            if closed is not None:
-                self._print_line(closed.text if role == "caption" else f"  → {closed.text}")
-
-    def _redraw(self) -> None:
-        if self.live:
-            from engine.transcript import join_text
-
-            line = join_text(self.lines["caption"].open_text, self.partial)
-            sys.stdout.write(f"\r\x1b[K{line}")
-            sys.stdout.flush()
-
-    def _print_line(self, text: str) -> None:
-        sys.stdout.write(f"\r\x1b[K{text}\n" if self.live else f"{text}\n")
-        sys.stdout.flush()
-
-    def _print_error(self, message: str, hint: str) -> None:
-        if self.live:
-            sys.stdout.write("\r\x1b[K")
-        print(f"livecap: {message}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
+    return run_live(source, caption, translation, store)
 
 
 # -- bench ---------------------------------------------------------------------------------

@@ -236,7 +236,8 @@ sys.exit(main.main(["live", "--model", "double"]))
 """
 
 
-def test_ctrl_c_ends_live_cleanly_and_saves(tmp_path):
+@pytest.mark.parametrize("ending", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_ends_live_cleanly_and_saves(tmp_path, ending):
     from engine.store import SessionStore
 
     long_file = tmp_path / "long.wav"
@@ -252,7 +253,7 @@ def test_ctrl_c_ends_live_cleanly_and_saves(tmp_path):
     )
     assert "Listening to long.wav" in live.stderr.readline()
     time.sleep(1.5)
-    live.send_signal(signal.SIGINT)
+    live.send_signal(ending)
     out, err = live.communicate(timeout=30)
     assert live.returncode == 0, err
     assert "Traceback" not in err and "saved" in err
@@ -271,3 +272,67 @@ def test_no_subcommand_opens_the_app(monkeypatch):
     monkeypatch.setitem(sys.modules, "app.main", fake_app)
     assert main.main([]) == 0
     assert opened == [True]
+
+
+class SlowRecognizer(RecordingRecognizer):
+    """A model made slow on purpose: each feed() takes 1.5 times the audio it was given."""
+
+    def feed(self, samples):
+        time.sleep(1.5 * samples.size / self.sample_rate)
+        return super().feed(samples)
+
+
+def live_on_file(monkeypatch, audio: np.ndarray, path: Path, recognizer, realtime: bool):
+    from engine.audio.sources import FileSource
+
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    monkeypatch.setattr(
+        "engine.audio.sources.MicrophoneSource", lambda device: FileSource(path, realtime)
+    )
+    monkeypatch.setattr(main, "load_engines", lambda args, offline=False: (recognizer, None))
+    return main.main(["live", "--model", "m"])
+
+
+def test_live_says_when_the_model_falls_behind_and_skips_audio(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("engine.session.RING_SECONDS", 0.5)
+    monkeypatch.setattr("engine.worker.STATS_INTERVAL", 0.2)
+    audio = np.full(16000 * 3, 0.1, np.float32)
+    recognizer = SlowRecognizer(word_seconds=0.5)
+    assert live_on_file(monkeypatch, audio, tmp_path / "a.wav", recognizer, realtime=True) == 0
+    err = capsys.readouterr().err
+    assert "The model is running slower than speech; captions are" in err
+    assert "s of audio was skipped because the model fell behind." in err
+    assert "Try a smaller model, int8 precision (--dtype int8) or the GPU" in err
+    assert err.count("running slower than speech") <= 2  # a status line, not a flood
+
+
+def test_live_silences_nonfinite_input_and_warns_once(monkeypatch, tmp_path, capsys):
+    audio = np.full(16000 * 2, 0.1, np.float32)
+    audio[1000:1100] = np.nan
+    audio[20000] = np.inf
+    recognizer = RecordingRecognizer()
+    assert live_on_file(monkeypatch, audio, tmp_path / "nan.wav", recognizer, realtime=False) == 0
+    assert np.isfinite(recognizer.audio).all()
+    err = capsys.readouterr().err
+    assert err.count("NaN or infinite") == 1 and "replaced with silence" in err
+
+
+def test_live_on_a_full_disk_ends_and_writes_the_transcript_elsewhere(
+    monkeypatch, tmp_path, capsys
+):
+    from engine.store import SessionStore
+    from tests.test_store import FullDisk
+
+    store = SessionStore(tmp_path / "s.db")
+    store._db = FullDisk(store._db)
+    store._db.full = True
+    monkeypatch.setattr("engine.cli.live.open_store", lambda: store)
+    monkeypatch.chdir(tmp_path)
+    audio = np.full(16000 * 2, 0.1, np.float32)
+    recognizer = RecordingRecognizer()
+    assert live_on_file(monkeypatch, audio, tmp_path / "a.wav", recognizer, realtime=False) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("Saving the session failed") == 1
+    [fallback] = tmp_path.glob("livecap-session-*.txt")
+    assert str(fallback) in captured.err
+    assert fallback.read_text().split() == captured.out.split() == ["w0", "w1", "w2", "w3"]

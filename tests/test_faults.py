@@ -95,3 +95,59 @@ def test_version():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("livecap ")
     assert result.stdout.split()[1][0].isdigit() or "unknown" in result.stdout
+
+
+# -- the session store, checked before any model is loaded ------------------------------------
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody can write to, root included (a read-only mount) where possible."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"root cannot be kept from writing here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_live_with_a_read_only_data_folder(read_only_folder, tmp_path):
+    env = {"XDG_DATA_HOME": str(read_only_folder)}
+    # Neither the model nor (on a test machine) an input exists: the store comes first.
+    result = run_cli("live", "--model", str(tmp_path / "nomodel"), env=env)
+    assert_clear_error(result, str(read_only_folder / "livecap"), "XDG_DATA_HOME")
+    assert "Read-only file system" in result.stderr or "ermission" in result.stderr
+    assert result.stderr.count("livecap:") == 1  # nothing else was tried
+
+
+def damaged_store(data_home: Path, damage: str) -> Path:
+    from tests.test_store import corrupt_page_holding, filled_store
+
+    path = data_home / "livecap" / "sessions.db"
+    path.parent.mkdir(parents=True)
+    filled_store(path, sessions=2, segments=100)
+    if damage == "page":
+        corrupt_page_holding(path, b"needle-1-50 ")
+    else:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    return path
+
+
+@pytest.mark.parametrize("damage", ["page", "truncated"])
+def test_live_with_a_damaged_store_recovers_it_before_loading_the_model(tmp_path, damage):
+    path = damaged_store(tmp_path / "data", damage)
+    env = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    result = run_cli("live", "--model", str(tmp_path / "nomodel"), env=env)
+    assert_clear_error(result, f"The session history {path} was damaged", "moved aside")
+    err = result.stderr
+    assert err.startswith("livecap: The session history")  # checked before anything else
+    [kept] = path.parent.glob("sessions.db.damaged-*[0-9]")
+    assert str(kept) in err and "Nothing was deleted" in err
