@@ -188,59 +188,24 @@ def human_size(size: int) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from engine.cli.transcribe import check_output, open_audio, transcribe_file, write_output
     from engine.transcript import export
 
-    if args.output:
-        check_output_path(Path(args.output))
-    audio, rate = read_audio(Path(args.audio))
-    caption_model, translation_model = load_engines(args, offline=args.offline)
-    transcript = transcribe(caption_model, audio, rate)
-    if translation_model is not None:
-        transcript.translation = transcribe(translation_model, audio, rate)
-    text = export(transcript, args.format)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise LivecapError(
-                f"Cannot write {args.output}: {exc.strerror}",
-                "Choose a writable path with -o.",
-            ) from None
-    else:
-        sys.stdout.write(text)
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        check_output(output)  # before any work: a wrong -o must not cost a whole run
+    with open_audio(Path(args.audio)) as sound:
+        caption_model, translation_model = load_engines(args, offline=args.offline)
+        transcript, nonfinite = transcribe_file(sound, caption_model, translation_model)
+    if nonfinite:
+        print(
+            f"livecap: {args.audio} has {nonfinite} NaN or infinite samples; they were "
+            "replaced with silence.\nThe rest of the transcript is unaffected; the file may "
+            "be damaged.",
+            file=sys.stderr,
+        )
+    write_output(output, export(transcript, args.format))
     return 0
-
-
-def check_output_path(path: Path) -> None:
-    """Refuse an -o that cannot be written before any work is done."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise LivecapError(
-            f"Cannot write {path}: the folder {folder} does not exist.",
-            "Create the folder first, or choose another path with -o.",
-        )
-    if path.is_dir():
-        raise LivecapError(f"Cannot write {path}: it is a folder.", "Give a file name with -o.")
-    if not os.access(folder, os.W_OK):
-        raise LivecapError(
-            f"Cannot write {path}: the folder {folder} is not writable.",
-            "Choose a writable path with -o.",
-        )
-
-
-def read_audio(path: Path):
-    """The whole file as mono float32 and its sample rate."""
-    import soundfile
-
-    if not path.is_file():
-        raise AudioError(f"No such audio file: {path}", "Check the path of AUDIO.")
-    try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(
-            f"Cannot read {path} as audio: {exc}", "Give a WAV, FLAC or OGG file."
-        ) from None
-    return audio.mean(axis=1), int(rate)
 
 
 def load_engines(args: argparse.Namespace, offline: bool = False):
@@ -275,24 +240,6 @@ def show_progress(stage: str, fraction: float) -> None:
 def clear_progress() -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
-
-
-def transcribe(recognizer, audio, rate: int):
-    """Feed the whole file in one-second chunks, at the recognizer's rate."""
-    import soxr
-
-    from engine.transcript import TranscriptBuilder
-
-    if rate != recognizer.sample_rate:
-        audio = soxr.resample(audio, rate, recognizer.sample_rate, quality="HQ")
-    builder = TranscriptBuilder(recognizer.info.name, recognizer.info.language)
-    chunk = recognizer.sample_rate
-    for start in range(0, len(audio), chunk):
-        for event in recognizer.feed(audio[start : start + chunk]):
-            builder.add(event)
-    for event in recognizer.flush():
-        builder.add(event)
-    return builder.finish(len(audio) / recognizer.sample_rate)
 
 
 # -- live ----------------------------------------------------------------------------------

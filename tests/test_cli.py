@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -336,3 +337,42 @@ def test_live_on_a_full_disk_ends_and_writes_the_transcript_elsewhere(
     [fallback] = tmp_path.glob("livecap-session-*.txt")
     assert str(fallback) in captured.err
     assert fallback.read_text().split() == captured.out.split() == ["w0", "w1", "w2", "w3"]
+
+
+def test_transcribe_memory_does_not_grow_with_the_files_length():
+    from tests.benchmarks.long_file_memory import measure
+
+    short, long = measure(2 * 60), measure(20 * 60)
+    assert (short["words"], long["words"]) == (120, 1200)
+    # Reading the whole file would hold 20 minutes at both rates: over 130 MB more.
+    assert long["peak_rss_mb"] < short["peak_rss_mb"] + 40
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_transcribe_shows_its_progress_on_a_terminal(wav, doubles, monkeypatch, capsys):
+    monkeypatch.setattr("engine.cli.transcribe.PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("engine.cli.transcribe.BLOCK_SECONDS", 0.5)
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main.main(["transcribe", str(wav), "--model", "m"]) == 0
+    shown = terminal.getvalue()
+    assert "\r\x1b[K0:01 / 0:02 · " in shown and "× real time · 0:0" in shown
+    assert shown.endswith("\r\x1b[K")  # cleared before the transcript is printed
+    assert capsys.readouterr().out == "w0 w1 w2 w3\n"
+
+
+def test_transcribe_silences_nonfinite_samples_and_warns_once(tmp_path, doubles, capsys):
+    audio = np.full(16000 * 2, 0.1, np.float32)
+    audio[500:600] = np.nan
+    audio[9000] = -np.inf
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    assert main.main(["transcribe", str(path), "--model", "m"]) == 0
+    fed = doubles["caption"].audio
+    assert np.isfinite(fed).all() and (fed[500:600] == 0).all() and fed.size == 32000
+    err = capsys.readouterr().err
+    assert err.count("101 NaN or infinite samples") == 1 and "replaced with silence" in err
