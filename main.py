@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="chunked models: decode whole windows (at most 20 s) instead of the live policy",
     )
+    transcribe.add_argument(
+        "--pause-flush",
+        action="store_true",
+        help="streaming models: push the words out at each pause as live captions do "
+        "(inserts silence, so the words may differ from the model's own on this audio)",
+    )
     transcribe.add_argument("--format", choices=FORMATS, default="txt", help="default: txt")
     transcribe.add_argument("-o", "--output", metavar="OUT", help="file to write (default: stdout)")
     transcribe.set_defaults(handler=cmd_transcribe)
@@ -188,7 +194,13 @@ def human_size(size: int) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from engine.cli.transcribe import check_output, open_audio, transcribe_file, write_output
+    from engine.cli.transcribe import (
+        check_output,
+        open_audio,
+        set_pause_flush,
+        transcribe_file,
+        write_output,
+    )
     from engine.transcript import export
 
     output = Path(args.output) if args.output else None
@@ -196,6 +208,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         check_output(output)  # before any work: a wrong -o must not cost a whole run
     with open_audio(Path(args.audio)) as sound:
         caption_model, translation_model = load_engines(args, offline=args.offline)
+        for model in (caption_model, translation_model):
+            set_pause_flush(model, args.pause_flush)
         transcript, nonfinite = transcribe_file(sound, caption_model, translation_model)
     if nonfinite:
         print(

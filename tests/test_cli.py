@@ -376,3 +376,33 @@ def test_transcribe_silences_nonfinite_samples_and_warns_once(tmp_path, doubles,
     assert np.isfinite(fed).all() and (fed[500:600] == 0).all() and fed.size == 32000
     err = capsys.readouterr().err
     assert err.count("101 NaN or infinite samples") == 1 and "replaced with silence" in err
+
+
+def test_transcribe_gives_the_models_own_output_unless_asked_for_the_pause_flush(tmp_path):
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer
+
+    from tests.kyutai_fixtures import (
+        SAMPLE_RATE,
+        SHAPES,
+        build_tiny_model,
+        reference_generate,
+        speechlike_audio,
+    )
+
+    folder = build_tiny_model(tmp_path / "tiny", SHAPES["gqa"])
+    clip = speechlike_audio(10.0, seed=11, pauses=((4.0, 6.0),))
+    path = tmp_path / "pauses.wav"
+    soundfile.write(path, clip, SAMPLE_RATE, subtype="FLOAT")
+    tokens, _ = reference_generate(folder, clip)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    reference = tokenizer.decode(tokens[1:], skip_special_tokens=True)  # [0]: the start token
+
+    def transcribed(*flags: str) -> str:
+        argv = ["transcribe", str(path), "--model", str(folder), "--device", "cpu"]
+        result = run_cli(*argv, "--dtype", "float32", *flags)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.replace(" ", "").replace("\n", "")
+
+    assert transcribed() == reference.replace(" ", "")
+    assert transcribed("--pause-flush") != reference.replace(" ", "")  # live behaviour
