@@ -146,8 +146,8 @@ class LiveSession:
             self.on_event(
                 "audio",
                 Error(
-                    f"Saving the session failed: {exc.message}",
-                    f"{exc.hint} Captions go on; the transcript is kept in memory.",
+                    f"Saving the session failed. {exc.message}",
+                    f"{exc.hint} Captions go on.",
                     fatal=False,
                 ),
             )

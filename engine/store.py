@@ -279,12 +279,9 @@ class SessionStore:
                     continue
                 for row, segment in state.unwritten:
                     self._write(session_id, key[1], row, segment)
-                current = state.builder.current
-                rows[key] = (
-                    state.row
-                    if current is None
-                    else self._write(session_id, key[1], state.row, current)
-                )
+                rows[key] = state.row
+                if state.builder.current is not None:
+                    rows[key] = self._write(session_id, key[1], state.row, state.builder.current)
             if duration is not None:
                 self._db.execute(
                     "UPDATE sessions SET duration = ? WHERE id = ?", (duration, session_id)

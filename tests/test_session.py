@@ -156,3 +156,35 @@ def test_a_disk_that_stays_full_still_ends_the_session_with_the_text_in_memory(t
     assert session.save_error is not None and "is full" in session.save_error.message
     words = " ".join(s.text for s in session.transcript().segments).split()
     assert words == [f"w{n}" for n in range(30)]
+
+
+def test_a_really_full_disk_mid_session_loses_nothing(small_tmpfs, tmp_path):
+    from tests.conftest import fill_disk
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, np.full(16000 * 3, 0.1, np.float32), 16000)
+    store = SessionStore(small_tmpfs / "sessions.db")
+    events, filler = [], []
+
+    def on_event(role, event):
+        events.append((role, event))
+        commits = sum(isinstance(e, Commit) for _, e in events)
+        if isinstance(event, Commit) and commits == 3:
+            filler.append(fill_disk(small_tmpfs))  # the disk fills up mid-session...
+        if isinstance(event, Commit) and commits == 20:
+            filler[0].unlink()  # ...and space comes back
+
+    session = LiveSession(
+        FileSource(path, realtime=False),
+        RecordingRecognizer(word_seconds=0.1),
+        on_event,
+        store=store,
+    )
+    session.start()
+    assert session.wait(timeout=20)
+    warnings = [e for _, e in events if isinstance(e, Error) and "Saving" in e.message]
+    assert len(warnings) == 1 and "is full" in warnings[0].message
+    reopened = SessionStore(small_tmpfs / "sessions.db")
+    words = " ".join(s.text for s in reopened.transcript(session.session_id).segments).split()
+    assert words == [f"w{n}" for n in range(30)]
+    assert reopened.sessions()[0].duration == 3.0
