@@ -17,10 +17,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens there: the Hub cannot be reached
 
 
+# `live` with a file standing in for the microphone (a test machine has no input device).
+LIVE_FROM_FILE = """
+import sys
+import main
+from engine.audio import sources
+
+sources.MicrophoneSource = lambda device: sources.FileSource(sys.argv[1], realtime=False)
+sys.exit(main.main(sys.argv[2:]))
+"""
+
+
 def run_cli(*args: str, env: dict | None = None, script: str | None = None):
-    command = [sys.executable, "-c", script, *args] if script else [sys.executable, "main.py"]
+    """`main.py ARGS`, or the Python `script` with ARGS as its arguments."""
+    command = [sys.executable, "-c", script] if script else [sys.executable, "main.py"]
     return subprocess.run(
-        command + ([] if script else list(args)),
+        command + list(args),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -65,6 +77,13 @@ def test_transcribe_with_a_hub_id_and_no_network(wav, tmp_path):
 def test_bench_with_an_unknown_hub_id_and_no_network(tmp_path):
     result = run_cli("bench", "--model", "nobody/no-such-model", env=offline_env(tmp_path))
     assert_clear_error(result, "cannot be reached", "nobody/no-such-model", "HF_HUB_OFFLINE=1")
+
+
+def test_live_with_a_hub_id_and_no_network(wav, tmp_path):
+    env = {**offline_env(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    args = (str(wav), "live", "--model", "kyutai/stt-1b-en_fr-trfs")
+    result = run_cli(*args, env=env, script=LIVE_FROM_FILE)
+    assert_clear_error(result, "cannot be reached", "local model folder")
 
 
 def test_no_network_names_the_models_already_downloaded(wav, tmp_path):
