@@ -43,8 +43,7 @@ class EndOfTurn:
 
 @dataclass(frozen=True)
 class Stats:
-    """How the engine keeps up, measured by its worker. `realtime_factor` = compute time /
-    audio time; `latency_seconds` = the audio waiting to be read plus the model's own delay."""
+    """How the engine keeps up. `realtime_factor` = compute time / audio time."""
 
     audio_seconds: float
     compute_seconds: float
