@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live captions and translation with local speech models. "
         "Without a subcommand, opens the app.",
     )
+    parser.add_argument("--version", action="version", version=f"livecap {livecap_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     devices = commands.add_parser("devices", help="list audio inputs")
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline",
         action="store_true",
         help="chunked models: decode whole windows (at most 20 s) instead of the live policy",
+    )
+    transcribe.add_argument(
+        "--pause-flush",
+        action="store_true",
+        help="streaming models: push the words out at each pause as live captions do "
+        "(inserts silence, so the words may differ from the model's own on this audio)",
     )
     transcribe.add_argument("--format", choices=FORMATS, default="txt", help="default: txt")
     transcribe.add_argument("-o", "--output", metavar="OUT", help="file to write (default: stdout)")
@@ -86,13 +93,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", metavar="MODEL", required=True, help="folder or Hub repo id")
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     bench.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
-    bench.add_argument("--seconds", metavar="N", type=float, default=30.0, help="audio to run")
+    bench.add_argument(
+        "--seconds", metavar="N", type=positive_seconds, default=30.0, help="audio to run"
+    )
     bench.add_argument(
         "--target-lang", metavar="LANG", help="translation models: the language to produce"
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=cmd_bench)
     return parser
+
+
+def livecap_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("livecap")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(version unknown: not installed)"
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, more than zero (argparse turns the error into exit status 2)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds more than 0, not {text!r} (for example --seconds 30)"
+        )
+    return seconds
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -163,40 +194,32 @@ def human_size(size: int) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from engine.cli.transcribe import (
+        check_output,
+        open_audio,
+        set_pause_flush,
+        transcribe_file,
+        write_output,
+    )
     from engine.transcript import export
 
-    audio, rate = read_audio(Path(args.audio))
-    caption_model, translation_model = load_engines(args, offline=args.offline)
-    transcript = transcribe(caption_model, audio, rate)
-    if translation_model is not None:
-        transcript.translation = transcribe(translation_model, audio, rate)
-    text = export(transcript, args.format)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise LivecapError(
-                f"Cannot write {args.output}: {exc.strerror}",
-                "Choose a writable path with -o.",
-            ) from None
-    else:
-        sys.stdout.write(text)
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        check_output(output)  # before any work: a wrong -o must not cost a whole run
+    with open_audio(Path(args.audio)) as sound:
+        caption_model, translation_model = load_engines(args, offline=args.offline)
+        for model in (caption_model, translation_model):
+            set_pause_flush(model, args.pause_flush)
+        transcript, nonfinite = transcribe_file(sound, caption_model, translation_model)
+    if nonfinite:
+        print(
+            f"livecap: {args.audio} has {nonfinite} NaN or infinite samples; they were "
+            "replaced with silence.\nThe rest of the transcript is unaffected; the file may "
+            "be damaged.",
+            file=sys.stderr,
+        )
+    write_output(output, export(transcript, args.format))
     return 0
-
-
-def read_audio(path: Path):
-    """The whole file as mono float32 and its sample rate."""
-    import soundfile
-
-    if not path.is_file():
-        raise AudioError(f"No such audio file: {path}", "Check the path of AUDIO.")
-    try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(
-            f"Cannot read {path} as audio: {exc}", "Give a WAV, FLAC or OGG file."
-        ) from None
-    return audio.mean(axis=1), int(rate)
 
 
 def load_engines(args: argparse.Namespace, offline: bool = False):
@@ -233,105 +256,18 @@ def clear_progress() -> None:
         sys.stderr.write("\r\x1b[K")
 
 
-def transcribe(recognizer, audio, rate: int):
-    """Feed the whole file in one-second chunks, at the recognizer's rate."""
-    import soxr
-
-    from engine.transcript import TranscriptBuilder
-
-    if rate != recognizer.sample_rate:
-        audio = soxr.resample(audio, rate, recognizer.sample_rate, quality="HQ")
-    builder = TranscriptBuilder(recognizer.info.name, recognizer.info.language)
-    chunk = recognizer.sample_rate
-    for start in range(0, len(audio), chunk):
-        for event in recognizer.feed(audio[start : start + chunk]):
-            builder.add(event)
-    for event in recognizer.flush():
-        builder.add(event)
-    return builder.finish(len(audio) / recognizer.sample_rate)
-
-
 # -- live ----------------------------------------------------------------------------------
 
 
 def cmd_live(args: argparse.Namespace) -> int:
     from engine.audio.sources import MicrophoneSource
-    from engine.session import LiveSession
-    from engine.store import SessionStore
+    from engine.cli.live import open_store, run_live
 
+    store = open_store()  # a store that cannot be used fails before any model is loaded
     device = int(args.input) if args.input and args.input.isdigit() else args.input
     source = MicrophoneSource(device)
     caption, translation = load_engines(args)
-    printer = LivePrinter()
-    session = LiveSession(
-        source, caption, printer.show, translation=translation, store=SessionStore()
-    )
-    session.start()
-    print(f"Listening to {source.name}. Ctrl+C ends the session.", file=sys.stderr)
-    try:
-        while not session.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        session.stop()
-        session.wait()
-    printer.finish()
-    print(f"Session {session.session_id} saved ({session.duration:.0f} s).", file=sys.stderr)
-    return ERROR_EXIT if printer.failed else 0
-
-
-class LivePrinter:
-    """Captions in a terminal: finished lines scroll up, the line being spoken is rewritten."""
-
-    def __init__(self) -> None:
-        from engine.transcript import TranscriptBuilder
-
-        self.lines = {"caption": TranscriptBuilder(), "translation": TranscriptBuilder()}
-        self.partial = ""
-        self.live = sys.stdout.isatty()  # rewriting in place only makes sense on a terminal
-        self.failed = False
-
-    def show(self, role: str, event) -> None:
-        from engine.events import CaptureEnded, Commit, EndOfTurn, Error, Partial
-
-        if isinstance(event, Error):
-            self._print_error(event.message, event.hint)
-            self.failed = self.failed or (event.fatal and role == "caption")
-        elif isinstance(event, CaptureEnded) and event.error:
-            self._print_error(event.reason, "What was captured so far is saved.")
-            self.failed = True
-        elif role == "caption" and isinstance(event, Partial):
-            self.partial = event.text
-        elif isinstance(event, Commit | EndOfTurn) and role in self.lines:
-            self.partial = "" if role == "caption" else self.partial
-            closed = self.lines[role].add(event)
-            if closed is not None:
-                self._print_line(closed.text if role == "caption" else f"  → {closed.text}")
-        else:
-            return
-        self._redraw()
-
-    def finish(self) -> None:
-        for role, builder in self.lines.items():
-            closed = builder.close()
-            if closed is not None:
-                self._print_line(closed.text if role == "caption" else f"  → {closed.text}")
-
-    def _redraw(self) -> None:
-        if self.live:
-            from engine.transcript import join_text
-
-            line = join_text(self.lines["caption"].open_text, self.partial)
-            sys.stdout.write(f"\r\x1b[K{line}")
-            sys.stdout.flush()
-
-    def _print_line(self, text: str) -> None:
-        sys.stdout.write(f"\r\x1b[K{text}\n" if self.live else f"{text}\n")
-        sys.stdout.flush()
-
-    def _print_error(self, message: str, hint: str) -> None:
-        if self.live:
-            sys.stdout.write("\r\x1b[K")
-        print(f"livecap: {message}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
+    return run_live(source, caption, translation, store)
 
 
 # -- bench ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ tokenizer files are fetched: Livecap never unpickles weights.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import re
 import threading
@@ -130,6 +131,38 @@ def delete_model(repo_id: str) -> None:
         cache.delete_revisions(*hashes).execute()
 
 
+def hub_unreachable(repo_id: str, exc: BaseException) -> ModelError:
+    """No connection to the Hub: say so, name the models already here, and the way round."""
+    ready = sorted(model.repo_id for model in cached_models() if model.complete)
+    have = (
+        f"Models already downloaded: {', '.join(ready)}. Use one of those"
+        if ready
+        else "No model is downloaded yet. Connect to the network and try again"
+    )
+    return ModelError(
+        f"The Hugging Face Hub ({constants.ENDPOINT}) cannot be reached, so {repo_id} "
+        f"cannot be downloaded ({type(exc).__name__}: {exc}).",
+        f"{have}, or use a local model folder (one holding config.json and safetensors "
+        "weights). Set HF_HUB_OFFLINE=1 to stop trying the network.",
+    )
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The transport errors of the HTTP client huggingface_hub uses (httpx2, httpx or
+    requests, depending on its version): no route, refused, DNS failure, timeout."""
+    found = []
+    for module, name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "ConnectionError"),
+    ):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 class _ByteCount:
     """Bytes fetched across all files of one download; raises when the user cancels."""
 
@@ -202,6 +235,8 @@ def download(
             f"{repo_id} is not a public model on the Hugging Face Hub ({type(exc).__name__}).",
             "Check the spelling; for a gated or private model, log in with `hf auth login`.",
         ) from None
+    except _network_errors() as exc:
+        raise hub_unreachable(repo_id, exc) from None
     except (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, OSError) as exc:
         raise ModelError(
             f"Could not download {repo_id} from the Hugging Face Hub: {exc}",

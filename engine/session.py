@@ -6,13 +6,17 @@ level meter and watches for the end of capture. Committed text goes to the store
 commits. When capture ends (stop, end of file, device lost) the engines drain what was
 captured, flush, and the session is saved: what was transcribed is kept.
 
+When the store cannot be written (a full disk), the session warns once and goes on: the text
+stays in memory and in the store's queue, and each later commit retries, so what was said
+reaches the disk once there is room. Ending never fails on a store error: `save_error` then
+says why the history is incomplete, and `transcript()` still holds everything.
+
 `on_event(role, event)` is called from worker threads with role "caption", "translation" or
 "audio" (Level, CaptureEnded, and audio Errors).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 
@@ -21,7 +25,7 @@ from engine.audio.ring import AudioRing
 from engine.audio.sources import Source
 from engine.events import CaptureEnded, Commit, EndOfTurn, Error, Event
 from engine.recognizer import Recognizer
-from engine.store import SessionStore
+from engine.store import SessionStore, StoreError
 from engine.transcript import Transcript, TranscriptBuilder
 from engine.worker import EngineWorker
 
@@ -59,7 +63,9 @@ class LiveSession:
         }
         self._meter = self.ring.reader()
         self._lock = threading.Lock()  # guards the builders
+        self._save_lock = threading.Lock()  # guards save_error
         self._done = threading.Event()
+        self.save_error: StoreError | None = None  # the last failed save, None once all is saved
         self._audio_thread = threading.Thread(target=self._watch_audio, name="audio", daemon=True)
 
     def start(self) -> None:
@@ -127,16 +133,34 @@ class LiveSession:
             return
         try:
             self.store.add(self.session_id, role, event)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
+            self._save_failed(exc)
+        else:
+            self.save_error = None
+
+    def _save_failed(self, exc: StoreError) -> None:
+        """Warn on the first failure of a run of them, not on every commit."""
+        with self._save_lock:
+            first, self.save_error = self.save_error is None, exc
+        if first:
             self.on_event(
                 "audio",
                 Error(
-                    f"Saving the session failed: {exc}",
-                    "Captions go on, but this session may be incomplete in the history. "
-                    "Check free disk space.",
+                    f"Saving the session failed. {exc.message}",
+                    f"{exc.hint} Captions go on.",
                     fatal=False,
                 ),
             )
+
+    def _finish_store(self) -> None:
+        if self.store is None or self.session_id is None:
+            return
+        try:
+            self.store.finish(self.session_id, self.duration)
+        except StoreError as exc:
+            self._save_failed(exc)
+        else:
+            self.save_error = None
 
     def _watch_audio(self) -> None:
         block = max(1, round(self.ring.sample_rate * LEVEL_SECONDS))
@@ -147,6 +171,7 @@ class LiveSession:
         self.on_event("audio", CaptureEnded(self.ring.end_reason, self.ring.end_error))
         for worker in self._workers.values():
             worker.join()
-        if self.store is not None and self.session_id is not None:
-            self.store.finish(self.session_id, self.duration)
-        self._done.set()
+        try:
+            self._finish_store()
+        finally:
+            self._done.set()  # whatever happened, the session has ended

@@ -4,10 +4,17 @@ One row per session; one row per segment and role ("caption" or "translation"). 
 segment's row is rewritten on every commit in its own transaction (WAL, synchronous=FULL),
 so when `add()` returns the committed words are on disk and a crash or power cut loses
 nothing committed. The database and its WAL files are readable by the user only.
+
+Opening checks the file (`PRAGMA quick_check`): a damaged store is moved aside and replaced
+(see engine/store_recovery.py), and `recovered` says so. A store that cannot be opened at all
+raises StoreError naming the file and the cause. When a write fails (a full disk), the text
+stays in memory: `add()` raises StoreError, and every later `add()` or `finish()` retries
+everything not yet written, so what was said reaches the disk once there is room again.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -15,11 +22,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.errors import LivecapError
 from engine.events import Commit, EndOfTurn, Word
+from engine.store_recovery import DAMAGED, Recovery, damage_of, move_aside, salvage
 from engine.transcript import Segment, Transcript, TranscriptBuilder
 
 ROLES = ("caption", "translation")
@@ -81,24 +90,80 @@ class SessionSummary:
     snippet: str | None  # the matching text, [marked], when listed by a search
 
 
+class StoreError(LivecapError):
+    """The session store cannot be opened or written; the message names the file and why."""
+
+
+def store_error(path: Path, exc: OSError | sqlite3.Error) -> StoreError:
+    """The real cause, in words: a full disk, a damaged file, or a place that can't be written."""
+    code = getattr(exc, "sqlite_errorname", "")
+    if code == "SQLITE_FULL" or getattr(exc, "errno", None) == errno.ENOSPC:
+        return StoreError(
+            f"The disk holding the session history {path} is full.",
+            "Free some disk space: the text is kept in memory and saved once there is room.",
+        )
+    if code in DAMAGED:
+        return StoreError(
+            f"The session history {path} is damaged ({exc}).",
+            "Restart Livecap: it checks the file, moves it aside and recovers what it can.",
+        )
+    cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StoreError(
+        f"The session history {path} cannot be opened or written ({cause}).",
+        f"Make {path.parent} writable, or set XDG_DATA_HOME to a folder that is.",
+    )
+
+
 class SessionStore:
     """Thread-safe: worker threads add commits while the GUI lists and reads sessions."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
+        self._lock = threading.Lock()
+        # Per (session, role): the segment builder, the row id of its open segment, and the
+        # closed segments (with their row ids) that could not be written yet.
+        self._open: dict[tuple[int, str], _OpenSegments] = {}
+        self.recovered: Recovery | None = None  # set when a damaged store was replaced
+        try:
+            self._db = self._connect()
+            damage = damage_of(self._db)
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorname not in DAMAGED:
+                raise store_error(self.path, exc) from None
+            damage = str(exc)
+        except OSError as exc:
+            raise store_error(self.path, exc) from None
+        if damage is not None:
+            self.recovered = self._replace(damage)
+
+    def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Create the file 0600 before SQLite opens it; SQLite gives its -wal and -shm files
         # the database file's permissions.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(self.path, 0o600)  # also for a file an older run left readable by others
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-        # Per (session, role): the segment builder and the row id of its open segment.
-        self._open: dict[tuple[int, str], tuple[TranscriptBuilder, int | None]] = {}
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _replace(self, damage: str) -> Recovery:
+        """Move the damaged file aside, start afresh, copy in what can still be read."""
+        if getattr(self, "_db", None) is not None:
+            self._db.close()
+        try:
+            moved_to = move_aside(self.path)
+            self._db = self._connect()
+            sessions, segments = salvage(moved_to, self._db)
+        except (OSError, sqlite3.Error) as exc:
+            raise store_error(self.path, exc) from None
+        return Recovery(self.path, moved_to, damage, sessions, segments)
 
     def begin(
         self,
@@ -109,7 +174,7 @@ class SessionStore:
         translation_language: str | None = None,
     ) -> int:
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._lock:
+        with self._lock, self._errors_named():
             cursor = self._db.execute(
                 "INSERT INTO sessions (started_at, model, source, language, translation_model,"
                 " translation_language) VALUES (?, ?, ?, ?, ?, ?)",
@@ -118,28 +183,33 @@ class SessionStore:
             return int(cursor.lastrowid)
 
     def add(self, session_id: int, role: str, event: Commit | EndOfTurn) -> None:
-        """Record a commit (or a pause, which closes the open segment); durable on return."""
+        """Record a commit (or a pause, which closes the open segment); durable on return.
+
+        Raises StoreError when it cannot be written; the text is kept and written by the
+        next add() or finish() that succeeds.
+        """
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
         with self._lock:
-            builder, row = self._open.get((session_id, role)) or (TranscriptBuilder(), None)
-            closed = builder.add(event)
-            with self._transaction():  # the closed segment and the new open one together
-                if closed is not None:
-                    self._write(session_id, role, row, closed)
-                    row = None
-                if builder.current is not None:
-                    row = self._write(session_id, role, row, builder.current)
-            self._open[(session_id, role)] = (builder, row)
+            state = self._open.setdefault((session_id, role), _OpenSegments())
+            closed = state.builder.add(event)
+            if closed is not None:
+                state.unwritten.append((state.row, closed))
+                state.row = None
+            state.changed = True
+            self._write_unsaved(session_id)
 
     def finish(self, session_id: int, duration: float) -> None:
+        """Write whatever is still unsaved and the duration; StoreError if it can't be."""
         with self._lock:
+            self._write_unsaved(session_id, duration)
             for role in ROLES:
                 self._open.pop((session_id, role), None)
-            with self._transaction():
-                self._db.execute(
-                    "UPDATE sessions SET duration = ? WHERE id = ?", (duration, session_id)
-                )
+
+    def unsaved(self, session_id: int) -> bool:
+        """Whether some of the session's text is still only in memory."""
+        with self._lock:
+            return any(self._open[key].changed for key in self._keys(session_id))
 
     def sessions(self, query: str | None = None) -> list[SessionSummary]:
         """All sessions, newest first; with `query`, only those whose text matches it."""
@@ -195,15 +265,48 @@ class SessionStore:
 
     # -- rows ---------------------------------------------------------------------------------
 
+    def _keys(self, session_id: int) -> list[tuple[int, str]]:
+        return [(session_id, role) for role in ROLES if (session_id, role) in self._open]
+
+    def _write_unsaved(self, session_id: int, duration: float | None = None) -> None:
+        """In one transaction: every closed segment not yet written, each changed open
+        segment, and the duration if given. Lock held."""
+        rows: dict[tuple[int, str], int | None] = {}
+        with self._errors_named(), self._transaction():
+            for key in self._keys(session_id):
+                state = self._open[key]
+                if not state.changed:
+                    continue
+                for row, segment in state.unwritten:
+                    self._write(session_id, key[1], row, segment)
+                rows[key] = state.row
+                if state.builder.current is not None:
+                    rows[key] = self._write(session_id, key[1], state.row, state.builder.current)
+            if duration is not None:
+                self._db.execute(
+                    "UPDATE sessions SET duration = ? WHERE id = ?", (duration, session_id)
+                )
+        for key, row in rows.items():  # only now are the rows really there
+            state = self._open[key]
+            state.row, state.unwritten, state.changed = row, [], False
+
+    @contextmanager
+    def _errors_named(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise store_error(self.path, exc) from None
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")  # a full disk may fail here: the transaction stays open
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _write(self, session_id: int, role: str, row: int | None, segment: Segment) -> int:
         words = json.dumps([[w.text, w.start, w.end] for w in segment.words], ensure_ascii=False)
@@ -250,6 +353,16 @@ class SessionStore:
             preview,
             snippet,
         )
+
+
+@dataclass
+class _OpenSegments:
+    """One session role's text on its way to the disk."""
+
+    builder: TranscriptBuilder = field(default_factory=TranscriptBuilder)
+    row: int | None = None  # the open segment's row, once written
+    unwritten: list[tuple[int | None, Segment]] = field(default_factory=list)  # closed segments
+    changed: bool = False  # something here is not on disk yet
 
 
 def _fts_query(query: str) -> str:

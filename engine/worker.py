@@ -2,8 +2,11 @@
 
 It pulls audio (at least a frame at a time), feeds the recognizer, and hands every event to
 `on_event` on the worker thread. An exception inside the model becomes an Error event and
-ends the worker cleanly; Stats (compute per audio second, audio dropped by the reader, how
-far behind the audio it is) come about once a second. Nothing here knows about Qt.
+ends the worker cleanly. The worker is the one producer of Stats, about once a wall-clock
+second: audio fed, compute spent in the model, audio dropped by the reader, non-finite input
+samples silenced, and latency = the audio still waiting in the ring plus the model's own
+delay (`ModelInfo.delay_seconds`): how long after a word is spoken it can appear. Nothing
+here knows about Qt.
 """
 
 from __future__ import annotations
@@ -96,7 +99,8 @@ class EngineWorker:
             compute_seconds=self.compute_seconds,
             realtime_factor=self.compute_seconds / audio if audio else 0.0,
             dropped_seconds=self.reader.dropped_seconds,
-            latency_seconds=backlog,
+            latency_seconds=backlog + self.recognizer.info.delay_seconds,
+            nonfinite_samples=self.reader.ring.nonfinite_samples,
         )
 
     def _emit(self, events: list[Event]) -> None:

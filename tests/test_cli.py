@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -236,7 +237,8 @@ sys.exit(main.main(["live", "--model", "double"]))
 """
 
 
-def test_ctrl_c_ends_live_cleanly_and_saves(tmp_path):
+@pytest.mark.parametrize("ending", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_ends_live_cleanly_and_saves(tmp_path, ending):
     from engine.store import SessionStore
 
     long_file = tmp_path / "long.wav"
@@ -252,7 +254,7 @@ def test_ctrl_c_ends_live_cleanly_and_saves(tmp_path):
     )
     assert "Listening to long.wav" in live.stderr.readline()
     time.sleep(1.5)
-    live.send_signal(signal.SIGINT)
+    live.send_signal(ending)
     out, err = live.communicate(timeout=30)
     assert live.returncode == 0, err
     assert "Traceback" not in err and "saved" in err
@@ -271,3 +273,136 @@ def test_no_subcommand_opens_the_app(monkeypatch):
     monkeypatch.setitem(sys.modules, "app.main", fake_app)
     assert main.main([]) == 0
     assert opened == [True]
+
+
+class SlowRecognizer(RecordingRecognizer):
+    """A model made slow on purpose: each feed() takes 1.5 times the audio it was given."""
+
+    def feed(self, samples):
+        time.sleep(1.5 * samples.size / self.sample_rate)
+        return super().feed(samples)
+
+
+def live_on_file(monkeypatch, audio: np.ndarray, path: Path, recognizer, realtime: bool):
+    from engine.audio.sources import FileSource
+
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    monkeypatch.setattr(
+        "engine.audio.sources.MicrophoneSource", lambda device: FileSource(path, realtime)
+    )
+    monkeypatch.setattr(main, "load_engines", lambda args, offline=False: (recognizer, None))
+    return main.main(["live", "--model", "m"])
+
+
+def test_live_says_when_the_model_falls_behind_and_skips_audio(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("engine.session.RING_SECONDS", 0.5)
+    monkeypatch.setattr("engine.worker.STATS_INTERVAL", 0.2)
+    audio = np.full(16000 * 3, 0.1, np.float32)
+    recognizer = SlowRecognizer(word_seconds=0.5)
+    assert live_on_file(monkeypatch, audio, tmp_path / "a.wav", recognizer, realtime=True) == 0
+    err = capsys.readouterr().err
+    assert "The model is running slower than speech; captions are" in err
+    assert "s of audio was skipped because the model fell behind." in err
+    assert "Try a smaller model, int8 precision (--dtype int8) or the GPU" in err
+    assert err.count("running slower than speech") <= 2  # a status line, not a flood
+
+
+def test_live_silences_nonfinite_input_and_warns_once(monkeypatch, tmp_path, capsys):
+    audio = np.full(16000 * 2, 0.1, np.float32)
+    audio[1000:1100] = np.nan
+    audio[20000] = np.inf
+    recognizer = RecordingRecognizer()
+    assert live_on_file(monkeypatch, audio, tmp_path / "nan.wav", recognizer, realtime=False) == 0
+    assert np.isfinite(recognizer.audio).all()
+    err = capsys.readouterr().err
+    assert err.count("NaN or infinite") == 1 and "replaced with silence" in err
+
+
+def test_live_on_a_full_disk_ends_and_writes_the_transcript_elsewhere(
+    monkeypatch, tmp_path, capsys
+):
+    from engine.store import SessionStore
+    from tests.test_store import FullDisk
+
+    store = SessionStore(tmp_path / "s.db")
+    store._db = FullDisk(store._db)
+    store._db.full = True
+    monkeypatch.setattr("engine.cli.live.open_store", lambda: store)
+    monkeypatch.chdir(tmp_path)
+    audio = np.full(16000 * 2, 0.1, np.float32)
+    recognizer = RecordingRecognizer()
+    assert live_on_file(monkeypatch, audio, tmp_path / "a.wav", recognizer, realtime=False) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("Saving the session failed") == 1
+    [fallback] = tmp_path.glob("livecap-session-*.txt")
+    assert str(fallback) in captured.err
+    assert fallback.read_text().split() == captured.out.split() == ["w0", "w1", "w2", "w3"]
+
+
+def test_transcribe_memory_does_not_grow_with_the_files_length():
+    from tests.benchmarks.long_file_memory import measure
+
+    short, long = measure(2 * 60), measure(20 * 60)
+    assert (short["words"], long["words"]) == (120, 1200)
+    # Reading the whole file would hold 20 minutes at both rates: over 130 MB more.
+    assert long["peak_rss_mb"] < short["peak_rss_mb"] + 40
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_transcribe_shows_its_progress_on_a_terminal(wav, doubles, monkeypatch, capsys):
+    monkeypatch.setattr("engine.cli.transcribe.PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("engine.cli.transcribe.BLOCK_SECONDS", 0.5)
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main.main(["transcribe", str(wav), "--model", "m"]) == 0
+    shown = terminal.getvalue()
+    assert "\r\x1b[K0:01 / 0:02 · " in shown and "× real time · 0:0" in shown
+    assert shown.endswith("\r\x1b[K")  # cleared before the transcript is printed
+    assert capsys.readouterr().out == "w0 w1 w2 w3\n"
+
+
+def test_transcribe_silences_nonfinite_samples_and_warns_once(tmp_path, doubles, capsys):
+    audio = np.full(16000 * 2, 0.1, np.float32)
+    audio[500:600] = np.nan
+    audio[9000] = -np.inf
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    assert main.main(["transcribe", str(path), "--model", "m"]) == 0
+    fed = doubles["caption"].audio
+    assert np.isfinite(fed).all() and (fed[500:600] == 0).all() and fed.size == 32000
+    err = capsys.readouterr().err
+    assert err.count("101 NaN or infinite samples") == 1 and "replaced with silence" in err
+
+
+def test_transcribe_gives_the_models_own_output_unless_asked_for_the_pause_flush(tmp_path):
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer
+
+    from tests.kyutai_fixtures import (
+        SAMPLE_RATE,
+        SHAPES,
+        build_tiny_model,
+        reference_generate,
+        speechlike_audio,
+    )
+
+    folder = build_tiny_model(tmp_path / "tiny", SHAPES["gqa"])
+    clip = speechlike_audio(10.0, seed=11, pauses=((4.0, 6.0),))
+    path = tmp_path / "pauses.wav"
+    soundfile.write(path, clip, SAMPLE_RATE, subtype="FLOAT")
+    tokens, _ = reference_generate(folder, clip)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    reference = tokenizer.decode(tokens[1:], skip_special_tokens=True)  # [0]: the start token
+
+    def transcribed(*flags: str) -> str:
+        argv = ["transcribe", str(path), "--model", str(folder), "--device", "cpu"]
+        result = run_cli(*argv, "--dtype", "float32", *flags)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.replace(" ", "").replace("\n", "")
+
+    assert transcribed() == reference.replace(" ", "")
+    assert transcribed("--pause-flush") != reference.replace(" ", "")  # live behaviour

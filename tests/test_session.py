@@ -9,7 +9,7 @@ import soundfile
 from engine.audio.ring import AudioRing
 from engine.audio.sources import FileSource
 from engine.errors import AudioError
-from engine.events import CaptureEnded, Commit, Level
+from engine.events import CaptureEnded, Commit, Error, Level
 from engine.session import LiveSession
 from engine.store import SessionStore
 from tests.recognizer_doubles import FailingRecognizer, RecordingRecognizer
@@ -108,3 +108,83 @@ def test_a_source_that_cannot_open_leaves_no_session_behind(tmp_path):
     with pytest.raises(AudioError):
         session.start()
     assert store.sessions() == []
+
+
+def full_disk_session(tmp_path, free_after_commits: int | None):
+    """A file through a session whose store's disk is full from the start; it is freed
+    after `free_after_commits` commits (None: never)."""
+    from tests.test_store import FullDisk
+
+    rate = 16000
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, np.full(rate * 3, 0.1, np.float32), rate)
+    store = SessionStore(tmp_path / "s.db")
+    disk = store._db = FullDisk(store._db)
+    events = []
+
+    def on_event(role, event):
+        events.append((role, event))
+        commits = sum(isinstance(e, Commit) for _, e in events)
+        if free_after_commits is not None and commits >= free_after_commits:
+            disk.full = False
+
+    session = LiveSession(
+        FileSource(path, realtime=False),
+        RecordingRecognizer(word_seconds=0.1),
+        on_event,
+        store=store,
+    )
+    disk.full = True
+    session.start()
+    assert session.wait(timeout=20)  # ending never hangs on the store
+    warnings = [e for _, e in events if isinstance(e, Error) and "Saving" in e.message]
+    return session, store, warnings
+
+
+def test_a_full_disk_warns_once_and_everything_is_saved_when_space_returns(tmp_path):
+    session, store, warnings = full_disk_session(tmp_path, free_after_commits=10)
+    assert len(warnings) == 1 and not warnings[0].fatal
+    assert "is full" in warnings[0].message and "kept in memory" in warnings[0].hint
+    words = " ".join(s.text for s in store.transcript(session.session_id).segments).split()
+    assert words == [f"w{n}" for n in range(30)]
+    assert store.sessions()[0].duration == 3.0 and session.save_error is None
+
+
+def test_a_disk_that_stays_full_still_ends_the_session_with_the_text_in_memory(tmp_path):
+    session, store, warnings = full_disk_session(tmp_path, free_after_commits=None)
+    assert len(warnings) == 1
+    assert session.save_error is not None and "is full" in session.save_error.message
+    words = " ".join(s.text for s in session.transcript().segments).split()
+    assert words == [f"w{n}" for n in range(30)]
+
+
+def test_a_really_full_disk_mid_session_loses_nothing(small_tmpfs, tmp_path):
+    from tests.conftest import fill_disk
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, np.full(16000 * 3, 0.1, np.float32), 16000)
+    store = SessionStore(small_tmpfs / "sessions.db")
+    events, filler = [], []
+
+    def on_event(role, event):
+        events.append((role, event))
+        commits = sum(isinstance(e, Commit) for _, e in events)
+        if isinstance(event, Commit) and commits == 3:
+            filler.append(fill_disk(small_tmpfs))  # the disk fills up mid-session...
+        if isinstance(event, Commit) and commits == 20:
+            filler[0].unlink()  # ...and space comes back
+
+    session = LiveSession(
+        FileSource(path, realtime=False),
+        RecordingRecognizer(word_seconds=0.1),
+        on_event,
+        store=store,
+    )
+    session.start()
+    assert session.wait(timeout=20)
+    warnings = [e for _, e in events if isinstance(e, Error) and "Saving" in e.message]
+    assert len(warnings) == 1 and "is full" in warnings[0].message
+    reopened = SessionStore(small_tmpfs / "sessions.db")
+    words = " ".join(s.text for s in reopened.transcript(session.session_id).segments).split()
+    assert words == [f"w{n}" for n in range(30)]
+    assert reopened.sessions()[0].duration == 3.0

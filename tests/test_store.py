@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -131,3 +132,145 @@ def test_every_commit_before_sigkill_is_in_the_store(tmp_path):
     words = " ".join(s.text for s in store.transcript(summary.id).segments).split()
     assert len(words) >= acknowledged + 1
     assert words[: acknowledged + 1] == [f"w{n}" for n in range(acknowledged + 1)]
+
+
+# -- a full disk ------------------------------------------------------------------------------
+
+
+def all_words(store: SessionStore, session_id: int) -> list[str]:
+    return " ".join(s.text for s in store.transcript(session_id).segments).split()
+
+
+def test_a_full_disk_keeps_the_text_and_writes_it_once_there_is_room(small_tmpfs):
+    from engine.store import StoreError
+    from tests.conftest import fill_disk
+
+    store = SessionStore(small_tmpfs / "sessions.db")
+    sid = store.begin("m", "mic", "en")
+    store.add(sid, "caption", commit("before", 0.0))
+    filler = fill_disk(small_tmpfs)
+    failures = []
+    for n in range(60):  # pauses close segments while nothing can be written
+        try:
+            store.add(sid, "caption", commit(f"w{n}", 1.0 + n))
+            store.add(sid, "caption", EndOfTurn(1.5 + n)) if n % 10 == 9 else None
+        except StoreError as exc:
+            failures.append(exc)
+    assert failures and "is full" in failures[0].message and "sessions.db" in failures[0].message
+    assert "disk space" in failures[0].hint
+    assert store.unsaved(sid)
+    filler.unlink()
+    store.add(sid, "caption", commit("after", 100.0))
+    store.finish(sid, 101.0)
+    assert not store.unsaved(sid)
+    reopened = SessionStore(small_tmpfs / "sessions.db")
+    assert all_words(reopened, sid) == ["before", *(f"w{n}" for n in range(60)), "after"]
+    assert reopened.sessions()[0].duration == 101.0
+
+
+class FullDisk:
+    """A connection whose transcript writes fail with SQLite's "disk full" while `full` is
+    set (a new session's row still goes in, as the first page written is often free)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.full = db, False
+
+    def execute(self, sql: str, *args):
+        writes = sql.split()[0] in {"INSERT", "UPDATE", "COMMIT"}
+        if self.full and writes and not sql.startswith("INSERT INTO sessions"):
+            exc = sqlite3.OperationalError("database or disk is full")
+            exc.sqlite_errorname = "SQLITE_FULL"
+            raise exc
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_failed_writes_are_retried_in_order_across_roles_and_finish(tmp_path):
+    from engine.store import StoreError
+
+    store = SessionStore(tmp_path / "s.db")
+    disk = store._db = FullDisk(store._db)
+    sid = store.begin("m", "mic", "en", "t", "de")
+    disk.full = True
+    with pytest.raises(StoreError):
+        store.add(sid, "translation", commit("eins", 0.0))
+    with pytest.raises(StoreError):
+        store.add(sid, "caption", commit("one", 0.0))
+    with pytest.raises(StoreError):
+        store.add(sid, "caption", EndOfTurn(0.5))
+    with pytest.raises(StoreError):
+        store.finish(sid, 2.0)
+    disk.full = False
+    store.finish(sid, 2.0)
+    transcript = store.transcript(sid)
+    assert [s.text for s in transcript.segments] == ["one"]
+    assert [s.text for s in transcript.translation.segments] == ["eins"]
+    assert store.sessions()[0].duration == 2.0
+
+
+# -- a damaged or unusable store --------------------------------------------------------------
+
+
+def filled_store(path: Path, sessions: int = 3, segments: int = 200) -> None:
+    store = SessionStore(path)
+    for s in range(sessions):
+        sid = store.begin(f"model-{s}", "mic", "en")
+        for n in range(segments):
+            store.add(sid, "caption", commit(f"needle-{s}-{n} " + "filler " * 20, n))
+            store.add(sid, "caption", EndOfTurn(n + 0.5))
+        store.finish(sid, float(segments))
+    store.close()  # the last connection checkpoints the WAL into the file
+
+
+def corrupt_page_holding(path: Path, marker: bytes) -> None:
+    """Overwrite the whole database page that stores `marker` with garbage."""
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    start = data.index(marker) // page_size * page_size
+    data[start : start + page_size] = bytes([0xA5]) * page_size
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_page_is_found_moved_aside_and_what_is_readable_recovered(tmp_path):
+    path = tmp_path / "sessions.db"
+    filled_store(path)
+    corrupt_page_holding(path, b"needle-1-100 ")
+    before = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError):
+        before.execute("SELECT count(*) FROM segments WHERE text LIKE '%1-1%'").fetchall()
+    before.close()
+
+    store = SessionStore(path)
+    recovery = store.recovered
+    assert recovery is not None and recovery.moved_to.exists()
+    assert recovery.moved_to.name.startswith("sessions.db.damaged-")
+    assert str(path) in recovery.message and str(recovery.moved_to) in recovery.message
+    assert recovery.sessions == 3 and 550 < recovery.segments < 600
+    assert store._db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert all_words(store, 3).count("filler") == 20 * 200  # past the bad page: whole
+    damaged = all_words(store, 2)  # the second session: its rows on that page are lost
+    assert "needle-1-100" not in damaged and {"needle-1-0", "needle-1-199"} <= set(damaged)
+    assert [s.id for s in store.sessions("needle")] == [3, 2, 1]  # searchable again
+    assert SessionStore(path).recovered is None  # the fresh store is sound
+
+
+def test_a_truncated_store_is_replaced_and_kept(tmp_path):
+    path = tmp_path / "sessions.db"
+    filled_store(path, sessions=1, segments=50)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    store = SessionStore(path)
+    assert store.recovered is not None and store.recovered.moved_to.stat().st_size == size // 2
+    assert store.sessions() or store.recovered.sessions == 0
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path):
+    path = tmp_path / "sessions.db"
+    path.write_bytes(b"this is not SQLite " * 500)
+    store = SessionStore(path)
+    assert store.recovered is not None and "not a database" in store.recovered.reason
+    assert store.recovered.moved_to.read_bytes().startswith(b"this is not SQLite")
+    assert store.sessions() == []

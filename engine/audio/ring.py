@@ -5,6 +5,8 @@ under a short lock. Each reader keeps its own cursor and its own soxr resampler,
 engines at different rates (24 kHz Kyutai, 16 kHz Speech2Text) share one ring, each getting
 the audio at its own rate. A reader that falls more than the ring's capacity behind loses
 the oldest audio; the loss is counted per reader (`dropped_seconds`), never silent.
+NaN and infinite samples are replaced with silence as they are written, and counted
+(`nonfinite_samples`), so no reader, resampler or model ever sees them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 
 import numpy as np
 
+from engine.audio.finite import silence_nonfinite
 from engine.audio.resample import StreamResampler
 
 
@@ -29,6 +32,7 @@ class AudioRing:
         self.end_reason = ""
         self.end_error = False
         self.last_write = time.monotonic()
+        self.nonfinite_samples = 0  # replaced with silence since the start
 
     @property
     def written(self) -> int:
@@ -95,6 +99,7 @@ class AudioRing:
             target[:] = block[:, 0]
         else:
             np.mean(block, axis=1, out=target)
+        self.nonfinite_samples += silence_nonfinite(target)
 
 
 class RingReader:

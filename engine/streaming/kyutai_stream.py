@@ -18,7 +18,7 @@ Tokens. 3 = pad (nothing new), 0 = a word starts next; other ids are SentencePie
 
 from __future__ import annotations
 
-import time
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 from engine.catalogue import find_entry
 from engine.errors import ModelError
-from engine.events import Commit, EndOfTurn, Event, Partial, Stats, Word
+from engine.events import Commit, EndOfTurn, Event, Partial, Word
 from engine.models.kyutai.config import SAMPLE_RATE
 from engine.models.kyutai.weights import KyutaiModel, load_model
 from engine.recognizer import LoadOptions, ModelInfo
@@ -35,7 +35,6 @@ from engine.streaming.pause import PauseDetector
 
 _FLUSH_EXTRA_SECONDS = 1.0  # past the delay, as transformers' feature extractor pads
 _PAUSE_MARGIN_SECONDS = 0.16  # past the delay when flushing at a pause (two frames)
-_STATS_EVERY_SECONDS = 1.0
 _WORD_START_ID = 0  # "end of padding": the model's own marker that a word starts next
 # Speculative passes pay off while enough steps emit pads (speech gives 55 % or more; a pass
 # of 3-8 rows costs 1.2-1.5 single steps, so break-even is near 20-35 % pads). Below this
@@ -148,8 +147,6 @@ class KyutaiRecognizer:
         self._model_samples = 0  # model-audio samples consumed, in whole frames
         self._stream_samples = 0  # real samples received
         self._pause_checked = 0  # real samples the pause detector has seen
-        self._compute = 0.0
-        self._last_stats = 0.0
         self._token: int | None = None  # the last text token; None before the start step
         self._pad_share = 1.0  # recent share of pad tokens (a stream starts in silence)
 
@@ -163,14 +160,14 @@ class KyutaiRecognizer:
             samples = samples[take:]
             if pause is not None:
                 events += self._flush_pause(pause)
-        return events + self._stats()
+        return events
 
     def flush(self) -> list[Event]:
         """End the stream: push the delay's worth of silence (and a second) through."""
         end = self._stream_samples / SAMPLE_RATE
         silence = self.delay_samples + round(_FLUSH_EXTRA_SECONDS * SAMPLE_RATE)
         events = self._consume(np.zeros(silence, dtype=np.float32))
-        events += self._words.finish(end) + self._stats(force=True)
+        events += self._words.finish(end)
         self.reset()
         return events
 
@@ -209,7 +206,6 @@ class KyutaiRecognizer:
         self._pending = audio[whole:]
         if whole == 0:
             return []
-        started = time.perf_counter()
         events: list[Event] = []
         model = self.model
         with torch.inference_mode():
@@ -228,7 +224,6 @@ class KyutaiRecognizer:
                     events += self._words.push(token, at)
                     done += 1
         self._timeline.forget_before(self._model_samples - self.delay_samples)
-        self._compute += time.perf_counter() - started
         return events
 
     def _next_tokens(self, codes: torch.Tensor) -> list[int]:
@@ -258,14 +253,6 @@ class KyutaiRecognizer:
                 token == pad
             )
         return tokens
-
-    def _stats(self, force: bool = False) -> list[Event]:
-        audio = self._stream_samples / SAMPLE_RATE
-        if not force and audio - self._last_stats < _STATS_EVERY_SECONDS:
-            return []
-        self._last_stats = audio
-        factor = self._compute / audio if audio > 0 else 0.0
-        return [Stats(audio, self._compute, factor, latency_seconds=self.info.delay_seconds)]
 
 
 def speculative_rows(device: str, dtype: str) -> int:
@@ -308,12 +295,10 @@ def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiReco
             f"{folder} has no tokenizer.json.", "Download the model again (`livecap models`)."
         )
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    entry = find_entry(name)
-    languages = entry.languages if entry else (("en", "fr") if "en_fr" in name else ("en",))
     info = ModelInfo(
         name=name,
         family="kyutai",
-        languages=languages,
+        languages=model_languages(folder, name),
         language=None,
         delay_seconds=model.config.delay_seconds,
         device=device,
@@ -322,3 +307,28 @@ def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiReco
     if options.progress:
         options.progress("loading", 1.0)
     return KyutaiRecognizer(model, tokenizer, info)
+
+
+def model_languages(folder: Path, name: str) -> tuple[str, ...]:
+    """What the model understands: the catalogue's entry for it (by repo id, or by the Hub
+    cache folder it was loaded from), else the `languages` its config.json declares, else
+    () for unknown. A repo's name is not evidence of what its weights were trained on."""
+    entry = find_entry(name) or find_entry(_cached_repo_id(folder) or "")
+    if entry is not None:
+        return entry.languages
+    try:
+        declared = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    languages = declared.get("languages") if isinstance(declared, dict) else None
+    if isinstance(languages, list) and all(isinstance(code, str) for code in languages):
+        return tuple(languages)
+    return ()
+
+
+def _cached_repo_id(folder: Path) -> str | None:
+    """`owner/name` for a snapshot in the Hugging Face cache (models--owner--name/snapshots/…)."""
+    for part in folder.resolve().parts:
+        if part.startswith("models--") and part.count("--") >= 2:
+            return part.removeprefix("models--").replace("--", "/", 1)
+    return None
