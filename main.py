@@ -163,6 +163,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from engine import local_folders
     from engine.catalogue import CATALOGUE
     from engine.hub import cached_models
 
@@ -179,6 +180,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         for model in others:
             state = "downloaded" if model.complete else "incomplete"
             print(f"  {model.repo_id:45} {human_size(model.size_bytes):>9}  {state}")
+    folders = local_folders.load()
+    if folders:
+        print("Local model folders (added in the app):")
+        for folder in folders:
+            state = "ready" if (Path(folder) / "config.json").is_file() else "missing"
+            print(f"  {folder:45} {'':>9}  {state}")
     return 0
 
 

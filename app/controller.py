@@ -50,6 +50,7 @@ class SessionController(QObject):
     events = Signal(list)  # [(role, event)] on the GUI thread
     failed = Signal(str, str)  # message, hint
     finished = Signal(object)  # the stored session id, or None
+    unsaved = Signal(object, object, str, str)  # session id, its Transcript, message, hint
 
     def __init__(self, store=None, loader: Loader = load_recognizer, parent=None) -> None:
         super().__init__(parent)
@@ -183,20 +184,26 @@ class SessionController(QObject):
         session, self.session = self.session, None
         self._set_state("stopping")
 
-        def close(_progress) -> int | None:
+        def close(_progress) -> tuple[int | None, object]:
             session.stop()
             session.wait(30)
-            return session.session_id
+            # Text the store could not take (a full disk): hand it over, so it can be exported.
+            error = session.save_error
+            return session.session_id, (error, session.transcript()) if error else None
 
         task = Task(close)
         task.succeeded.connect(self._on_stopped)
         task.failed.connect(self._on_stop_failed)
         task.start()
 
-    def _on_stopped(self, session_id) -> None:
+    def _on_stopped(self, result) -> None:
+        session_id, unsaved = result
         self.last_session_id = session_id
         self._set_state("idle")
         self.finished.emit(session_id)
+        if unsaved is not None:
+            error, transcript = unsaved
+            self.unsaved.emit(session_id, transcript, error.message, error.hint)
 
     def _on_stop_failed(self, exc: BaseException) -> None:
         self._set_state("idle")

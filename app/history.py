@@ -93,6 +93,23 @@ def export_with_dialog(
     return ExportOutcome(f"Exported to {path}")
 
 
+def offer_unsaved_export(
+    parent: QWidget, transcript: Transcript, session_id: int | None, problem: str
+) -> ExportOutcome | None:
+    """The store could not take all of a session (a full disk) but its text is still in
+    memory: offer to write it to a file of the user's choice."""
+    answer = QMessageBox.question(
+        parent,
+        "Session not fully saved",
+        f"{problem}\n\nExport the whole transcript to a file now?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.Yes,
+    )
+    if answer != QMessageBox.StandardButton.Yes:
+        return None
+    return export_with_dialog(parent, transcript, session_id or 0)
+
+
 def transcript_html(transcript: Transcript) -> str:
     """A readable view of a stored session, translation under each caption line."""
     translated = transcript.translation.segments if transcript.translation else []

@@ -27,23 +27,30 @@ def run(argv: list[str] | None = None) -> int:
     settings = AppSettings()
     try:
         store = SessionStore()
-    except (OSError, sqlite3.Error, LivecapError) as exc:
-        from PySide6.QtWidgets import QMessageBox
-
-        QMessageBox.critical(
-            None,
-            "Livecap cannot start",
-            f"The session history cannot be opened: {exc}\n"
+    except LivecapError as exc:  # StoreError names the file and the real cause
+        _cannot_start(exc.message, exc.hint)
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        _cannot_start(
+            f"The session history cannot be opened: {exc}",
             "Check that your home folder is writable and has free space.",
         )
         return 1
     window = MainWindow(settings, store)
     window.show()
+    if store.recovered is not None:
+        window.banner.show_message(store.recovered.message, store.recovered.hint, kind="info")
     _close_on_signals(window)
     code = app.exec()
     Task.wait_all()
     store.close()
     return code
+
+
+def _cannot_start(message: str, hint: str) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    QMessageBox.critical(None, "Livecap cannot start", f"{message}\n\n{hint}")
 
 
 def _close_on_signals(window) -> None:

@@ -6,6 +6,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QW
 
 from app.level_meter import LevelMeter
 from engine.events import Stats
+from engine.pace import falling_behind
 
 SESSION_STATES = {
     "idle": "Ready",
@@ -19,16 +20,7 @@ SUGGESTION = "Try a smaller model, int8 precision or the GPU (Settings → Engin
 def describe(stats: Stats) -> tuple[str, str]:
     """(summary, warning) for a Stats event; warning is "" while the engine keeps up."""
     summary = f"{stats.realtime_factor:.2f}× real time · latency {stats.latency_seconds:.1f} s"
-    problems = []
-    if stats.realtime_factor > 1.05:
-        behind = max(stats.latency_seconds, 1.0)
-        problems.append(
-            f"The model is running slower than speech; captions are {behind:.0f} s behind."
-        )
-    if stats.dropped_seconds > 0:
-        problems.append(
-            f"{stats.dropped_seconds:.1f} s of audio was skipped because the model fell behind."
-        )
+    problems = falling_behind(stats)
     return summary, (" ".join(problems) + " " + SUGGESTION) if problems else ""
 
 

@@ -33,7 +33,7 @@ from app.controller import (
 )
 from app.controls_bar import ControlsBar
 from app.first_run import offer_default_model
-from app.history import HistoryDialog, export_with_dialog
+from app.history import ExportOutcome, HistoryDialog, export_with_dialog, offer_unsaved_export
 from app.input_devices import DeviceReader
 from app.live_transcript import CAPTION, TRANSLATION, LiveTranscript
 from app.menu_bar import MenuBar
@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self.controller.events.connect(self._on_events)
         self.controller.failed.connect(self.show_error)
         self.controller.finished.connect(self._on_finished)
+        self.controller.unsaved.connect(self._offer_unsaved_export)
 
         self._build_central()
         self._build_menus()
@@ -350,6 +351,15 @@ class MainWindow(QMainWindow):
         if session_id is not None:
             self.status.set_state("Saved to history")
 
+    def _offer_unsaved_export(self, session_id, transcript, message: str, hint: str) -> None:
+        self.banner.show_message(message, hint)
+        self._show_export_outcome(offer_unsaved_export(self, transcript, session_id, message))
+
+    def _show_export_outcome(self, outcome: ExportOutcome | None) -> None:
+        if outcome is not None:
+            kind = "error" if outcome.hint else "info"
+            self.banner.show_message(outcome.message, outcome.hint, kind=kind)
+
     def show_error(self, message: str, hint: str) -> None:
         """Errors appear in the window; the session's text stays where it is."""
         self.banner.show_message(message, hint)
@@ -376,10 +386,9 @@ class MainWindow(QMainWindow):
                 "There is no session to export yet.", "Start captions first.", kind="info"
             )
             return
-        outcome = export_with_dialog(self, self.store.transcript(session_id), session_id)
-        if outcome is not None:
-            kind = "error" if outcome.hint else "info"
-            self.banner.show_message(outcome.message, outcome.hint, kind=kind)
+        self._show_export_outcome(
+            export_with_dialog(self, self.store.transcript(session_id), session_id)
+        )
 
     def show_history(self) -> None:
         if self.history is None:

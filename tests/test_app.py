@@ -388,3 +388,29 @@ def test_a_second_session_reuses_the_loaded_model_and_text_can_be_copied(
     qtbot.keySequence(win.caption_pane, QKeySequence.StandardKey.Copy)
     assert QGuiApplication.clipboard().text().splitlines() == CAPTION_ROWS
     win.close()
+
+
+def test_a_session_the_full_disk_could_not_take_is_offered_for_export(
+    qtbot, window, store, tmp_path, monkeypatch, speech_wav
+):
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.test_store import FullDisk
+
+    disk = store._db = FullDisk(store._db)
+    disk.full = True  # the session's row goes in, none of its text does
+    asked = []
+
+    def answer_yes(_parent, title, text, *_buttons):
+        asked.append(text)
+        return QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr("app.history.QMessageBox.question", answer_yes)
+    target = tmp_path / "rescued.txt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a: (str(target), ""))
+    run_session(qtbot, window, speech_wav)
+    qtbot.waitUntil(lambda: target.exists(), timeout=5000)
+
+    assert len(asked) == 1 and "is full" in asked[0]
+    assert target.read_text(encoding="utf-8").splitlines() == CAPTION_ROWS
+    assert str(target) in window.banner.message.text()

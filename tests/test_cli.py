@@ -191,6 +191,20 @@ def test_models_lists_the_catalogue_with_download_state(monkeypatch, tmp_path, c
     assert "someone/extra" in rows
 
 
+def test_models_lists_the_folders_added_in_the_app(tmp_path, capsys):
+    from engine import local_folders
+
+    ready, gone = tmp_path / "my-model", tmp_path / "moved-away"
+    ready.mkdir()
+    (ready / "config.json").write_text("{}")
+    local_folders.save([str(ready), str(gone)])  # as the app's model manager keeps them
+    assert main.main(["models"]) == 0
+    rows = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:2] == "  "
+    }
+    assert rows[str(ready)].endswith("ready") and rows[str(gone)].endswith("missing")
+
+
 def test_bench_prints_one_json_object(monkeypatch, capsys):
     calls = []
 
