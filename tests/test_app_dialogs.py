@@ -311,3 +311,24 @@ def test_export_opens_in_documents_and_says_where_it_went(qtbot, history, tmp_pa
     message, hint = history.notice.text().split("\n")
     assert message == f"Could not write {missing}: No such file or directory."
     assert hint.startswith("Choose another folder")
+
+
+def test_no_route_to_the_hub_is_said_in_the_engines_words(qtbot, settings, monkeypatch, tmp_path):
+    """The real download path, with the Hub on a closed loopback port: the manager says the
+    Hub cannot be reached and what to do, message and hint apart, never "Something went
+    wrong"; the offer to download stays usable."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
+    manager = ModelManager(settings)
+    qtbot.addWidget(manager)
+    manager.show()
+    manager.select("facebook/s2t-small-librispeech-asr")
+    manager.download_button.click()
+    qtbot.waitUntil(manager.banner.isVisible, timeout=20_000)
+    assert "cannot be reached" in manager.banner.message.text()
+    assert "Something went wrong" not in manager.banner.message.text()
+    assert "local model folder" in manager.banner.hint.text()
+    qtbot.waitUntil(manager.download_button.isEnabled)
