@@ -1,5 +1,5 @@
 """The CPU kernels of engine/models/kernels.py against the plain float32 products they
-stand in for: few-row float forms, int8 weights, fbgemm's int8 × int8 kernel with two-part
+stand in for: few-row float forms, int8 weights, fbgemm's int8 × int8 kernel with split
 activations, the screened output layer's error bound, and the probe that decides whether
 fbgemm may be used on this CPU.
 """
@@ -48,7 +48,7 @@ def test_screened_head_bounds_every_logit_and_picks_the_exact_argmax() -> None:
 
 @needs_exact_fbgemm
 def test_screened_head_bounds_the_activations_split_where_codes_are_exact() -> None:
-    """Weights int8 holds exactly leave only the activations' two-part split and rounding
+    """Weights int8 holds exactly leave only the activations' split into parts and rounding
     in the bound, which must still cover every logit (an outlier channel included)."""
     torch.manual_seed(1)
     linear = torch.nn.Linear(64, 3000, bias=False)

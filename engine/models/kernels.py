@@ -192,7 +192,7 @@ def int8_blocks(
 
 class PackedInt8Linear(nn.Module):
     """Int8 codes on fbgemm's int8 × int8 kernel, for a large output layer: for one row or a
-    few beams it reads the weights faster than the int8-weight kernel ("fbgemm, two-part
+    few beams it reads the weights faster than the int8-weight kernel ("fbgemm, split
     activations" in cpu_kernels.py). Use only where `fbgemm_int8()`.
 
     The kernel takes activations as integers too, and sums them exactly for codes up to
@@ -272,7 +272,7 @@ def fbgemm_levels() -> int | None:
     measured once per process on the extreme codes instead of assumed: 127 where the CPU adds
     u8 × s8 products in int32 (AVX512-VNNI, AMX); 63 where it adds pairs of them in saturating
     int16 (AVX2's vpmaddubsw), which full-range activations overflow and 7-bit ones cannot
-    (2 · 127 · 127 < 2¹⁵); None without fbgemm. PackedInt8Linear's two-part activations and
+    (2 · 127 · 127 < 2¹⁵); None without fbgemm. PackedInt8Linear's split activations and
     ScreenedHead's bound need exact sums."""
     for levels in (127, 63):
         try:
@@ -320,7 +320,7 @@ class ScreenedHead(nn.Module):
     A greedy step multiplies one row by the whole output layer (mBART-50's is most of the bytes
     a step reads) only to pick its best token. Here an int8 copy on
     PackedInt8Linear's kernel gives every logit approximately, with a bound on its error:
-    |w·x - ŵ·x̂| ≤ ‖x‖‖w - ŵ‖ (the codes) + ‖x - x̂‖‖ŵ‖ (the activations' two int8 parts) +
+    |w·x - ŵ·x̂| ≤ ‖x‖‖w - ŵ‖ (the codes) + ‖x - x̂‖‖ŵ‖ (the activations' integer parts) +
     float32 rounding, of the kernel's results and of the exact logits themselves (≤ 2⁻¹²‖x‖‖w‖
     for widths up to 4096). Only tokens whose interval reaches the best lower bound can win
     (a handful); their logits are then computed from the float32 rows. Beam search, which

@@ -145,7 +145,7 @@ def main() -> None:
         for rows in (1, 5):
             xr = x if rows == 1 else torch.randn(rows, k)
             record(
-                f"int8 {rows} rows (fbgemm, two-part activations)",
+                f"int8 {rows} rows (fbgemm, split activations)",
                 lambda xr=xr: [layer(xr) for layer in packed],
                 n * k * count,
                 restored if rows == 1 else None,
