@@ -67,9 +67,24 @@ project_dependencies() {
     "$PYTHON" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))'
 }
 
+# PyInstaller and the glibc check read ELF files with binutils (objdump, readelf).
+install_build_tools() {
+    command -v objdump >/dev/null && command -v readelf >/dev/null && return 0
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "build-bundle: needs objdump and readelf; install binutils (Debian: sudo apt-get install binutils)" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null
+}
+
 install_build_venv() {
     if [ ! -x "$venv/bin/python" ]; then
-        "$PYTHON" -m venv "$venv"
+        if ! "$PYTHON" -m venv "$venv" 2>/dev/null; then
+            [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            rm -rf "$venv"
+            "$PYTHON" -m venv "$venv"
+        fi
     fi
     local stamp="$venv/.livecap-installed"
     local digest
@@ -118,6 +133,7 @@ print(f"build-bundle: torch {torch.__version__}, CUDA {cuda or 'none'}")
 EOF
 }
 
+install_build_tools
 install_build_venv
 check_torch_variant
 

@@ -5,7 +5,8 @@ that those link. Left out:
 - what the app never loads (LEFT_OUT_FOLDERS, LEFT_OUT_NAMES, LEFT_OUT_SUFFIXES): torch's
   C++ test programs, test libraries and tools (torch/test, torch/bin: TCPStoreTest,
   protoc...), headers, static libraries and CMake files for building extensions, type
-  stubs, and the README's screenshots;
+  stubs, and the README's screenshots; but torch/bin/torch_shm_manager stays, as
+  `import torch` fails without it (KEPT);
 - libraries that must come from the system where the bundle runs (FROM_SYSTEM):
   - glibc's own (libmvec): it must match the system's libc;
   - PortAudio with ALSA and JACK: ALSA loads the system's own plugins (PulseAudio,
@@ -30,6 +31,7 @@ LEFT_OUT_FOLDERS = (
     "torch/share/",
     "resources/screenshots/",
 )
+KEPT = ("torch/bin/torch_shm_manager",)
 LEFT_OUT_NAMES = ("libtorchbind_test.so", "libjitbackend_test.so", "libbackend_with_compiler.so")
 LEFT_OUT_SUFFIXES = (".a", ".h", ".hpp", ".cuh", ".cmake", ".pyi", ".lib")
 FROM_SYSTEM = (
@@ -65,6 +67,8 @@ def keep(dest: str) -> bool:
     """Whether a file bound for `dest` (its path inside the bundle) goes into the bundle."""
     dest = dest.replace("\\", "/")
     name = dest.rsplit("/", 1)[-1]
+    if dest in KEPT:
+        return True
     if dest.startswith(LEFT_OUT_FOLDERS) or dest.endswith(LEFT_OUT_SUFFIXES):
         return False
     return name not in LEFT_OUT_NAMES and not name.startswith(FROM_SYSTEM)
