@@ -7,10 +7,12 @@
 #
 # Sets up its own build venv, .bundle-venv-<variant>, with torch and PyInstaller pinned
 # (the project's .venv is not touched), and skips pip when nothing changed since the last
-# build. Needs python3 (with venv) and binutils (objdump and readelf: PyInstaller and the
-# glibc check use them). The CUDA variant downloads about 3 GB of wheels.
-# Where the bundle runs it needs glibc $GLIBC_BASELINE or newer and the system's PortAudio
-# (packaging/bundle_contents.py says which libraries come from the system, and why).
+# build. Needs a python3 with its shared libpython (Debian's has it; pyenv's needs
+# --enable-shared), and installs python3-venv and binutils (objdump, readelf) with apt when
+# run as root. The CUDA variant downloads about 3 GB of wheels (torch's CUDA 13 build).
+# Where the bundle runs it needs glibc 2.35 or newer (the Python built here needs it),
+# libstdc++ from GCC 11 or newer, and the system's PortAudio (bundle_contents.py says which
+# libraries come from the system, and why). Then: bash packaging/smoke-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

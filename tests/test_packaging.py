@@ -210,3 +210,18 @@ def test_dev_sh_app_virtual_display_goes_on_without_one(tmp_path: Path) -> None:
     result = run_dev_sh(tmp_path, "app", "--virtual-display")
     assert "no display found" not in result.stderr
     assert "called" in result.stderr  # went on to set up .venv
+
+
+def test_build_bundle_refuses_an_unknown_variant_before_doing_anything(tmp_path: Path) -> None:
+    (tmp_path / "packaging").mkdir()
+    shutil.copy(PACKAGING / "build-bundle.sh", tmp_path / "packaging" / "build-bundle.sh")
+    result = subprocess.run(
+        ["bash", str(tmp_path / "packaging" / "build-bundle.sh"), "--variant", "rocm"],
+        env={**os.environ, "PYTHON": "/bin/false"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 64
+    assert "usage: bash packaging/build-bundle.sh [--cpu | --cuda" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["packaging"]
