@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up what Livecap needs on this machine, then run it.
-#   bash packaging/dev.sh app    start the GUI
-#   bash packaging/dev.sh test   run the test suite
+#   bash packaging/dev.sh app                     start the GUI (needs a display)
+#   bash packaging/dev.sh app --virtual-display   start it on an invisible Xvfb display
+#   bash packaging/dev.sh test                    run the test suite
 # Installs missing system libraries with apt (when root), creates .venv, installs torch
 # (pinned CPU-friendly version first, so pip pulls no CUDA wheels) and the project with its
 # test extras; skips pip when pyproject.toml has not changed since the last install.
@@ -13,10 +14,33 @@ shift || true
 case "$MODE" in
     app | test) ;;
     *)
-        echo "usage: bash packaging/dev.sh app|test [pytest args...]" >&2
+        echo "usage: bash packaging/dev.sh app [--virtual-display] | test [pytest args...]" >&2
         exit 64
         ;;
 esac
+
+# The app's own arguments, less --virtual-display (which asks for Xvfb).
+VIRTUAL_DISPLAY=0
+if [ "$MODE" = app ]; then
+    app_args=()
+    for arg in "$@"; do
+        if [ "$arg" = --virtual-display ]; then VIRTUAL_DISPLAY=1; else app_args+=("$arg"); fi
+    done
+    set -- ${app_args[@]+"${app_args[@]}"}
+fi
+
+# Checked before installing anything: without a display nobody would see the window (and
+# its first-run questions), so say so at once rather than run it where no one can answer.
+require_display() {
+    [ "$VIRTUAL_DISPLAY" -eq 1 ] && return 0
+    [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && return 0
+    case "${QT_QPA_PLATFORM:-}" in offscreen* | minimal* | vnc*) return 0 ;; esac
+    echo "dev.sh: no display found (DISPLAY and WAYLAND_DISPLAY are unset): the app's window would not be seen." >&2
+    echo "dev.sh: start it from a desktop session, or add --virtual-display to run it on an invisible virtual display (Xvfb), e.g. for screenshots:" >&2
+    echo "  bash packaging/dev.sh app --virtual-display" >&2
+    exit 2
+}
+if [ "$MODE" = app ]; then require_display; fi
 
 APT_PACKAGES=(
     libportaudio2 libasound2-plugins pulseaudio pulseaudio-utils espeak-ng sox
@@ -82,9 +106,13 @@ install_python_packages
 .venv/bin/python -m compileall -q app engine main.py >/dev/null
 
 if [ "$MODE" = app ]; then
-    if [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && command -v xvfb-run >/dev/null; then
-        echo "dev.sh: no display found; starting the app on a virtual one (Xvfb)" >&2
-        exec xvfb-run -a .venv/bin/python main.py "$@"
+    if [ "$VIRTUAL_DISPLAY" -eq 1 ]; then
+        command -v xvfb-run >/dev/null || {
+            echo "dev.sh: --virtual-display needs xvfb-run (Debian: apt install xvfb xauth)" >&2
+            exit 2
+        }
+        echo "dev.sh: starting the app on a virtual display (Xvfb)" >&2
+        exec xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python main.py "$@"
     fi
     exec .venv/bin/python main.py "$@"
 fi
