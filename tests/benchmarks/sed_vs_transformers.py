@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from engine.bench import replay_live  # noqa: E402
 from engine.events import Commit  # noqa: E402
 from engine.models.generation import Screened  # noqa: E402
-from engine.models.speech_encoder_decoder import MBART50_CODES, load_model  # noqa: E402
+from engine.models.speech_encoder_decoder import load_model  # noqa: E402
+from engine.models.text_tokenizer import MBART50_CODES  # noqa: E402
 from engine.recognizer import LoadOptions  # noqa: E402
 from engine.streaming.chunked import load_speech_encoder_decoder  # noqa: E402
 
