@@ -46,15 +46,8 @@ class TextTokenizer:
         self._clean_up = bool(config.get("clean_up_tokenization_spaces")) and model_kind != "BPE"
 
     def _init_sentencepiece(self, path: Path) -> None:
-        import sentencepiece
-
         self._tokenizer = None
-        try:
-            self._sentencepiece = sentencepiece.SentencePieceProcessor(model_file=str(path))
-        except (RuntimeError, OSError) as exc:
-            raise ModelError(
-                f"{path} is not a readable sentencepiece model ({exc}).", damaged_hint(path.parent)
-            ) from None
+        self._sentencepiece = open_sentencepiece(path)
         # fairseq/mBART-50 ids: 0 <s>, 1 <pad>, 2 </s>, 3 <unk>, then piece p at p + 1
         # (sentencepiece's own first three pieces are its control tokens), then the codes
         first_code = self._sentencepiece.get_piece_size() + 1
@@ -70,6 +63,20 @@ class TextTokenizer:
         pieces = [self._sentencepiece.id_to_piece(i - 1) for i in ids if 4 <= i <= size]
         text = "".join(pieces).replace("▁", " ")
         return text[1:] if pieces and pieces[0].startswith("▁") else text
+
+
+def open_sentencepiece(path: Path):  # -> sentencepiece.SentencePieceProcessor
+    """A sentencepiece model file, opened; a missing or unreadable one is a ModelError."""
+    import sentencepiece
+
+    if not path.exists():
+        raise ModelError(f"{path.parent} has no {path.name}.", damaged_hint(path.parent))
+    try:
+        return sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as exc:
+        raise ModelError(
+            f"{path} is not a readable sentencepiece model ({exc}).", damaged_hint(path.parent)
+        ) from None
 
 
 def _clean_up_spaces(text: str) -> str:

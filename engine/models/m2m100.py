@@ -1,0 +1,108 @@
+"""M2M100 (`facebook/m2m100_418M`) and NLLB-200, which shares its network: many-to-many.
+
+The network is text_encoder.TextEncoderDecoder with pre-norm layers and final LayerNorms,
+fairseq's sinusoidal positions (bart.SinusoidalPositions) and no bias on the logits. The
+encoder reads `[source language] text </s>`; the decoder starts from `</s>` and is forced
+to write the target language's token first.
+
+Tokenizers: M2M100 ships `sentencepiece.bpe.model` with a `vocab.json` (fairseq ids) and its
+100 `__xx__` language tokens numbered after the vocabulary in a fixed order; NLLB ships a
+`tokenizer.json` whose vocabulary holds its language tokens (`eng_Latn`, `fra_Latn`, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.errors import ModelError
+from engine.models import loading
+from engine.models.contract import LoadOptions
+from engine.models.text_encoder import TextEncoderDecoder, build_network
+from engine.models.text_tokenizer import open_sentencepiece
+from engine.models.translator import TextTranslator, load_text_model
+
+# M2M100's language codes in token order: code i is token `__code__`, id len(vocab) + i
+M2M100_CODES = (
+    "af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl "
+    "gu ha he hi hr ht hu hy id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml "
+    "mn mr ms my ne nl no ns oc or pa pl ps pt ro ru sd si sk sl so sq sr ss su sv sw ta th tl "
+    "tn tr uk ur uz vi wo xh yi yo zh zu"
+).split()
+# NLLB's codes for the ISO 639-1 codes the caption models and the catalogue speak
+NLLB_CODES = {
+    "ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "fr": "fra_Latn",
+    "it": "ita_Latn", "ja": "jpn_Jpan", "nl": "nld_Latn", "pl": "pol_Latn", "pt": "por_Latn",
+    "ro": "ron_Latn", "ru": "rus_Cyrl", "tr": "tur_Latn", "uk": "ukr_Cyrl", "zh": "zho_Hans",
+}  # fmt: skip
+_NLLB_TOKEN = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
+_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+class M2M100Tokenizer:
+    """sentencepiece.bpe.model + vocab.json, languages as `__xx__` tokens."""
+
+    def __init__(self, folder: Path) -> None:
+        self.vocab = loading.read_json(folder / "vocab.json")
+        self.pieces = {index: piece for piece, index in self.vocab.items()}
+        self.spm = open_sentencepiece(folder / "sentencepiece.bpe.model")
+        self.language_ids = {code: len(self.vocab) + i for i, code in enumerate(M2M100_CODES)}
+        self.sources = self.targets = tuple(M2M100_CODES)
+        self.specials = {self.vocab[p] for p in _SPECIALS if p in self.vocab}
+        self.eos, self.unk = self.vocab.get("</s>", 2), self.vocab.get("<unk>", 3)
+
+    def encode(self, text: str, source: str) -> list[int]:
+        ids = [self.vocab.get(p, self.unk) for p in self.spm.encode(text, out_type=str)]
+        return [self.language_ids[source], *ids, self.eos]
+
+    def target_token(self, target: str) -> int | None:
+        return self.language_ids.get(target)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        pieces = [self.pieces[i] for i in ids if i in self.pieces and i not in self.specials]
+        return self.spm.decode_pieces(pieces)
+
+
+class NllbTokenizer:
+    """tokenizer.json; languages as NLLB codes, also reachable by their ISO 639-1 codes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.tokenizer = loading.open_tokenizer(folder / "tokenizer.json")
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        own = {code: index for code, index in vocab.items() if _NLLB_TOKEN.match(code)}
+        short = {iso: own[code] for iso, code in NLLB_CODES.items() if code in own}
+        self.language_ids = {**own, **short}
+        self.sources = self.targets = tuple(sorted(short)) + tuple(sorted(own))
+        self.eos = vocab.get("</s>", 2)
+
+    def encode(self, text: str, source: str) -> list[int]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return [self.language_ids[source], *ids, self.eos]
+
+    def target_token(self, target: str) -> int | None:
+        return self.language_ids.get(target)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def open_tokenizer(folder: Path) -> M2M100Tokenizer | NllbTokenizer:
+    if (folder / "tokenizer.json").exists():
+        return NllbTokenizer(folder)
+    if (folder / "sentencepiece.bpe.model").exists():
+        return M2M100Tokenizer(folder)
+    raise ModelError(
+        f"{folder} has no tokenizer (tokenizer.json or sentencepiece.bpe.model).",
+        loading.damaged_hint(folder),
+    )
+
+
+def load_model(folder: Path, name: str, options: LoadOptions) -> TextTranslator:
+    def build_model(values: dict, path: Path) -> TextEncoderDecoder:
+        pad = values.get("pad_token_id", 1)
+        return build_network(
+            values, path, True, "relu", True, sinusoidal_positions=True, pad_token_id=pad
+        )
+
+    return load_text_model(folder, name, options, open_tokenizer(folder), build_model, "m2m100")
