@@ -133,7 +133,7 @@ def build_marian(folder: Path, max_length: int = 24, num_beams: int = 4) -> Path
 def build_m2m100(folder: Path, max_length: int = 24, num_beams: int = 5) -> Path:
     from transformers import M2M100Config, M2M100ForConditionalGeneration
 
-    from engine.models.m2m100 import M2M100_CODES
+    from engine.models.text_tokenizer import M2M100_CODES
 
     folder.mkdir(parents=True, exist_ok=True)
     pieces = _train(ENGLISH + FRENCH, folder / "spm", 110)

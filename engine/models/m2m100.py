@@ -20,22 +20,9 @@ from engine.errors import ModelError
 from engine.models import loading
 from engine.models.contract import LoadOptions
 from engine.models.text_encoder import TextEncoderDecoder, build_network
-from engine.models.text_tokenizer import open_sentencepiece
+from engine.models.text_tokenizer import M2M100_CODES, NLLB_CODES, open_sentencepiece
 from engine.models.translator import TextTranslator, load_text_model
 
-# M2M100's language codes in token order: code i is token `__code__`, id len(vocab) + i
-M2M100_CODES = (
-    "af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl "
-    "gu ha he hi hr ht hu hy id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml "
-    "mn mr ms my ne nl no ns oc or pa pl ps pt ro ru sd si sk sl so sq sr ss su sv sw ta th tl "
-    "tn tr uk ur uz vi wo xh yi yo zh zu"
-).split()
-# NLLB's codes for the ISO 639-1 codes the caption models and the catalogue speak
-NLLB_CODES = {
-    "ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "fr": "fra_Latn",
-    "it": "ita_Latn", "ja": "jpn_Jpan", "nl": "nld_Latn", "pl": "pol_Latn", "pt": "por_Latn",
-    "ro": "ron_Latn", "ru": "rus_Cyrl", "tr": "tur_Latn", "uk": "ukr_Cyrl", "zh": "zho_Hans",
-}  # fmt: skip
 _NLLB_TOKEN = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 

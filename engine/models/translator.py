@@ -60,6 +60,10 @@ class TextTranslator:
         self._forced = forced_lengths(self.generation)
         self._device = model.decoder.embed_tokens.weight.device
 
+    def reset(self) -> None:
+        """Nothing to forget: each sentence is translated on its own (for the app's cache of
+        loaded models, which resets a model before reusing it)."""
+
     @property
     def sources(self) -> tuple[str, ...]:
         return self.tokenizer.sources
@@ -87,18 +91,21 @@ class TextTranslator:
         return Translation(self.tokenizer.decode(sequence[1:]), tuple(sequence[1:]))
 
 
-def target_language(name: str, targets: Sequence[str], wanted: str | None) -> str:
-    """The output language for a model writing `targets`: implied when it writes one."""
-    known = ", ".join(targets)
-    if wanted is None and len(targets) == 1:
-        return targets[0]
+def choose_language(
+    name: str, known: Sequence[str], wanted: str | None, option: str, side: str
+) -> str:
+    """The language on one `side` ("from" or "into") of a translation: implied where the
+    model knows one, else `wanted` (the user's `option`), which it must know."""
+    listed = ", ".join(known)
+    if wanted is None and len(known) == 1:
+        return known[0]
     if wanted is None:
         raise ModelError(
-            f"{name} translates into many languages and needs a target language.",
-            f"Pass --target-lang, one of: {known}.",
+            f"{name} translates {side} many languages and needs to be told which.",
+            f"Pass {option}, one of: {listed}.",
         )
-    if wanted not in targets:
-        raise ModelError(f"{name} cannot translate into '{wanted}'.", f"Choose one of: {known}.")
+    if wanted not in known:
+        raise ModelError(f"{name} cannot translate {side} '{wanted}'.", f"Choose one of: {listed}.")
     return wanted
 
 
@@ -113,7 +120,7 @@ def load_text_model(
     """A family's translator from `folder` (Hub layout): its network from config.json, its
     weights, the kernels for this machine, the output language checked."""
     values = loading.read_config(folder)
-    target = target_language(name, tokenizer.targets, options.target_lang)
+    target = choose_language(name, tokenizer.targets, options.target_lang, "--target-lang", "into")
     generation = GenerationConfig.from_folder(folder, num_beams=options.beams)
     device = loading.resolve_device(options.device)
     dtype, precision = translation_dtype(options.dtype, device)
