@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -40,6 +41,18 @@ def test_ids_and_text_match_generate(folder, reference, beams):
             got = ours.translate(sentence, "en")
             assert list(got.ids) == expected[1:]
             assert got.text == tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_settings_changed_after_loading_are_the_ones_used(folder, reference):
+    """A caller may change the search (the live path makes it greedy): the steps it forces,
+    whose logits a decoder may skip, follow the new settings, not the loaded ones."""
+    model, tokenizer = reference
+    ours = marian.load_model(folder, "tiny", LoadOptions(beams=1))
+    ours.generation = dataclasses.replace(ours.generation, max_length=30)  # loaded: 24
+    ids = tokenizer(SENTENCES[2], return_tensors="pt").input_ids
+    expected = model.generate(ids, num_beams=1, max_length=30)[0].tolist()
+    assert len(expected) == 30
+    assert list(ours.translate(SENTENCES[2], "en").ids) == expected[1:]
 
 
 def test_a_draft_changes_nothing_but_speed(folder):

@@ -112,10 +112,12 @@ def test_text_already_in_the_target_language_is_shown_as_it_is(en_fr):
     assert follower.follow(commits(FRENCH))[0].text == FRENCH
 
 
-def test_captions_of_unknown_language_need_a_source_language(en_fr):
+def test_captions_of_unknown_language_need_a_source_language(en_fr, into_german):
     unknown = dataclasses.replace(info("somewhere/asr", None), languages=())
     with pytest.raises(ModelError, match="--source-lang"):
-        CaptionTranslator(en_fr, unknown)
+        CaptionTranslator(into_german, unknown)
+    pair = CaptionTranslator(en_fr, unknown, provisional=False)  # a pair reads one language
+    assert pair.follow(commits(ENGLISH))[0].text == en_fr.translate(ENGLISH, "en").text
 
 
 class SentenceRecognizer(RecordingRecognizer):
@@ -150,3 +152,43 @@ def test_a_live_session_saves_translations_with_the_captions_times(en_fr, tmp_pa
     assert saved.translation.segments[0].text == en_fr.translate(ENGLISH, "en").text
     assert any(role == "translation" and isinstance(e, Partial) for role, e in events)
     assert session.transcript().translation.segments == saved.translation.segments
+
+
+# -- the app: the Translate chooser offers text models with any caption model ---------------
+
+
+def test_the_app_translates_any_caption_model_with_a_text_model(qtbot, tmp_path, en_fr):
+    from PySide6.QtCore import QSettings
+
+    from app.live_transcript import TRANSLATION
+    from app.settings import AppSettings
+    from app.window import MainWindow
+    from tests.app_doubles import load_double
+    from tests.test_app import CAPTION_ROWS, run_session
+
+    def loader(model, options):
+        return en_fr if "opus-mt" in model else load_double(model, options)
+
+    settings = AppSettings(QSettings(str(tmp_path / "l.ini"), QSettings.Format.IniFormat))
+    settings.set("first_run/offer_download", False)
+    store = SessionStore(tmp_path / "s.db")
+    window = MainWindow(settings, store, loader=loader, device_lister=lambda: [])
+    qtbot.addWidget(window)
+    window.show()
+    combo = window.translation_combo
+    offered = [combo.itemData(i) for i in range(combo.count())]
+    assert {"Helsinki-NLP/opus-mt-en-de", "facebook/m2m100_418M"} <= set(offered)
+    wav = tmp_path / "speech.wav"
+    soundfile.write(wav, np.zeros(int(2.8 * 16000), np.float32), 16000)
+    run_session(qtbot, window, wav, translation="Helsinki-NLP/opus-mt-en-fr")
+    rows = window.transcript.rows
+    assert [row.caption for row in rows] == CAPTION_ROWS
+    expected = [en_fr.translate(text, "en").text for text in CAPTION_ROWS]
+    assert [row.translation for row in rows] == expected
+    assert window.translation_pane.role == TRANSLATION
+    saved = store.transcript(store.sessions()[0].id)
+    assert [(s.start, s.end) for s in saved.translation.segments] == [
+        (s.start, s.end) for s in saved.segments
+    ]
+    window.close()
+    store.close()

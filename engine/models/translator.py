@@ -57,7 +57,6 @@ class TextTranslator:
         self.model, self.tokenizer, self.info = model, tokenizer, info
         forced = tokenizer.target_token(info.language or "")
         self.generation = replace(generation, forced_bos_token_id=forced)
-        self._forced = forced_lengths(self.generation)
         self._device = model.decoder.embed_tokens.weight.device
 
     def reset(self) -> None:
@@ -83,9 +82,10 @@ class TextTranslator:
         ids = self.tokenizer.encode(text, source)[-self.model.max_positions :]
         memory = self.model.encode(torch.tensor([ids], device=self._device))
         cross = self.model.decoder.cross_kv(memory)
+        forced = forced_lengths(self.generation)  # of this call's settings (they may change)
 
         def new_state(rows: int) -> bart.CachedDecoderState:
-            return bart.CachedDecoderState(self.model.decoder, cross, rows, self._forced)
+            return bart.CachedDecoderState(self.model.decoder, cross, rows, forced)
 
         sequence = generate(new_state, self.generation, draft=draft)
         return Translation(self.tokenizer.decode(sequence[1:]), tuple(sequence[1:]))

@@ -79,6 +79,8 @@ class CaptionTranslator:
         provisional: bool = True,
     ) -> None:
         languages = (source,) if source else caption_languages(caption)
+        if not languages and len(translator.sources) == 1:
+            languages = translator.sources  # a language pair: what else could it be given
         if not languages:
             raise ModelError(
                 f"Livecap cannot tell which language {caption.name} writes, so it cannot "
