@@ -107,25 +107,16 @@ def build_network(
     act = values.get("activation_function") or activation_function
     scale = bool(values.get("scale_embedding", scale_embedding))
     width, count = values["d_model"], values["max_position_embeddings"]
+    shared = dict(d_model=width, activation_function=act, scale_embedding=scale, pre_norm=pre_norm)
+    sizes = ("layers", "attention_heads", "ffn_dim")
     encoder = TextEncoderConfig(
-        d_model=width,
-        encoder_layers=values["encoder_layers"],
-        encoder_attention_heads=values["encoder_attention_heads"],
-        encoder_ffn_dim=values["encoder_ffn_dim"],
-        activation_function=act,
-        scale_embedding=scale,
-        pre_norm=pre_norm,
+        **shared, **{f"encoder_{size}": values[f"encoder_{size}"] for size in sizes}
     )
     decoder_config = bart.BartDecoderConfig(
+        **shared,
+        **{f"decoder_{size}": values[f"decoder_{size}"] for size in sizes},
         vocab_size=values["vocab_size"],
-        d_model=width,
-        decoder_layers=values["decoder_layers"],
-        decoder_attention_heads=values["decoder_attention_heads"],
-        decoder_ffn_dim=values["decoder_ffn_dim"],
         max_position_embeddings=count,
-        activation_function=act,
-        scale_embedding=scale,
-        pre_norm=pre_norm,
         embedding_norm=False,
         **decoder,
     )
