@@ -75,12 +75,14 @@ class NllbTokenizer:
 
 
 def open_tokenizer(folder: Path) -> M2M100Tokenizer | NllbTokenizer:
+    """M2M100's files where they are (an NLLB repo has a sentencepiece model too, but no
+    vocab.json), else NLLB's tokenizer.json."""
+    if (folder / "vocab.json").exists() and (folder / "sentencepiece.bpe.model").exists():
+        return M2M100Tokenizer(folder)
     if (folder / "tokenizer.json").exists():
         return NllbTokenizer(folder)
-    if (folder / "sentencepiece.bpe.model").exists():
-        return M2M100Tokenizer(folder)
     raise ModelError(
-        f"{folder} has no tokenizer (tokenizer.json or sentencepiece.bpe.model).",
+        f"{folder} has no tokenizer (sentencepiece.bpe.model with vocab.json, or tokenizer.json).",
         loading.damaged_hint(folder),
     )
 
