@@ -137,3 +137,13 @@ def test_transcribe_translates_the_captions_with_their_times(opus_mt, tmp_path):
     ]
     expected = marian_reference(opus_mt, [s["text"] for s in captions])
     assert [s["text"] for s in translation] == expected
+
+
+def test_help_names_the_options(capsys):
+    import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["translate", "--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(option in shown for option in ("--model", "--source-lang", "--target-lang"))
