@@ -9,8 +9,14 @@ the same weights and ids, alternately (other jobs share the cores: the ratio of 
 run is what counts), and must produce the same tokens. Times are medians; ours includes the
 encoder, as theirs does.
 
+`--live S` also replays S seconds of captions as a streaming caption model commits them (a
+word every 0.3 s, sentences of 6-20 words, a 0.8 s pause after some) through the live
+session's translation thread, in real time, and reports how long after a caption segment
+closes its final translation arrives (provisionals are worked out too, as live).
+
 Run (2 cores):
     .venv/bin/python tests/benchmarks/translation_vs_transformers.py [--m2m100] [--repeats N]
+        [--live S [--live-dtype int8]]
 Prints one JSON object.
 """
 
@@ -176,11 +182,68 @@ def compare(name: str, repeats: int) -> dict:
         }
 
 
+def live(seconds: float, dtype: str) -> dict:
+    """The translation thread behind captions replayed in real time: lag of each final."""
+    import numpy as np
+
+    from engine.events import Commit, EndOfTurn
+    from engine.models.contract import ModelInfo
+    from engine.session import _Follower
+    from engine.streaming.text_translator import CaptionTranslator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        build("opus-mt-en-de", folder)
+        translator = ours("opus-mt-en-de", folder, [0], None, dtype)
+        tokenizer = translator.tokenizer
+        base = translator.generation
+        plain_translate = translator.translate
+
+        def translate(text: str, source: str, draft=()):
+            words = len(text.split())  # ~1.3 tokens a word in, ~1.5 out
+            tokenizer.ids = [7 + i for i in range(max(1, round(1.3 * words)))] + [0]
+            length = 1 + max(2, round(1.5 * words))
+            translator.generation = replace(base, min_length=length, max_length=length)
+            return plain_translate(text, source, draft)
+
+        translator.translate = translate
+        caption = ModelInfo("captions", "double", ("en",), "en", 0.0, "cpu", "float32")
+        lags, began = [], time.perf_counter()
+
+        def on_event(event) -> None:  # caption time is wall time in this replay
+            if isinstance(event, Commit):
+                lags.append(time.perf_counter() - began - event.end)
+
+        follower = _Follower(CaptionTranslator(translator, caption), on_event)
+        follower.start()
+        rng, at, word = np.random.default_rng(0), 0.0, 0
+        while at < seconds:
+            length = int(rng.integers(6, 21))
+            for n in range(length):
+                time.sleep(max(0.0, at + 0.3 - (time.perf_counter() - began)))
+                text = f"w{word}" + ("." if n == length - 1 else "")
+                at, word = at + 0.3, word + 1
+                follower.put(Commit(text, at - 0.3, at))
+            if rng.random() < 0.5:
+                at += 0.8
+                time.sleep(max(0.0, at - (time.perf_counter() - began)))
+                follower.put(EndOfTurn(at))
+        follower.finish()
+        return {
+            "caption_seconds": round(at, 1),
+            "finals": len(lags),
+            "lag_median_s": round(statistics.median(lags), 3),
+            "lag_p95_s": round(float(np.percentile(lags, 95)), 3),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--m2m100", action="store_true", help="also facebook/m2m100_418M")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--live", type=float, default=0.0, metavar="S")
+    parser.add_argument("--live-dtype", choices=("float32", "int8"), default="float32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = ["opus-mt-en-de"] + (["m2m100_418M"] if args.m2m100 else [])
@@ -190,6 +253,8 @@ def main() -> None:
         "torch": torch.__version__,
         "runs": [compare(name, args.repeats) for name in names],
     }
+    if args.live:
+        result["live"] = {"dtype": args.live_dtype, **live(args.live, args.live_dtype)}
     print(json.dumps(result, indent=1))
 
 
