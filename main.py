@@ -4,6 +4,7 @@
     livecap devices              input devices, system-audio sources marked
     livecap models               the model catalogue and the local model cache
     livecap transcribe AUDIO     a sound file to a transcript (txt, srt, vtt, json)
+    livecap translate [FILE]     lines of text to their translations, one line each
     livecap live                 live captions from an input device in the terminal
     livecap bench                per-frame speed of a model on this machine
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 # Idle OpenMP threads must sleep, not spin: a spinning pool steals the other core from the
@@ -80,6 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("-o", "--output", metavar="OUT", help="file to write (default: stdout)")
     transcribe.set_defaults(handler=cmd_transcribe)
 
+    translate = commands.add_parser("translate", help="translate lines of text")
+    translate.add_argument(
+        "file", metavar="FILE", nargs="?", help="a UTF-8 text file (default: standard input)"
+    )
+    translate.add_argument(
+        "--model", metavar="MODEL", required=True, help="a text translation model (folder or id)"
+    )
+    translate.add_argument(
+        "--source-lang", metavar="LANG", help="the text's language (multilingual models)"
+    )
+    translate.add_argument(
+        "--target-lang", metavar="LANG", help="language to translate into (multilingual models)"
+    )
+    translate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    translate.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto"
+    )
+    translate.add_argument("--beams", metavar="N", type=int, help="beam width (default: model's)")
+    translate.set_defaults(handler=cmd_translate)
+
     live = commands.add_parser("live", help="live captions from an input device")
     live.add_argument(
         "--input",
@@ -131,10 +153,19 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
         "--model", metavar="MODEL", required=True, help="a model folder or a Hugging Face repo id"
     )
     parser.add_argument(
-        "--translate-model", metavar="MODEL", help="a speech translation model to run alongside"
+        "--translate-model",
+        metavar="MODEL",
+        help="a translation model: a text one (opus-mt, m2m100, nllb) translates the "
+        "captions; a speech one runs alongside on the audio",
     )
     parser.add_argument(
         "--target-lang", metavar="LANG", help="language to translate into (e.g. de, fr, ja)"
+    )
+    parser.add_argument(
+        "--source-lang",
+        metavar="LANG",
+        help="text translation: the captions' language (default: the caption model's, "
+        "identified per sentence for a model that hears several)",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
@@ -230,8 +261,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def load_engines(args: argparse.Namespace, offline: bool = False):
-    """The caption recognizer and, with --translate-model, the translation one."""
-    from engine.recognizer import LoadOptions, load_recognizer
+    """The caption recognizer and, with --translate-model, the translation: a recognizer of
+    its own, or a CaptionTranslator following the captions (provisional translations only
+    live: a file needs the finals)."""
+    from engine.models.translator import TextTranslator
+    from engine.recognizer import LoadOptions, load_recognizer, load_translation
+    from engine.streaming.text_translator import CaptionTranslator
 
     def options(target_lang: str | None) -> LoadOptions:
         return LoadOptions(
@@ -247,7 +282,12 @@ def load_engines(args: argparse.Namespace, offline: bool = False):
     caption = load_recognizer(args.model, options(None if translating else args.target_lang))
     translation = None
     if translating:
-        translation = load_recognizer(args.translate_model, options(args.target_lang))
+        translation = load_translation(args.translate_model, options(args.target_lang))
+    if isinstance(translation, TextTranslator):
+        live = args.command == "live"
+        if live and args.beams is None:  # live, a translation must keep up: greedy
+            translation.generation = replace(translation.generation, num_beams=1)
+        translation = CaptionTranslator(translation, caption.info, args.source_lang, live)
     clear_progress()
     return caption, translation
 
@@ -261,6 +301,53 @@ def show_progress(stage: str, fraction: float) -> None:
 def clear_progress() -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
+
+
+# -- translate -----------------------------------------------------------------------------
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from engine.models.translator import TextTranslator, choose_language
+    from engine.recognizer import LoadOptions, load_translation
+
+    lines = open_lines(args.file)  # a wrong FILE fails before the model loads
+    options = LoadOptions(
+        device=args.device,
+        dtype=args.dtype,
+        beams=args.beams,
+        target_lang=args.target_lang,
+        progress=show_progress,
+    )
+    translator = load_translation(args.model, options)
+    clear_progress()
+    if not isinstance(translator, TextTranslator):
+        raise LivecapError(
+            f"{args.model} translates speech, not text.",
+            "Give it to `livecap transcribe --translate-model`, or choose a text translation "
+            "model (opus-mt, m2m100, nllb; see `livecap models`).",
+        )
+    name = translator.info.name
+    source = choose_language(name, translator.sources, args.source_lang, "--source-lang", "from")
+    for line in lines:
+        text = line.rstrip("\n")
+        print(translator.translate(text, source).text if text.strip() else "", flush=True)
+    return 0
+
+
+def open_lines(path: str | None):
+    """The lines of FILE (UTF-8), or of standard input without one."""
+    if path is None:
+        sys.stdin.reconfigure(encoding="utf-8", errors="replace")
+        return sys.stdin
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LivecapError(f"No such file: {path}", "Check the path of FILE.") from None
+    except UnicodeDecodeError:
+        raise LivecapError(f"{path} is not UTF-8 text.", "Save it as UTF-8 and retry.") from None
+    except OSError as exc:
+        raise LivecapError(f"Cannot read {path}: {exc.strerror}", "Check FILE.") from None
+    return text.splitlines()
 
 
 # -- live ----------------------------------------------------------------------------------

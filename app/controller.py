@@ -3,7 +3,9 @@
 The controller owns no widget. It turns a `SessionRequest` into an engine `LiveSession`,
 forwards the session's events (through the `EventBridge`) as Qt signals, and reports every
 failure as (message, hint) so the window can show it without losing the session's text.
-Loaded recognizers are kept for the next session with the same model and options.
+Loaded recognizers are kept for the next session with the same model and options. A text
+translation model follows the captions (engine.streaming.text_translator), so it goes with
+any caption model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from PySide6.QtCore import QObject, Signal
 from app.bridge import EventBridge, Task
 from engine.errors import LivecapError
 from engine.events import CaptureEnded, Error
-from engine.recognizer import LoadOptions, Recognizer, load_recognizer
+from engine.recognizer import LoadOptions, Recognizer, load_recognizer, load_translation
+from engine.streaming.text_translator import CaptionTranslator
 
 Loader = Callable[[str, LoadOptions], Recognizer]
 
@@ -52,10 +55,15 @@ class SessionController(QObject):
     finished = Signal(object)  # the stored session id, or None
     unsaved = Signal(object, object, str, str)  # session id, its Transcript, message, hint
 
-    def __init__(self, store=None, loader: Loader = load_recognizer, parent=None) -> None:
+    def __init__(self, store=None, loader: Loader | None = None, parent=None) -> None:
         super().__init__(parent)
         self.store = store
-        self.loader = loader
+        # one loader for both slots where one is given; else the translation slot also
+        # takes text translation models
+        self.loaders = {
+            "caption": loader or load_recognizer,
+            "translation": loader or load_translation,
+        }
         self.state = "idle"
         self.session = None  # the running LiveSession
         self.last_session_id: int | None = None
@@ -92,6 +100,9 @@ class SessionController(QObject):
                 request.target_language,
                 progress,
             )
+        if translation is not None and not hasattr(translation, "sample_rate"):
+            # a text translator (no audio of its own): it follows the captions
+            translation = CaptionTranslator(translation, caption.info)
         progress("Opening the audio input", 1.0)
         if request.source.file is not None:
             source = FileSource(request.source.file, realtime=True)
@@ -130,7 +141,7 @@ class SessionController(QObject):
             device=request.device, dtype=request.dtype, target_lang=target, progress=report
         )
         report("loading", 0.0)
-        recognizer = self.loader(model, options)
+        recognizer = self.loaders[slot](model, options)
         self._cache[slot] = (key, recognizer)
         freeze_heap()
         return recognizer

@@ -229,7 +229,8 @@ class ControlsBar(QWidget):
         self.translation_combo.clear()
         self.translation_combo.addItem(NO_TRANSLATION, "")
         for entry in catalogue.CATALOGUE:
-            combo = self.translation_combo if entry.task == "translate" else self.caption_combo
+            translates = entry.task != "transcribe"  # speech or text translation
+            combo = self.translation_combo if translates else self.caption_combo
             self._add_model(combo, entry.title.split(" — ")[0], entry.repo_id)
         for folder in local_folders:
             for combo in (self.caption_combo, self.translation_combo):

@@ -45,7 +45,6 @@ from app.status import LoadProgress, StatusLine, describe_nonfinite
 from app.themes import apply_theme
 from engine import catalogue
 from engine.events import Level, Stats
-from engine.recognizer import load_recognizer
 from engine.store import SessionStore
 
 
@@ -54,7 +53,7 @@ class MainWindow(QMainWindow):
         self,
         settings: AppSettings,
         store: SessionStore,
-        loader: Loader = load_recognizer,
+        loader: Loader | None = None,
         device_lister: Callable[[], list] | None = None,
     ) -> None:
         super().__init__()

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.models.text_tokenizer import NLLB_CODES
+
 
 @dataclass(frozen=True)
 class CatalogueEntry:
     repo_id: str
     title: str
-    family: str  # "kyutai" | "speech2text" | "speech-encoder-decoder"
+    family: str  # "kyutai" | "speech2text" | "speech-encoder-decoder" | "marian" | "m2m100"
     languages: tuple[str, ...]  # heard, or for translation models, produced
     delay_seconds: float  # how long after a word is spoken it can appear
     size_bytes: int  # approximate download size
-    task: str = "transcribe"  # "transcribe" | "translate"
+    # "transcribe" | "translate" (speech) | "text-translate" (translates the captions' text,
+    # so it goes with any caption model)
+    task: str = "transcribe"
     # The Hub revision holding safetensors weights: for some repos they exist only in the
     # Hub's own conversion pull request, not on main.
     revision: str = "main"
@@ -34,6 +38,21 @@ LANGUAGES = {
 
 _GB = 1_000_000_000
 _MB = 1_000_000
+
+
+def _opus_mt(source: str, target: str) -> CatalogueEntry:
+    names = {"de": "German", "en": "English", "fr": "French"}
+    return CatalogueEntry(
+        f"Helsinki-NLP/opus-mt-{source}-{target}",
+        f"OPUS-MT {names[source]} → {names[target]} — text translation of the captions",
+        "marian",
+        (target,),
+        0.0,
+        300 * _MB,
+        task="text-translate",
+        licence="CC-BY 4.0",
+    )
+
 
 CATALOGUE: list[CatalogueEntry] = [
     CatalogueEntry(
@@ -85,6 +104,29 @@ CATALOGUE: list[CatalogueEntry] = [
         revision="refs/pr/3",
         licence="Apache 2.0",
     ),
+    _opus_mt("en", "de"),
+    _opus_mt("en", "fr"),
+    _opus_mt("fr", "en"),
+    CatalogueEntry(
+        "facebook/m2m100_418M",
+        "M2M100 418M — text translation between 100 languages",
+        "m2m100",
+        tuple(sorted(NLLB_CODES)),  # offered in the app; the CLI takes any of its 100
+        0.0,
+        int(1.94 * _GB),
+        task="text-translate",
+        licence="MIT",
+    ),
+    CatalogueEntry(
+        "facebook/nllb-200-distilled-600M",
+        "NLLB-200 600M — text translation, 200 languages (non-commercial use only)",
+        "m2m100",
+        tuple(sorted(NLLB_CODES)),  # offered in the app; the CLI takes any NLLB code
+        0.0,
+        int(2.46 * _GB),
+        task="text-translate",
+        licence="CC-BY-NC 4.0",
+    ),
 ]
 
 
@@ -98,7 +140,7 @@ def target_languages(model: str) -> list[str]:
     entry = find_entry(model) if model else None
     if entry is not None:
         return list(entry.languages)
-    return sorted({code for e in CATALOGUE if e.task == "translate" for code in e.languages})
+    return sorted({code for e in CATALOGUE if e.task != "transcribe" for code in e.languages})
 
 
 def model_revision(repo_id: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -19,7 +19,17 @@ from engine.events import Event
 from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.loading import read_config
 
-__all__ = ["LoadOptions", "ModelInfo", "Recognizer", "load_recognizer", "read_model_type"]
+if TYPE_CHECKING:
+    from engine.models.translator import TextTranslator
+
+__all__ = [
+    "LoadOptions",
+    "ModelInfo",
+    "Recognizer",
+    "load_recognizer",
+    "load_translation",
+    "read_model_type",
+]
 
 
 class Recognizer(Protocol):
@@ -64,20 +74,49 @@ _FAMILIES: dict[str, Callable[[], Loader]] = {
 }
 
 
+TextLoader = Callable[[Path, str, LoadOptions], "TextTranslator"]
+
+
+def _marian() -> TextLoader:
+    from engine.models.marian import load_model
+
+    return load_model
+
+
+def _m2m100() -> TextLoader:
+    from engine.models.m2m100 import load_model
+
+    return load_model
+
+
+# text translation models: they translate the captions' text, not the audio
+_TEXT_FAMILIES: dict[str, Callable[[], TextLoader]] = {"marian": _marian, "m2m_100": _m2m100}
+
+
 def load_recognizer(model: str, options: LoadOptions | None = None) -> Recognizer:
     """Resolve `model` (a folder or a Hub repo id) and build its family's recognizer."""
+    options = options or LoadOptions()
+    return _load(model, options, _FAMILIES)
+
+
+def load_translation(model: str, options: LoadOptions) -> Recognizer | TextTranslator:
+    """A translation model of either kind: a speech one (a Recognizer of its own audio) or
+    a text one (a TextTranslator, for the captions' text)."""
+    return _load(model, options, {**_FAMILIES, **_TEXT_FAMILIES})
+
+
+def _load(model: str, options: LoadOptions, families: dict[str, Callable[[], Callable]]):
     from engine.hub import resolve_model
 
-    options = options or LoadOptions()
     folder = resolve_model(model, progress=options.progress)
     model_type = read_model_type(folder)
-    family = _FAMILIES.get(model_type)
+    family = families.get(model_type)
     if family is None:
-        known = ", ".join(sorted(_FAMILIES))
-        raise ModelError(
-            f"{model}: model type '{model_type}' is not supported.",
-            f"Livecap runs these model types: {known}.",
-        )
+        known = ", ".join(sorted(families))
+        hint = f"Livecap runs these model types: {known}."
+        if model_type in _TEXT_FAMILIES:
+            hint = "It translates text: give it as the translation model (--translate-model)."
+        raise ModelError(f"{model}: model type '{model_type}' is not supported here.", hint)
     try:
         loader = family()
     except ImportError as exc:

@@ -11,21 +11,29 @@ stays in memory and in the store's queue, and each later commit retries, so what
 reaches the disk once there is room. Ending never fails on a store error: `save_error` then
 says why the history is incomplete, and `transcript()` still holds everything.
 
+A translation engine is either a speech model on the same audio (its own worker) or a text
+translator following the captions: a CaptionTranslator on a thread of its own, fed the
+caption events as they come, so translating never holds up the captions; it takes every
+event waiting at once, so when it falls behind it skips stale provisionals, never a final.
+
 `on_event(role, event)` is called from worker threads with role "caption", "translation" or
 "audio" (Level, CaptureEnded, and audio Errors).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 
 from engine.audio.meter import measure
 from engine.audio.ring import AudioRing
 from engine.audio.sources import Source
-from engine.events import CaptureEnded, Commit, EndOfTurn, Error, Event
+from engine.errors import LivecapError
+from engine.events import CaptureEnded, Commit, EndOfTurn, Error, Event, Partial
 from engine.recognizer import Recognizer
 from engine.store import SessionStore, StoreError
+from engine.streaming.text_translator import CaptionTranslator
 from engine.transcript import Transcript, TranscriptBuilder
 from engine.worker import EngineWorker
 
@@ -40,7 +48,7 @@ class LiveSession:
         caption: Recognizer,
         on_event: Callable[[str, Event], None],
         *,
-        translation: Recognizer | None = None,
+        translation: Recognizer | CaptionTranslator | None = None,
         store: SessionStore | None = None,
         source_name: str = "",
     ) -> None:
@@ -57,9 +65,13 @@ class LiveSession:
             role: TranscriptBuilder(r.info.name, r.info.language)
             for role, r in self._engines.items()
         }
+        self._follower = None
+        if isinstance(translation, CaptionTranslator):
+            self._follower = _Follower(translation, self._engine_event("translation"))
         self._workers = {
             role: EngineWorker(r, self.ring.reader(r.sample_rate), self._engine_event(role))
             for role, r in self._engines.items()
+            if not isinstance(r, CaptionTranslator)
         }
         self._meter = self.ring.reader()
         self._lock = threading.Lock()  # guards the builders
@@ -88,6 +100,8 @@ class LiveSession:
             raise
         for worker in self._workers.values():
             worker.start()
+        if self._follower is not None:
+            self._follower.start()
         self._audio_thread.start()
 
     def stop(self) -> None:
@@ -118,6 +132,8 @@ class LiveSession:
 
     def _engine_event(self, role: str) -> Callable[[Event], None]:
         def handle(event: Event) -> None:
+            if role == "caption" and self._follower is not None:
+                self._follower.put(event)
             if isinstance(event, Commit | EndOfTurn):
                 with self._lock:
                     self._builders[role].add(event)
@@ -171,7 +187,61 @@ class LiveSession:
         self.on_event("audio", CaptureEnded(self.ring.end_reason, self.ring.end_error))
         for worker in self._workers.values():
             worker.join()
+        if self._follower is not None:
+            self._follower.finish()
         try:
             self._finish_store()
         finally:
             self._done.set()  # whatever happened, the session has ended
+
+
+class _Follower:
+    """A CaptionTranslator on its own thread: caption events in through `put`, its events
+    out through `on_event`; `finish` translates what is left and waits for it."""
+
+    _END = object()
+
+    def __init__(self, translator: CaptionTranslator, on_event: Callable[[Event], None]) -> None:
+        self.translator, self.on_event = translator, on_event
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="translation", daemon=True)
+        self._stopped = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, event: Event) -> None:
+        if not self._stopped and isinstance(event, Commit | EndOfTurn | Partial):
+            self._queue.put(event)
+
+    def finish(self) -> None:
+        self._queue.put(self._END)
+        self._thread.join()
+
+    def _run(self) -> None:
+        ended = False
+        try:
+            while not ended:
+                batch = [self._queue.get()]
+                while not self._queue.empty():
+                    batch.append(self._queue.get())
+                ended = self._END in batch
+                events = [e for e in batch if e is not self._END]
+                self._emit(self.translator.follow(events))
+            self._emit(self.translator.flush())
+        except LivecapError as exc:
+            self.on_event(Error(exc.message, exc.hint, fatal=False))
+        except Exception as exc:  # noqa: BLE001 - a translation failure must not end captions
+            self.on_event(
+                Error(
+                    f"The {self.translator.info.name} translation failed: {exc!r}",
+                    "Captions go on without translation. Start a new session to retry.",
+                    fatal=False,
+                )
+            )
+        finally:
+            self._stopped = True  # no more caption events pile up for a thread that is gone
+
+    def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            self.on_event(event)

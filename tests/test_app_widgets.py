@@ -33,6 +33,7 @@ from app.settings import AppSettings, OverlayLook
 from app.settings_dialog import SettingsDialog
 from app.status import describe
 from app.window import MainWindow
+from engine import catalogue
 from engine.events import Commit, EndOfTurn, Partial, Stats
 from engine.store import SessionStore
 from tests.app_doubles import FakeHub, load_double
@@ -260,7 +261,7 @@ def test_model_manager_downloads_with_progress_cancels_resumes_and_deletes(
     manager = window.show_model_manager()
     repo = "facebook/s2t-medium-mustc-multilingual-st"  # 290 MB in steps of 20 MB
     titles = [manager.table.item(r, 0).text() for r in range(manager.table.rowCount())]
-    assert len(titles) == 5 and all("\n" in t for t in titles)
+    assert len(titles) == len(catalogue.CATALOGUE) and all("\n" in t for t in titles)
     assert manager.table.item(0, 4).text() in (
         "Yes",
         "Tight — close other programs",
@@ -305,12 +306,13 @@ def test_local_model_folders_are_added_used_and_removed(qtbot, window, tmp_path,
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "speech_to_text"}')
     assert manager.add_folder(str(folder))
-    assert manager.table.rowCount() == 6 and manager.table.item(5, 5).text() == "Ready"
+    last = len(catalogue.CATALOGUE)  # the folder's row, after the catalogue's
+    assert manager.table.rowCount() == last + 1 and manager.table.item(last, 5).text() == "Ready"
     assert window.caption_combo.findData(str(folder)) >= 0
     qtbot.mouseClick(manager.caption_button, Qt.MouseButton.LeftButton)
     assert window.caption_model() == str(folder)
     qtbot.mouseClick(manager.delete_button, Qt.MouseButton.LeftButton)
-    assert manager.table.rowCount() == 5 and folder.exists()
+    assert manager.table.rowCount() == last and folder.exists()
 
 
 def test_first_run_offer_is_skipped_under_tests_and_when_turned_off(settings, monkeypatch):

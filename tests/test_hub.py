@@ -95,7 +95,14 @@ def test_catalogue_lists_the_supported_models():
         "facebook/s2t-small-librispeech-asr",
         "facebook/s2t-medium-mustc-multilingual-st",
         "facebook/wav2vec2-xls-r-300m-en-to-15",
+        "Helsinki-NLP/opus-mt-en-de",
+        "Helsinki-NLP/opus-mt-en-fr",
+        "Helsinki-NLP/opus-mt-fr-en",
+        "facebook/m2m100_418M",
+        "facebook/nllb-200-distilled-600M",
     ]
+    assert find_entry("facebook/nllb-200-distilled-600M").licence == "CC-BY-NC 4.0"
+    assert find_entry("Helsinki-NLP/opus-mt-en-de").languages == ("de",)
     assert find_entry("kyutai/stt-2.6b-en-trfs").delay_seconds == 2.5
     assert find_entry("nobody/nothing") is None
 

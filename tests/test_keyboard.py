@@ -88,8 +88,9 @@ def test_the_model_manager_is_used_with_keys_only(qtbot, manager, tmp_path, monk
     assert manager._download is None
 
     # A translation model: Use for captions is skipped, Alt+T uses it for translation.
-    press(qtbot, Qt.Key.Key_End, Qt.KeyboardModifier.ControlModifier)
-    press(qtbot, Qt.Key.Key_Up)
+    press(qtbot, Qt.Key.Key_Home, Qt.KeyboardModifier.ControlModifier)
+    for _ in range(3):  # the catalogue's fourth model
+        press(qtbot, Qt.Key.Key_Down)
     assert chosen(manager) == "facebook/s2t-medium-mustc-multilingual-st"
     press(qtbot, Qt.Key.Key_C, ALT)
     press(qtbot, Qt.Key.Key_T, ALT)

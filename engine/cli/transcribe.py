@@ -21,6 +21,7 @@ from engine.audio.finite import silence_nonfinite
 from engine.audio.resample import StreamResampler
 from engine.errors import AudioError, LivecapError
 from engine.recognizer import Recognizer
+from engine.streaming.text_translator import CaptionTranslator
 from engine.transcript import Transcript, TranscriptBuilder
 
 BLOCK_SECONDS = 5.0  # read from the file at a time
@@ -70,13 +71,19 @@ def open_audio(path: Path) -> soundfile.SoundFile:
 
 
 class _Feed:
-    """One recognizer's side: its resampler, the audio short of a whole chunk, its text."""
+    """One recognizer's side: its resampler, the audio short of a whole chunk, its text, and
+    the text translator following that text, if any."""
 
-    def __init__(self, recognizer: Recognizer, file_rate: int) -> None:
+    def __init__(
+        self, recognizer: Recognizer, file_rate: int, follower: CaptionTranslator | None = None
+    ) -> None:
         self.recognizer = recognizer
         self.resampler = StreamResampler(file_rate, recognizer.sample_rate)
         self.pending = np.zeros(0, np.float32)
         self.builder = TranscriptBuilder(recognizer.info.name, recognizer.info.language)
+        self.follower = follower
+        if follower is not None:
+            self.followed = TranscriptBuilder(follower.info.name, follower.info.language)
 
     def push(self, mono: np.ndarray) -> None:
         audio = np.concatenate((self.pending, self.resampler.process(mono)))
@@ -91,11 +98,19 @@ class _Feed:
         if rest.size:
             self._add(self.recognizer.feed(rest))
         self._add(self.recognizer.flush())
-        return self.builder.finish(duration)
+        transcript = self.builder.finish(duration)
+        if self.follower is not None:
+            for event in self.follower.flush():
+                self.followed.add(event)
+            transcript.translation = self.followed.finish(duration)
+        return transcript
 
     def _add(self, events: list) -> None:
         for event in events:
             self.builder.add(event)
+        if self.follower is not None:
+            for event in self.follower.follow(events):
+                self.followed.add(event)
 
 
 class Progress:
@@ -141,12 +156,18 @@ def set_pause_flush(recognizer: Recognizer | None, enabled: bool) -> None:
 
 
 def transcribe_file(
-    sound: soundfile.SoundFile, caption: Recognizer, translation: Recognizer | None
+    sound: soundfile.SoundFile,
+    caption: Recognizer,
+    translation: Recognizer | CaptionTranslator | None,
 ) -> tuple[Transcript, int]:
     """The caption transcript (with the translation attached) and how many non-finite
-    samples were replaced with silence."""
+    samples were replaced with silence. A CaptionTranslator translates the captions as
+    they commit; a speech translation Recognizer hears the audio itself."""
     rate = sound.samplerate
-    feeds = [_Feed(caption, rate)] + ([_Feed(translation, rate)] if translation else [])
+    if isinstance(translation, CaptionTranslator):
+        feeds = [_Feed(caption, rate, follower=translation)]
+    else:
+        feeds = [_Feed(caption, rate)] + ([_Feed(translation, rate)] if translation else [])
     progress = Progress(sound.frames / rate)
     block = max(1, round(BLOCK_SECONDS * rate))
     read = nonfinite = 0
@@ -166,6 +187,6 @@ def transcribe_file(
     finally:
         progress.clear()
     transcripts = [feed.finish(read / rate) for feed in feeds]
-    if translation is not None:
+    if len(transcripts) > 1:
         transcripts[0].translation = transcripts[1]
     return transcripts[0], nonfinite

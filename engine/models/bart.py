@@ -213,6 +213,7 @@ class BartDecoderConfig:
     sinusoidal_positions: bool = False
     embedding_norm: bool = True
     pad_token_id: int = 1
+    output_bias: bool = False  # Marian adds a learned bias to the logits (final_logits_bias)
 
     @classmethod
     def from_dict(cls, values: dict, pre_norm: bool = False) -> BartDecoderConfig:
@@ -306,7 +307,7 @@ class BartDecoder(nn.Module):
             BartDecoderLayer(config, memory_width) for _ in range(config.decoder_layers)
         )
         self.final_norm = nn.LayerNorm(width) if config.pre_norm else None
-        self.lm_head = nn.Linear(width, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(width, config.vocab_size, bias=config.output_bias)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 

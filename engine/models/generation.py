@@ -76,6 +76,9 @@ class GenerationConfig:
     forced_eos_token_id: int | None = None
     no_repeat_ngram_size: int = 0
     min_length: int = 0
+    # token sequences never to complete (Marian bans its pad token, which shares its
+    # embedding row with the start token, so a search could otherwise emit it)
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
 
     @classmethod
     def from_folder(cls, folder: Path, **overrides: object) -> GenerationConfig:
@@ -90,9 +93,10 @@ class GenerationConfig:
         if isinstance(config.get("eos_token_id"), list):
             config["eos_token_id"] = tuple(config["eos_token_id"])
         try:
+            config["bad_words_ids"] = tuple(tuple(w) for w in config.get("bad_words_ids", ()))
             config.setdefault("pad_token_id", _first(config["eos_token_id"]))
             return cls(**config)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(
                 f"{folder} does not say how to generate text ({exc} is not set).",
                 damaged_hint(folder),
@@ -279,6 +283,8 @@ def _process(config: GenerationConfig, seqs: torch.Tensor, scores: torch.Tensor)
     cur_len = seqs.shape[1]
     if config.no_repeat_ngram_size and cur_len >= config.no_repeat_ngram_size:
         scores = _ban_repeated_ngrams(seqs, scores, config.no_repeat_ngram_size)
+    if config.bad_words_ids:
+        scores = _ban_words(seqs, scores, config.bad_words_ids)
     if config.min_length and cur_len < config.min_length:
         scores = scores.clone()
         scores[:, list(config.eos_ids)] = -float("inf")
@@ -303,6 +309,18 @@ def _ban_repeated_ngrams(seqs: torch.Tensor, scores: torch.Tensor, n: int) -> to
         banned = {seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i : i + n - 1] == tail}
         if banned:
             scores[row, list(banned)] = -float("inf")
+    return scores
+
+
+def _ban_words(
+    seqs: torch.Tensor, scores: torch.Tensor, words: tuple[tuple[int, ...], ...]
+) -> torch.Tensor:
+    """Forbid the last token of each banned word whose other tokens end the row."""
+    scores = scores.clone()
+    for row, seq in enumerate(seqs.tolist()):
+        banned = [w[-1] for w in words if len(w) == 1 or seq[len(seq) - len(w) + 1 :] == [*w[:-1]]]
+        if banned:
+            scores[row, banned] = -float("inf")
     return scores
 
 

@@ -1,6 +1,8 @@
 """The text side of a speech encoder-decoder model: ids → text, and the language codes its
 vocabulary holds. `tokenizer.json` where present, else the mBART-50 sentencepiece model
-(fairseq ids: pieces shifted by one, language codes after the vocabulary).
+(fairseq ids: pieces shifted by one, language codes after the vocabulary). Also the language
+code tables of the text translation families (M2M100's token order, NLLB's codes) and the
+sentencepiece opener they share.
 """
 
 from __future__ import annotations
@@ -19,6 +21,20 @@ MBART50_CODES = (
     "hr_HR id_ID ka_GE km_KH mk_MK ml_IN mn_MN mr_IN pl_PL ps_AF pt_XX sv_SE sw_KE ta_IN te_IN "
     "th_TH tl_XX uk_UA ur_PK xh_ZA gl_ES sl_SI"
 ).split()
+
+# M2M100's language codes in token order: code i is token `__code__`, id len(vocab) + i
+M2M100_CODES = (
+    "af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl "
+    "gu ha he hi hr ht hu hy id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml "
+    "mn mr ms my ne nl no ns oc or pa pl ps pt ro ru sd si sk sl so sq sr ss su sv sw ta th tl "
+    "tn tr uk ur uz vi wo xh yi yo zh zu"
+).split()
+# NLLB's codes for the ISO 639-1 codes the caption models and the catalogue speak
+NLLB_CODES = {
+    "ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "fr": "fra_Latn",
+    "it": "ita_Latn", "ja": "jpn_Jpan", "nl": "nld_Latn", "pl": "pol_Latn", "pt": "por_Latn",
+    "ro": "ron_Latn", "ru": "rus_Cyrl", "tr": "tur_Latn", "uk": "ukr_Cyrl", "zh": "zho_Hans",
+}  # fmt: skip
 
 
 class TextTokenizer:
@@ -46,15 +62,8 @@ class TextTokenizer:
         self._clean_up = bool(config.get("clean_up_tokenization_spaces")) and model_kind != "BPE"
 
     def _init_sentencepiece(self, path: Path) -> None:
-        import sentencepiece
-
         self._tokenizer = None
-        try:
-            self._sentencepiece = sentencepiece.SentencePieceProcessor(model_file=str(path))
-        except (RuntimeError, OSError) as exc:
-            raise ModelError(
-                f"{path} is not a readable sentencepiece model ({exc}).", damaged_hint(path.parent)
-            ) from None
+        self._sentencepiece = open_sentencepiece(path)
         # fairseq/mBART-50 ids: 0 <s>, 1 <pad>, 2 </s>, 3 <unk>, then piece p at p + 1
         # (sentencepiece's own first three pieces are its control tokens), then the codes
         first_code = self._sentencepiece.get_piece_size() + 1
@@ -70,6 +79,20 @@ class TextTokenizer:
         pieces = [self._sentencepiece.id_to_piece(i - 1) for i in ids if 4 <= i <= size]
         text = "".join(pieces).replace("▁", " ")
         return text[1:] if pieces and pieces[0].startswith("▁") else text
+
+
+def open_sentencepiece(path: Path):  # -> sentencepiece.SentencePieceProcessor
+    """A sentencepiece model file, opened; a missing or unreadable one is a ModelError."""
+    import sentencepiece
+
+    if not path.exists():
+        raise ModelError(f"{path.parent} has no {path.name}.", damaged_hint(path.parent))
+    try:
+        return sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as exc:
+        raise ModelError(
+            f"{path} is not a readable sentencepiece model ({exc}).", damaged_hint(path.parent)
+        ) from None
 
 
 def _clean_up_spaces(text: str) -> str:

@@ -1,0 +1,158 @@
+"""Translation that follows the caption stream: caption events in, translation events out.
+
+The captions are grouped into segments by the same TranscriptBuilder that groups them for
+the panes and the exports (a segment closes at a pause, a sentence end, or when it grows too
+long). Each closed segment is translated once, as a Commit carrying that segment's start and
+end, then an EndOfTurn, so the translation's segments have the captions' times and the
+panes, history, exports and overlay line them up. While a segment grows, a provisional
+translation of it (committed words and the caption's partial) comes as a Partial, which
+replaces the previous one in place; it is only worked out for the newest state of a batch,
+so a translator that falls behind skips stale provisionals, never a final.
+
+The source language is the caption model's, or the user's; for a caption model that hears
+several (Kyutai 1B: English and French) each segment's language is identified with lingua,
+restricted to those languages. A segment the translation model cannot read says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from engine.catalogue import find_entry, language_name
+from engine.errors import ModelError
+from engine.events import Commit, EndOfTurn, Event, Partial
+from engine.models.contract import ModelInfo
+from engine.transcript import Segment, TranscriptBuilder, join_text
+
+if TYPE_CHECKING:
+    from engine.models.translator import TextTranslator
+
+
+def caption_languages(caption: ModelInfo) -> tuple[str, ...]:
+    """What a caption model's text may be written in: its language, else the languages it
+    hears (its info, else the catalogue's entry); () when nothing says."""
+    if caption.language:
+        return (caption.language,)
+    if caption.languages:
+        return caption.languages
+    entry = find_entry(caption.name)
+    return entry.languages if entry else ()
+
+
+class LanguageGuesser:
+    """Each text's language among `languages`, with lingua (its own models, offline)."""
+
+    def __init__(self, languages: Sequence[str]) -> None:
+        from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+        known = []
+        for code in languages:
+            try:
+                known.append(Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())))
+            except (AttributeError, ValueError):
+                continue
+        self.languages = tuple(languages)
+        self._detector = (
+            LanguageDetectorBuilder.from_languages(*known).build() if len(known) > 1 else None
+        )
+
+    def guess(self, text: str, fallback: str) -> str:
+        found = self._detector.detect_language_of(text) if self._detector else None
+        if found is None:
+            return fallback
+        return found.iso_code_639_1.name.lower()
+
+
+class CaptionTranslator:
+    """Follows one caption stream (`follow(events)`), translating into `info.language`.
+
+    `source`: the user's fixed source language, else None to take the caption model's
+    (identified per segment when it has several). `provisional`: also translate growing
+    segments (live use; a file needs only the finals)."""
+
+    def __init__(
+        self,
+        translator: TextTranslator,
+        caption: ModelInfo,
+        source: str | None = None,
+        provisional: bool = True,
+    ) -> None:
+        languages = (source,) if source else caption_languages(caption)
+        if not languages and len(translator.sources) == 1:
+            languages = translator.sources  # a language pair: what else could it be given
+        if not languages:
+            raise ModelError(
+                f"Livecap cannot tell which language {caption.name} writes, so it cannot "
+                "choose what to translate from.",
+                "Name the captions' language (--source-lang).",
+            )
+        self.translator, self.provisional = translator, provisional
+        self.info: ModelInfo = translator.info
+        self._languages = LanguageGuesser(languages) if len(languages) > 1 else None
+        self._language = languages[0]  # the last segment's: a fallback for short text
+        self.reset()
+
+    def reset(self) -> None:
+        self._builder = TranscriptBuilder()
+        self._partial = ""
+        self._shown = ""  # the source text of the provisional translation on show
+        self._draft: tuple[int, ...] = ()
+
+    def follow(self, events: Sequence[Event]) -> list[Event]:
+        """Caption events → translation events (the finals of the segments they close, then
+        one provisional for where the captions now stand)."""
+        out: list[Event] = []
+        for event in events:
+            if isinstance(event, Partial):
+                self._partial = event.text
+                continue
+            if isinstance(event, Commit):
+                self._partial = ""
+                closed = self._builder.add(event)
+            elif isinstance(event, EndOfTurn):
+                self._partial = ""
+                closed = self._builder.close()
+            else:
+                continue
+            if closed is not None:
+                out += self._final(closed)
+        if self.provisional:
+            out += self._provisional()
+        return out
+
+    def flush(self) -> list[Event]:
+        closed = self._builder.close()
+        return self._final(closed) if closed is not None else []
+
+    def _final(self, segment: Segment) -> list[Event]:
+        self._shown, self._draft = "", ()
+        text = self._translate(segment.text, final=True)
+        return [Commit(text, segment.start, segment.end), EndOfTurn(segment.end)]
+
+    def _provisional(self) -> list[Event]:
+        current = self._builder.current
+        source = join_text(current.text if current else "", self._partial)
+        if source == self._shown:
+            return []
+        self._shown = source
+        if not source:
+            return [Partial("", current.start if current else 0.0)]
+        start = current.start if current else 0.0
+        return [Partial(self._translate(source, final=False), start)]
+
+    def _translate(self, text: str, final: bool) -> str:
+        language = self._language
+        if self._languages is not None:
+            language = self._languages.guess(text, self._language)
+            if final:
+                self._language = language
+        if language == self.info.language:
+            return text  # already in the language asked for
+        if not self.translator.supports(language):
+            reads = ", ".join(language_name(code) for code in self.translator.sources[:5])
+            return f"[{language_name(language)}: not translated — {self.info.name} reads {reads}]"
+        result = self.translator.translate(text, language, draft=() if final else self._draft)
+        if not final:
+            self._draft = result.ids
+        return result.text
