@@ -25,7 +25,7 @@ from engine.catalogue import model_revision
 from engine.errors import ModelError
 
 # The files a model needs: configs, safetensors weights (and shard index), tokenizers.
-MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.txt")
+MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.spm", "*.txt")  # .spm: Marian's tokenizers
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 HUB_ID_HINT = (

@@ -162,6 +162,16 @@ def test_download_fetches_safetensors_only_reporting_bytes(fake_hub):
     assert [done for done, _ in progress] == sorted(done for done, _ in progress)
 
 
+def test_download_fetches_every_tokenizer_file_a_family_reads(fake_hub, monkeypatch):
+    """Marian ships source.spm / target.spm, M2M100 sentencepiece.bpe.model, Kyutai
+    tokenizer.json, Speech2Text vocab.json: all come down with the weights."""
+    tokenizers = ["source.spm", "target.spm", "sentencepiece.bpe.model", "tokenizer.json"]
+    files = {**FakeHub.FILES, **{name: 10 for name in tokenizers}}
+    monkeypatch.setattr(FakeHub, "FILES", files)
+    hub.download("Helsinki-NLP/opus-mt-en-de")
+    assert set(fake_hub.fetched) == {"config.json", "model.safetensors", *tokenizers}
+
+
 def test_download_can_be_cancelled(fake_hub):
     cancel = threading.Event()
 
