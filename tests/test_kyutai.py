@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from engine.events import Commit, EndOfTurn, Partial
 from engine.models.kyutai.config import load_config
 from engine.models.kyutai.weights import checkpoint_layout, is_skipped, load_model
 from engine.recognizer import LoadOptions
-from engine.streaming.kyutai_stream import load_recognizer
+from engine.streaming.kyutai_stream import KyutaiRecognizer, load_recognizer
 from tests.kyutai_fixtures import (
     FRAME,
     FULL_SIZE,
@@ -184,7 +185,8 @@ def test_word_times_follow_frames_minus_delay(tiny, audio):
 
 def test_random_sized_feeding_equals_one_call(tiny):
     sound = speechlike_audio(12.0, seed=5, pauses=((4.0, 6.0),))
-    one_call = _recognizer(tiny["gqa"]).feed(sound)
+    first = _recognizer(tiny["gqa"])
+    one_call = first.feed(sound) + first.flush()
     recognizer = _recognizer(tiny["gqa"])
     rng = random.Random(7)
     pieces_events, start = [], 0
@@ -192,11 +194,35 @@ def test_random_sized_feeding_equals_one_call(tiny):
         size = rng.choice([0, 1, 7, 300, 1919, 1920, 1921, 5000, 24000])
         pieces_events += recognizer.feed(sound[start : start + size])
         start += size
+    pieces_events += recognizer.flush()  # with Mimi overlapped, a call's text comes later
     keep = (Commit, EndOfTurn, Partial)
     assert [e for e in pieces_events if isinstance(e, keep)] == [
         e for e in one_call if isinstance(e, keep)
     ]
     assert any(isinstance(e, EndOfTurn) for e in one_call)
+
+
+def test_mimi_beside_the_lm_changes_no_token_nor_event(tiny):
+    """Mimi on its own thread, encoding each call's frames while the LM steps the previous
+    call's, gives the very tokens and events of running them one after the other."""
+    loaded = _recognizer(tiny["gqa"])
+    sound = speechlike_audio(8.0, seed=13, pauses=((3.0, 5.0),))
+    threads = set()
+    encode = loaded.model.mimi.encode
+
+    def spy(audio, state):
+        threads.add(threading.current_thread().name)
+        return encode(audio, state)
+
+    loaded.model.mimi.encode = spy
+    results = []
+    for overlap in (False, True):
+        recognizer = KyutaiRecognizer(loaded.model, loaded._tokenizer, loaded.info, overlap=overlap)
+        pieces = [sound[i : i + 1920] for i in range(0, len(sound), 1920)]  # live: one frame
+        results.append(_run_with_tokens(recognizer, pieces))
+    assert results[0] == results[1]
+    assert len(set(results[0][1])) > 5 and any(isinstance(e, EndOfTurn) for e in results[0][0])
+    assert any(name.startswith("mimi") for name in threads)  # the overlap did run
 
 
 def test_pause_flush_commits_at_once_without_loss_or_repeat(tiny):

@@ -6,22 +6,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.models import kernels
+from engine.models.kyutai import kernel_choice
 
 
 class Linear:
     """y = x Wᵀ. W is float, or int8 with one scale per output row (weight-only quantization:
-    activations stay bfloat16); engine/models/kernels.py runs the product."""
+    activations stay bfloat16), multiplied on `kernel` (kernel_choice.py measures which one
+    reads fastest on this machine; the form's default otherwise)."""
 
-    def __init__(self, weight: torch.Tensor, scales: torch.Tensor | None = None) -> None:
-        self.weight = weight  # [out, in]
-        self.scales = scales  # [out] or None
+    def __init__(
+        self, weight: torch.Tensor, scales: torch.Tensor | None = None, kernel: str | None = None
+    ) -> None:
+        form = "int8" if scales is not None else str(weight.dtype).removeprefix("torch.")
+        self.kernel = kernel or kernel_choice.DEFAULTS.get(form, "linear")
+        self.product = kernel_choice.product(self.kernel, weight, scales)
+        packed = isinstance(self.product, torch.nn.Module)  # fbgemm holds its own copy
+        self.weight = None if packed else weight  # [out, in]
+        self.scales = None if packed else scales  # [out] or None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scales is not None:
-            return kernels.int8_weight_mm(x, self.weight, self.scales)
-        y = kernels.one_row(x, self.weight)  # every LM step is one bfloat16 row
-        return y if y is not None else F.linear(x, self.weight)
+        return self.product(x)
 
 
 class Rotary:

@@ -21,6 +21,7 @@ import torch
 from engine.errors import ModelError
 from engine.models.kernels import quantize_rows
 from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
+from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
 from engine.models.kyutai.lm import Embedding, TextLM
 from engine.models.kyutai.mimi import MimiEncoder
@@ -161,8 +162,21 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
 
     mimi = MimiEncoder(config.mimi, config.num_codebooks, mimi_tensor)
     embedding = Embedding(*rows(["model.embed_tokens.embed_tokens.weight"]), compute)
-    lm = TextLM(config, embedding, lambda names: Linear(*rows(names)), lm_tensor, compute)
+
+    def lm_linear(names: list[str]) -> Linear:
+        weight, scales = rows(names)
+        return Linear(weight, scales, kernel_for(dtype, tuple(weight.shape), target))
+
+    lm = TextLM(config, embedding, lm_linear, lm_tensor, compute)
     return KyutaiModel(config, mimi, lm, dtype, target)
+
+
+def step_matrix_shapes(config: KyutaiConfig) -> list[tuple[int, int]]:
+    """(out, in) of every matrix one LM step multiplies, QKV fused as the loader fuses it."""
+    c = config
+    d, q, kv = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    layer = [(q + 2 * kv, d), (d, q), (c.ffn_dim, d), (d, c.ffn_dim // 2)]
+    return layer * c.num_layers + [(c.vocab_size, d)]
 
 
 def _read_rows(reader: Checkpoint, names: list[str], int8: bool, compute, target):
