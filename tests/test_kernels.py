@@ -229,14 +229,20 @@ def small_timing(monkeypatch, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("kernel", ["linear", "mv", "int8pack", "fbgemm"])
+@pytest.mark.parametrize("kernel", ["linear", "mv", "int8pack", "fbgemm", "int4"])
 @pytest.mark.parametrize("rows", [1, 3])
 def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None:
     if kernel == "fbgemm" and not kernels.fbgemm_int8():
         pytest.skip("fbgemm's int8 x int8 kernel is missing or never exact here")
     torch.manual_seed(0)
     weight = torch.randn(96, 64) * 0.02
-    if kernel in ("int8pack", "fbgemm"):
+    if kernel == "int4":
+        stored, dtype = kernels.quantize_int4_groups(weight), torch.bfloat16
+        groups = weight.reshape(96, -1, kernels.INT4_GROUP)
+        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+        step = (high - low) / 15
+        restored = (torch.round((groups - low) / step) * step + low).reshape(96, 64)
+    elif kernel in ("int8pack", "fbgemm"):
         codes, scales = kernels.quantize_rows(weight)
         stored, restored = (codes, scales.to(torch.bfloat16)), codes * scales.bfloat16()[:, None]
         dtype = torch.bfloat16

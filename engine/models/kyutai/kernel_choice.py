@@ -32,7 +32,7 @@ Product = Callable[[torch.Tensor], torch.Tensor]  # x [..., in] → x · Wᵀ [.
 Shape = tuple[int, int]  # (out, in)
 
 # The kernel each weight form uses where nothing was measured (small matrices, a GPU).
-DEFAULTS = {"float32": "linear", "bfloat16": "mv", "int8": "int8pack"}
+DEFAULTS = {"float32": "linear", "bfloat16": "mv", "int8": "int8pack", "int4": "int4"}
 _CANDIDATES = {
     "float32": ("linear", "mv"),
     "bfloat16": ("linear", "mv"),
@@ -51,7 +51,8 @@ _chosen: dict[str, dict] = {}  # this process's choices, for `livecap bench --js
 
 
 def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
-    """x · Wᵀ on `kernel` for float weights, or int8 codes with per-row `scales`."""
+    """x · Wᵀ on `kernel` for float weights, int8 codes with per-row `scales`, or int4 codes
+    with their scales and zeros."""
     if kernel == "linear":
         return lambda x: F.linear(x, weight)
     if kernel == "mv":
@@ -64,6 +65,8 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
         return one_row_mv
     if kernel == "int8pack":
         return lambda x: kernels.int8_weight_mm(x, weight, scales)
+    if kernel == "int4":
+        return lambda x: kernels.int4_mm(x, weight, scales)
     if kernel == "fbgemm":
         return kernels.PackedInt8Linear(weight, scales, None)  # packed: `weight` can go
     raise ValueError(f"unknown kernel {kernel!r}")
@@ -71,7 +74,9 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
 
 def kernel_for(form: str, shape: Shape, device: torch.device) -> str:
     """The kernel for one matrix of `shape` held as `form` (float32, bfloat16, int8)."""
-    if device.type != "cpu" or shape[0] * shape[1] * BYTES[form] < _MEASURED_FROM_BYTES:
+    if form not in _CANDIDATES or device.type != "cpu":
+        return DEFAULTS[form]
+    if shape[0] * shape[1] * BYTES[form] < _MEASURED_FROM_BYTES:
         return DEFAULTS[form]
     rates = measured_rates(form, shape)
     best = max(rates, key=rates.get) if rates else DEFAULTS[form]

@@ -10,14 +10,16 @@ from engine.models.kyutai import kernel_choice
 
 
 class Linear:
-    """y = x Wᵀ. W is float, or int8 with one scale per output row (weight-only quantization:
-    activations stay bfloat16), multiplied on `kernel` (kernel_choice.py measures which one
-    reads fastest on this machine; the form's default otherwise)."""
+    """y = x Wᵀ. W is float, int8 with one scale per output row, or int4 with a scale and zero
+    per 32 inputs (weight-only quantization: activations stay bfloat16), multiplied on
+    `kernel` (kernel_choice.py measures which reads fastest here; the form's default
+    otherwise)."""
 
     def __init__(
         self, weight: torch.Tensor, scales: torch.Tensor | None = None, kernel: str | None = None
     ) -> None:
-        form = "int8" if scales is not None else str(weight.dtype).removeprefix("torch.")
+        forms = {torch.int8: "int8", torch.uint8: "int4"}  # int4: two codes per byte
+        form = forms.get(weight.dtype) or str(weight.dtype).removeprefix("torch.")
         self.kernel = kernel or kernel_choice.DEFAULTS.get(form, "linear")
         self.product = kernel_choice.product(self.kernel, weight, scales)
         packed = isinstance(self.product, torch.nn.Module)  # fbgemm holds its own copy
