@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import threading
@@ -34,6 +35,8 @@ from tests.kyutai_fixtures import (
 )
 
 pytest.importorskip("transformers")
+# The parity tests run here on the CPU; tests/benchmarks/gpu_check.sh runs them on "cuda".
+DEVICE = os.environ.get("LIVECAP_TEST_DEVICE", "cpu")
 
 AUDIO_SECONDS = 20.0
 PARITY_SHAPES = ["gqa", "mha_more_codebooks", "prefix"]
@@ -83,7 +86,7 @@ def _decode_reference(folder: Path, ids: list[int]) -> str:
 
 
 def _recognizer(folder: Path, dtype: str = "float32"):
-    return load_recognizer(folder, str(folder), LoadOptions(device="cpu", dtype=dtype))
+    return load_recognizer(folder, str(folder), LoadOptions(device=DEVICE, dtype=dtype))
 
 
 def _run_with_tokens(recognizer, pieces: list[np.ndarray]) -> tuple[list, list[int]]:
@@ -114,14 +117,14 @@ def _commits(events) -> list[Commit]:
 def test_mimi_codes_frame_by_frame_equal_transformers(tiny, audio, name):
     whole = audio[: len(audio) // FRAME * FRAME]
     expected = reference_codes(tiny[name], whole)
-    model = load_model(tiny[name])
+    model = load_model(tiny[name], DEVICE)
     state = model.mimi.new_state()
     with torch.inference_mode():
         frames = [
-            model.mimi.encode(torch.from_numpy(whole[i : i + FRAME]), state)
+            model.mimi.encode(torch.from_numpy(whole[i : i + FRAME]).to(DEVICE), state)
             for i in range(0, len(whole), FRAME)
         ]
-    ours = torch.cat(frames)
+    ours = torch.cat(frames).cpu()
     assert ours.shape == expected.shape == (AUDIO_SECONDS * 12.5, SHAPES[name].codebooks)
     assert all(len(set(expected[:, k].tolist())) > 3 for k in range(expected.shape[1]))
     mismatched = (ours != expected).any(dim=1).nonzero().flatten().tolist()
@@ -300,10 +303,10 @@ def test_bfloat16_follows_transformers_bfloat16(tiny, audio):
     with torch.no_grad():
         expected = reference.generate(**inputs, do_sample=False)[0].tolist()
     padded = inputs["input_values"].view(-1)
-    model = load_model(folder, "cpu", "bfloat16")
+    model = load_model(folder, DEVICE, "bfloat16")
     mimi_state, lm_state = model.mimi.new_state(), model.lm.new_state()
     with torch.inference_mode():
-        codes = model.mimi.encode(padded[: len(padded) // FRAME * FRAME], mimi_state)
+        codes = model.mimi.encode(padded[: len(padded) // FRAME * FRAME].to(DEVICE), mimi_state)
         start_token, start_codes = model.lm.start_inputs()
         ours = [int(model.lm.step(start_token, start_codes, lm_state).argmax())]
         for step in range(1, len(expected) - 1):

@@ -166,8 +166,9 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     embedding = Embedding(*table, compute)
 
     def lm_linear(names: list[str]) -> Linear:
-        weight, scales = rows(names)
-        return Linear(weight, scales, kernel_for(dtype, tuple(weight.shape), target))
+        form = _stored_form(reader, names, dtype)
+        weight, scales = rows(names, form)
+        return Linear(weight, scales, kernel_for(form, tuple(weight.shape), target))
 
     lm = TextLM(config, embedding, lm_linear, lm_tensor, compute)
     return KyutaiModel(config, mimi, lm, dtype, target)
@@ -179,6 +180,15 @@ def step_matrix_shapes(config: KyutaiConfig) -> list[tuple[int, int]]:
     d, q, kv = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
     layer = [(q + 2 * kv, d), (d, q), (c.ffn_dim, d), (d, c.ffn_dim // 2)]
     return layer * c.num_layers + [(c.vocab_size, d)]
+
+
+def _stored_form(reader: Checkpoint, names: list[str], dtype: str) -> str:
+    """int4 where the CPU kernel takes the shape (rows a multiple of 16, inputs of its
+    groups), int8 for the rest (the text head's 8001 rows): a small share of the bytes."""
+    rows, width = sum(reader.shapes[n][0] for n in names), reader.shapes[names[0]][1]
+    if dtype == "int4" and (rows % 16 or width % kernels.INT4_GROUP):
+        return "int8"
+    return dtype
 
 
 def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target):
