@@ -321,8 +321,8 @@ def resolve_dtype(requested: str, device: str, folder: Path) -> str:
     """`auto`: bfloat16 on a GPU. On a CPU, the weight form whose one-row step is shortest
     from this machine's measured kernel rates (engine/models/kyutai/kernel_choice.py), among
     those whose weights fit in memory: int8 reads a quarter of float32's bytes, but where the
-    CPU has no native bfloat16 or int8 dot products its kernels run slower per byte than
-    float32's, often by more than 4x. int4 is never chosen: its accuracy is the user's call."""
+    CPU lacks native int8 or bfloat16 dot products its kernels read them slower per byte, so
+    the measurement decides. int4 is never chosen: its accuracy is the user's call."""
     if requested != "auto":
         return requested
     if device == "cuda":

@@ -186,6 +186,8 @@ def _time_candidates(form: str, shape: Shape) -> dict[str, float]:
     x = torch.randn(1, shape[1], generator=generator).to(dtype)
     runs: dict[str, list[Product]] = {}
     for name in _CANDIDATES[form]:
+        if name == "fbgemm" and not kernels.fbgemm_int8():
+            continue  # its sums overflow here for some inputs that one random row may miss
         try:
             products = [product(name, *s) for s in stored]
             if _correct(products[0], stored[0], x, form):
