@@ -250,8 +250,6 @@ def held_bytes(model: object) -> int:
     model's weights, read through its public structure)."""
     import torch
 
-    from engine.models.kernels import PackedInt8Linear
-
     seen: dict[int, int] = {}
     visited: set[int] = set()
     pending = [model]
@@ -263,8 +261,6 @@ def held_bytes(model: object) -> int:
         if isinstance(item, torch.Tensor):
             storage = item.untyped_storage()
             seen[storage.data_ptr()] = storage.nbytes()
-        elif isinstance(item, PackedInt8Linear):  # fbgemm's packed weights are opaque
-            seen[id(item)] = item.nbytes
         elif isinstance(item, dict):
             pending += list(item.values())
         elif isinstance(item, list | tuple):

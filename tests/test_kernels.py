@@ -229,11 +229,9 @@ def small_timing(monkeypatch, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("kernel", ["linear", "mv", "int8pack", "fbgemm", "int4"])
+@pytest.mark.parametrize("kernel", ["linear", "mv", "int8pack", "int4"])
 @pytest.mark.parametrize("rows", [1, 3])
 def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None:
-    if kernel == "fbgemm" and not kernels.fbgemm_int8():
-        pytest.skip("fbgemm's int8 x int8 kernel is missing or never exact here")
     torch.manual_seed(0)
     weight = torch.randn(96, 64) * 0.02
     if kernel == "int4":
@@ -242,7 +240,7 @@ def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None
         low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
         step = (high - low) / 15
         restored = (torch.round((groups - low) / step) * step + low).reshape(96, 64)
-    elif kernel in ("int8pack", "fbgemm"):
+    elif kernel == "int8pack":
         codes, scales = kernels.quantize_rows(weight)
         stored, restored = (codes, scales.to(torch.bfloat16)), codes * scales.bfloat16()[:, None]
         dtype = torch.bfloat16
@@ -257,8 +255,8 @@ def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None
 
 
 def test_measured_choice_keeps_only_correct_kernels(small_timing, monkeypatch) -> None:
-    """A candidate whose products are wrong (as fbgemm's are where int16 sums saturate) is
-    never timed nor chosen, however fast."""
+    """A candidate whose products are wrong (as fbgemm's int8 kernel's are where its int16
+    sums saturate) is never timed nor chosen, however fast."""
     correct = kernel_choice.product
 
     def product(kernel, weight, scales):
@@ -303,7 +301,9 @@ def test_auto_dtype_is_the_shortest_measured_step(small_timing, monkeypatch) -> 
     for int8_rate, expected in ((1.0, "float32"), (8.0, "int8")):
         rates = {"float32": 8.0, "bfloat16": 2.0, "int8": int8_rate}
         monkeypatch.setattr(
-            kernel_choice, "_time_candidates", lambda form, shape, r=rates: {"linear": r[form]}
+            kernel_choice,
+            "_time_candidates",
+            lambda form, shape, r=rates: {kernel_choice.DEFAULTS[form]: r[form]},
         )
         monkeypatch.setenv("XDG_CACHE_HOME", str(small_timing / expected))
         assert kyutai_stream.resolve_dtype("auto", "cpu", small_timing) == expected

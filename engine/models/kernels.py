@@ -238,7 +238,6 @@ class PackedInt8Linear(nn.Module):
     ) -> None:
         super().__init__()
         self.packed = _fbgemm_pack(codes, scale)
-        self.nbytes = codes.nbytes + 12 * len(codes)  # packed codes, row offsets and scales
         self.bias = bias
         self.levels = levels or fbgemm_levels() or 127  # every part's codes within ±levels
         self.parts = 2 if self.levels == 127 else 3

@@ -22,9 +22,7 @@ class Linear:
         form = forms.get(weight.dtype) or str(weight.dtype).removeprefix("torch.")
         self.kernel = kernel or kernel_choice.DEFAULTS.get(form, "linear")
         self.product = kernel_choice.product(self.kernel, weight, scales)
-        packed = isinstance(self.product, torch.nn.Module)  # fbgemm holds its own copy
-        self.weight = None if packed else weight  # [out, in]
-        self.scales = None if packed else scales  # [out] or None
+        self.weight, self.scales = weight, scales  # [out, in], [out] or None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.product(x)
