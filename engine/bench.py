@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from engine.models.kyutai import kernel_choice
 from engine.recognizer import LoadOptions, load_recognizer
 
 _WARMUP_FRAMES = 10
@@ -45,7 +46,8 @@ def run_bench(
     Returns frame_ms_median, frame_ms_p95, frame_ms_max (compute per frame), realtime_factor
     (compute / audio time), lag_ms_median and lag_ms_p95 (how late a frame is processed after
     it arrived), keeps_up (lag p95 under a second), plus what ran:
-    model, device, dtype, frame_ms (audio per frame), frames, load_seconds, peak_rss_bytes.
+    model, device, dtype, frame_ms (audio per frame), frames, load_seconds, peak_rss_bytes, the
+    CPU's model name and the kernels chosen for its matrices with each candidate's GB/s.
     """
     started = time.perf_counter()
     options = LoadOptions(device=device, dtype=dtype, target_lang=target_lang)
@@ -74,6 +76,8 @@ def run_bench(
         "keeps_up": bool(len(lags)) and lag_p95 < _MAX_LAG_MS,
         "load_seconds": round(load_seconds, 2),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "cpu": kernel_choice.cpu_description()["model"],
+        "kernels": kernel_choice.chosen(),
     }
 
 

@@ -6,6 +6,8 @@ fbgemm may be used on this CPU.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ from torch import nn
 
 from engine.models import bart, kernels
 from engine.models.generation import Screened
+from engine.models.kyutai import kernel_choice
 
 needs_exact_fbgemm = pytest.mark.skipif(
     not kernels.fbgemm_int8(),
@@ -211,3 +214,97 @@ def test_decoder_forms_keep_the_decoder_s_logits() -> None:
             results.append(logits)
     torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)
     assert torch.equal(results[1].argmax(-1), results[0].argmax(-1))
+
+
+# ---- kernels measured on the machine (engine/models/kyutai/kernel_choice.py) ---------------
+
+
+@pytest.fixture
+def small_timing(monkeypatch, tmp_path):
+    """Measure on small matrices into a fresh cache folder, so the tests stay quick."""
+    monkeypatch.setattr(kernel_choice, "_MIN_TIMED_BYTES", 2**16)
+    monkeypatch.setattr(kernel_choice, "_last_level_cache_bytes", lambda: 0)
+    monkeypatch.setattr(kernel_choice, "_MEASURED_FROM_BYTES", 2**10)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("kernel", ["linear", "mv", "int8pack", "int4"])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(96, 64) * 0.02
+    if kernel == "int4":
+        stored, dtype = kernels.quantize_int4_groups(weight), torch.bfloat16
+        groups = weight.reshape(96, -1, kernels.INT4_GROUP)
+        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+        step = (high - low) / 15
+        restored = (torch.round((groups - low) / step) * step + low).reshape(96, 64)
+    elif kernel == "int8pack":
+        codes, scales = kernels.quantize_rows(weight)
+        stored, restored = (codes, scales.to(torch.bfloat16)), codes * scales.bfloat16()[:, None]
+        dtype = torch.bfloat16
+    else:
+        stored, restored, dtype = (weight.bfloat16(), None), weight.bfloat16(), torch.bfloat16
+    x = torch.randn(1, rows, 64).to(dtype)
+    with torch.inference_mode():
+        got = kernel_choice.product(kernel, *stored)(x)
+    exact = x.double() @ restored.double().T
+    assert got.shape == (1, rows, 96)
+    assert (got.double() - exact).norm() <= 1e-2 * exact.norm()
+
+
+def test_measured_choice_keeps_only_correct_kernels(small_timing, monkeypatch) -> None:
+    """A candidate whose products are wrong (as fbgemm's int8 kernel's are where its int16
+    sums saturate) is never timed nor chosen, however fast."""
+    correct = kernel_choice.product
+
+    def product(kernel, weight, scales):
+        if kernel == "mv":
+            return lambda x: torch.zeros(*x.shape[:-1], weight.shape[0], dtype=x.dtype)
+        return correct(kernel, weight, scales)
+
+    monkeypatch.setattr(kernel_choice, "product", product)
+    rates = kernel_choice.measured_rates("bfloat16", (256, 64))
+    assert set(rates) == {"linear"} and rates["linear"] > 0
+    assert kernel_choice.kernel_for("bfloat16", (256, 64), torch.device("cpu")) == "linear"
+
+
+def test_kernel_rates_are_measured_once_per_machine(small_timing, monkeypatch) -> None:
+    timed = []
+
+    def time_candidates(form, shape):
+        timed.append((form, shape))
+        return {"linear": 5.0, "mv": 7.0}
+
+    monkeypatch.setattr(kernel_choice, "_time_candidates", time_candidates)
+    for _ in range(2):
+        assert kernel_choice.kernel_for("float32", (512, 64), torch.device("cpu")) == "mv"
+    assert timed == [("float32", (512, 64))]
+    cached = json.loads((small_timing / "livecap" / "kernel_rates.json").read_text())
+    (machine,) = cached
+    assert kernel_choice.cpu_description()["model"] in machine
+    assert cached[machine] == {"float32 512x64": {"linear": 5.0, "mv": 7.0}}
+    monkeypatch.setattr(torch, "__version__", "0.0-other")  # another torch measures anew
+    kernel_choice.kernel_for("float32", (512, 64), torch.device("cpu"))
+    assert len(timed) == 2
+
+
+def test_auto_dtype_is_the_shortest_measured_step(small_timing, monkeypatch) -> None:
+    """Where int8's kernels read 8x slower than float32's, a float32 step (4x the bytes) is
+    the shorter one and `auto` takes it; at equal rates int8's is."""
+    from engine.streaming import kyutai_stream
+
+    shapes = [(512, 64)] * 3
+    monkeypatch.setattr(kyutai_stream, "step_matrix_shapes", lambda config: shapes)
+    monkeypatch.setattr(kyutai_stream, "load_config", lambda folder: None)
+    for int8_rate, expected in ((1.0, "float32"), (8.0, "int8")):
+        rates = {"float32": 8.0, "bfloat16": 2.0, "int8": int8_rate}
+        monkeypatch.setattr(
+            kernel_choice,
+            "_time_candidates",
+            lambda form, shape, r=rates: {kernel_choice.DEFAULTS[form]: r[form]},
+        )
+        monkeypatch.setenv("XDG_CACHE_HOME", str(small_timing / expected))
+        assert kyutai_stream.resolve_dtype("auto", "cpu", small_timing) == expected
+    assert kyutai_stream.resolve_dtype("auto", "cuda", small_timing) == "bfloat16"

@@ -187,6 +187,32 @@ def int8_blocks(
         yield block, codes, scales.to(torch.bfloat16)
 
 
+# ---- int4 weights --------------------------------------------------------------------------
+
+INT4_GROUP = 32  # inputs per scale and zero: 1 byte of metadata per 8 of codes
+
+
+def quantize_int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric 4-bit codes per run of INT4_GROUP inputs of each row (its min to its max in
+    15 steps: no calibration data), in the layout of PyTorch's CPU int4 kernel: packed codes
+    uint8 [rows, in / 2] and bfloat16 scales and zeros [in / group, rows, 2]. Runs of rows
+    converted apart give, concatenated, what the whole matrix would."""
+    groups = weight.float().reshape(weight.shape[0], -1, INT4_GROUP)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scale = ((high - low) / 15).clamp(min=1e-12)
+    codes = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15)
+    packed = torch._convert_weight_to_int4pack_for_cpu(codes.reshape(weight.shape).int(), 1)
+    zeros = low + 8 * scale  # the kernel computes (code - 8) * scale + zero
+    return packed, torch.stack((scale.T, zeros.T), dim=-1).to(torch.bfloat16)
+
+
+def int4_mm(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    """x [..., D] · Wᵀ for W in `quantize_int4_groups`' form (bfloat16 activations)."""
+    flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+    out = torch._weight_int4pack_mm_for_cpu(flat, packed, INT4_GROUP, scales_and_zeros)
+    return out.to(x.dtype).view(*x.shape[:-1], packed.shape[0])
+
+
 # ---- int8 × int8 on fbgemm ----------------------------------------------------------------
 
 

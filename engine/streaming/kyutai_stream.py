@@ -19,6 +19,8 @@ Tokens. 3 = pad (nothing new), 0 = a word starts next; other ids are SentencePie
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,10 @@ from tokenizers import Tokenizer
 from engine.catalogue import find_entry
 from engine.errors import ModelError
 from engine.events import Commit, EndOfTurn, Event, Partial, Word
-from engine.models.kyutai.config import SAMPLE_RATE
-from engine.models.kyutai.weights import KyutaiModel, load_model
+from engine.models.kernels import available_memory
+from engine.models.kyutai.config import SAMPLE_RATE, load_config
+from engine.models.kyutai.kernel_choice import AUTO_DTYPES, BYTES, step_seconds
+from engine.models.kyutai.weights import KyutaiModel, load_model, step_matrix_shapes
 from engine.recognizer import LoadOptions, ModelInfo
 from engine.streaming.pause import PauseDetector
 
@@ -120,6 +124,7 @@ class KyutaiRecognizer:
         info: ModelInfo,
         pause_flush: bool = True,
         max_rows: int | None = None,
+        overlap: bool = False,
     ) -> None:
         self.model = model
         self.info = info
@@ -135,6 +140,7 @@ class KyutaiRecognizer:
         self._skip_ids = specials | {config.pad_token_id, _WORD_START_ID}
         self._tokenizer = tokenizer
         self.speculated = self.rejected = 0  # rows stepped speculatively / rolled back
+        self._mimi_worker = _MimiWorker() if overlap else None
         self.reset()
 
     def reset(self) -> None:
@@ -149,6 +155,7 @@ class KyutaiRecognizer:
         self._pause_checked = 0  # real samples the pause detector has seen
         self._token: int | None = None  # the last text token; None before the start step
         self._pad_share = 1.0  # recent share of pad tokens (a stream starts in silence)
+        self._waiting = torch.empty(0, self.model.config.num_codebooks, dtype=torch.long)
 
     def feed(self, samples: np.ndarray) -> list[Event]:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -166,7 +173,7 @@ class KyutaiRecognizer:
         """End the stream: push the delay's worth of silence (and a second) through."""
         end = self._stream_samples / SAMPLE_RATE
         silence = self.delay_samples + round(_FLUSH_EXTRA_SECONDS * SAMPLE_RATE)
-        events = self._consume(np.zeros(silence, dtype=np.float32))
+        events = self._consume(np.zeros(silence, dtype=np.float32), drain=True)
         events += self._words.finish(end)
         self.reset()
         return events
@@ -195,35 +202,60 @@ class KyutaiRecognizer:
         events: list[Event] = []
         if owed > 0:
             owed += -(len(self._pending) + owed) % self.frame_size  # end on a frame boundary
-            self._timeline.insert(self._model_samples + len(self._pending), owed)
-            events += self._consume(np.zeros(owed, dtype=np.float32))
+            encoded = self._model_samples + len(self._waiting) * self.frame_size
+            self._timeline.insert(encoded + len(self._pending), owed)
+            events += self._consume(np.zeros(owed, dtype=np.float32), drain=True)
         return events + self._words.finish(pause_time) + [EndOfTurn(pause_time)]
 
-    def _consume(self, samples: np.ndarray) -> list[Event]:
-        """Run every whole frame of model audio through Mimi and the LM."""
+    def _consume(self, samples: np.ndarray, drain: bool = False) -> list[Event]:
+        """Run every whole frame of model audio through Mimi and the LM.
+
+        With overlap, Mimi encodes this call's frames on a second thread while the LM steps
+        the frames the previous call encoded (torch releases the GIL inside its operators, so
+        the two share the cores): a frame costs about the longer of the two instead of their
+        sum, and its text comes one call later. `drain` steps every frame before returning
+        (at a flushed pause and at the end, whose words are committed at once)."""
         audio = np.concatenate((self._pending, samples))
         whole = len(audio) // self.frame_size * self.frame_size
         self._pending = audio[whole:]
-        if whole == 0:
-            return []
         events: list[Event] = []
         model = self.model
         with torch.inference_mode():
-            if self._token is None:  # the start step: start markers in, first token out
+            if whole and self._token is None:  # the start step: start markers in, first out
                 text, start_codes = model.lm.start_inputs()
                 self._token = int(model.lm.step(text, start_codes, self._lm).argmax())
                 events += self._words.push(self._token, 0.0)
             chunk = torch.from_numpy(audio[:whole]).to(model.device)
-            codes = model.mimi.encode(chunk, self._mimi)
-            done = 0
-            while done < len(codes):
-                for token in self._next_tokens(codes[done : done + self.max_rows]):
-                    self._token = token
-                    at = self._timeline.to_stream(self._model_samples - self.delay_samples)
-                    self._model_samples += self.frame_size
-                    events += self._words.push(token, at)
-                    done += 1
+            if self._mimi_worker is None:
+                events += self._step_frames(self._encode(chunk))
+            else:
+                encoding = self._mimi_worker.submit(self._encode, chunk)
+                events += self._step_frames(self._waiting)
+                self._waiting = encoding.result()
+            if drain:
+                events += self._step_frames(self._waiting)
+                self._waiting = self._waiting[:0]
         self._timeline.forget_before(self._model_samples - self.delay_samples)
+        return events
+
+    def _encode(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Mimi codes [frames, codebooks] of whole frames of audio (none for no audio)."""
+        if not len(chunk):
+            return self._waiting[:0]
+        with torch.inference_mode():
+            return self.model.mimi.encode(chunk, self._mimi)
+
+    def _step_frames(self, codes: torch.Tensor) -> list[Event]:
+        """The LM over frames' codes [frames, codebooks], in order, and their words."""
+        events: list[Event] = []
+        done = 0
+        while done < len(codes):
+            for token in self._next_tokens(codes[done : done + self.max_rows]):
+                self._token = token
+                at = self._timeline.to_stream(self._model_samples - self.delay_samples)
+                self._model_samples += self.frame_size
+                events += self._words.push(token, at)
+                done += 1
         return events
 
     def _next_tokens(self, codes: torch.Tensor) -> list[int]:
@@ -255,6 +287,17 @@ class KyutaiRecognizer:
         return tokens
 
 
+class _MimiWorker:
+    """One thread that runs Mimi beside the LM, with torch limited to one thread inside it so
+    the two together use the two cores instead of oversubscribing them."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, "mimi", initializer=torch.set_num_threads, initargs=(1,))
+
+    def submit(self, encode, chunk: torch.Tensor) -> Future:
+        return self._pool.submit(encode, chunk)
+
+
 def speculative_rows(device: str, dtype: str) -> int:
     """How many waiting frames one LM pass may take. On a CPU a pass of a few rows costs
     little more than one (the weights are read once), more rows stop paying: measured on 2
@@ -274,18 +317,26 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def resolve_dtype(requested: str, device: str) -> str:
-    """`auto`: bfloat16 on a GPU. On a CPU, int8 weights: a step reads every weight once, so
-    its time follows the bytes read, and int8 reads half of bfloat16's and a quarter of
-    float32's; measured fastest in tests/benchmarks/kyutai_vs_transformers.py."""
+def resolve_dtype(requested: str, device: str, folder: Path) -> str:
+    """`auto`: bfloat16 on a GPU. On a CPU, the weight form whose one-row step is shortest
+    from this machine's measured kernel rates (engine/models/kyutai/kernel_choice.py), among
+    those whose weights fit in memory: int8 reads a quarter of float32's bytes, but where the
+    CPU lacks native int8 or bfloat16 dot products its kernels read them slower per byte, so
+    the measurement decides. int4 is never chosen: its accuracy is the user's call."""
     if requested != "auto":
         return requested
-    return "bfloat16" if device == "cuda" else "int8"
+    if device == "cuda":
+        return "bfloat16"
+    shapes = step_matrix_shapes(load_config(folder))
+    spare = available_memory()
+    weights = sum(out * width for out, width in shapes)
+    forms = [f for f in AUTO_DTYPES if spare is None or weights * BYTES[f] * 1.3 < spare]
+    return min(forms or ["int8"], key=lambda form: step_seconds(form, shapes))
 
 
 def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiRecognizer:
     device = resolve_device(options.device)
-    dtype = resolve_dtype(options.dtype, device)
+    dtype = resolve_dtype(options.dtype, device, folder)
     if options.progress:
         options.progress("loading", 0.0)
     model = load_model(folder, device, dtype)
@@ -306,7 +357,10 @@ def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiReco
     )
     if options.progress:
         options.progress("loading", 1.0)
-    return KyutaiRecognizer(model, tokenizer, info)
+    # Mimi beside the LM needs a core of its own: on 2 busy cores it cost 5-19 % per frame
+    # (the LM's two threads already fill them), so only where a third core is free for it.
+    overlap = device == "cpu" and (os.cpu_count() or 1) >= 3
+    return KyutaiRecognizer(model, tokenizer, info, overlap=overlap)
 
 
 def model_languages(folder: Path, name: str) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from engine.models.kyutai.kernel_choice import cpu_description  # noqa: E402
 from tests.kyutai_fixtures import FULL_SIZE, held_bytes  # noqa: E402
 
 FRAME = 1920
@@ -117,6 +118,7 @@ def peak_resident_bytes() -> int:
 
 def time_ours(folder: Path, dtype: str, frames: int, warmup: int, deviation: bool) -> dict:
     """Runs in its own process: load, stream frames, report timings and peak RSS."""
+    from engine.models.kyutai import kernel_choice
     from engine.models.kyutai.weights import load_model
 
     baseline = resident_bytes()
@@ -157,13 +159,14 @@ def time_ours(folder: Path, dtype: str, frames: int, warmup: int, deviation: boo
     result["rss_growth_over_weights"] = (result["peak_rss_bytes"] - baseline) / result[
         "weight_bytes"
     ]
-    if dtype == "int8" and deviation:
-        result |= int8_deviation(folder, tokens, hidden)
+    if dtype in ("int8", "int4") and deviation:
+        result |= quantized_deviation(folder, dtype, tokens, hidden)
+    result["kernels"] = kernel_choice.chosen()
     return result
 
 
-def int8_deviation(folder: Path, inputs: list, int8_outputs: list) -> dict:
-    """Our float32 on the same inputs (teacher-forced) against the int8 outputs."""
+def quantized_deviation(folder: Path, dtype: str, inputs: list, int8_outputs: list) -> dict:
+    """Our float32 on the same inputs (teacher-forced) against the int8 or int4 outputs."""
     from engine.models.kyutai.weights import load_model
 
     model = load_model(folder, "cpu", "float32")
@@ -178,21 +181,23 @@ def int8_deviation(folder: Path, inputs: list, int8_outputs: list) -> dict:
             cosines.append(float(torch.nn.functional.cosine_similarity(h32.view(-1), h8, dim=0)))
             agree.append(int(logits32.argmax()) == int(logits8.argmax()))
     return {
-        "int8_hidden_cosine_mean": float(np.mean(cosines)),
-        "int8_hidden_cosine_min": float(np.min(cosines)),
-        "int8_top1_agreement": float(np.mean(agree)),
+        f"{dtype}_hidden_cosine_mean": float(np.mean(cosines)),
+        f"{dtype}_hidden_cosine_min": float(np.min(cosines)),
+        f"{dtype}_top1_agreement": float(np.mean(agree)),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=sorted(FULL_SIZE), default="1b")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default="float32")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "int8", "int4"], default="float32"
+    )
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--ours-only", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--skip-deviation", action="store_true", help="int8: no float32 copy")
+    parser.add_argument("--skip-deviation", action="store_true", help="int8/int4: no float32")
     parser.add_argument("--keep", metavar="FOLDER", help="save (or reuse) the random model here")
     args = parser.parse_args()
     if args.ours_only:
@@ -209,6 +214,7 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             model = build_reference(args.config, reference_dtype, folder)
         result = {
+            "cpu": cpu_description()["model"],
             "config": args.config,
             "dtype": args.dtype,
             "threads": torch.get_num_threads(),

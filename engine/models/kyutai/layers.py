@@ -6,22 +6,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.models import kernels
+from engine.models.kyutai import kernel_choice
 
 
 class Linear:
-    """y = x Wᵀ. W is float, or int8 with one scale per output row (weight-only quantization:
-    activations stay bfloat16); engine/models/kernels.py runs the product."""
+    """y = x Wᵀ. W is float, int8 with one scale per output row, or int4 with a scale and zero
+    per 32 inputs (weight-only quantization: activations stay bfloat16), multiplied on
+    `kernel` (kernel_choice.py measures which reads fastest here; the form's default
+    otherwise)."""
 
-    def __init__(self, weight: torch.Tensor, scales: torch.Tensor | None = None) -> None:
-        self.weight = weight  # [out, in]
-        self.scales = scales  # [out] or None
+    def __init__(
+        self, weight: torch.Tensor, scales: torch.Tensor | None = None, kernel: str | None = None
+    ) -> None:
+        forms = {torch.int8: "int8", torch.uint8: "int4"}  # int4: two codes per byte
+        form = forms.get(weight.dtype) or str(weight.dtype).removeprefix("torch.")
+        self.kernel = kernel or kernel_choice.DEFAULTS.get(form, "linear")
+        self.product = kernel_choice.product(self.kernel, weight, scales)
+        self.weight, self.scales = weight, scales  # [out, in], [out] or None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scales is not None:
-            return kernels.int8_weight_mm(x, self.weight, self.scales)
-        y = kernels.one_row(x, self.weight)  # every LM step is one bfloat16 row
-        return y if y is not None else F.linear(x, self.weight)
+        return self.product(x)
 
 
 class Rotary:
@@ -106,7 +110,25 @@ class KVRing:
     def attend(self, queries: torch.Tensor, start: int, window: int) -> torch.Tensor:
         """Attention of queries [1, heads, T, D] (already written to the ring) over the ring."""
         mask = self.mask(start, queries.shape[2], window)
+        if queries.dtype != self.keys.dtype:  # bfloat16 steps, float32 ring: see _attend_wide
+            return self._attend_wide(queries.to(self.keys.dtype), mask).to(queries.dtype)
         grouped = queries.shape[1] != self.keys.shape[1]
         return F.scaled_dot_product_attention(
             queries, self.keys, self.values, attn_mask=mask, enable_gqa=grouped
         )
+
+    def _attend_wide(self, queries: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Queries [1, heads, T, D] over a float32 ring as two matrix products. On a CPU
+        without native bfloat16 the fused attention kernel reads a bfloat16 ring at about
+        1 GB/s (a third of a 1B int8 step) and bfloat16 matmul at about 2; float32 matmul reads
+        the ring, though twice the bytes, several times faster. Keys and values are the
+        bfloat16 projections widened exactly; query heads sharing a key head multiply it
+        together."""
+        kv_heads, size, dim = self.keys.shape[1:]
+        steps = queries.shape[2]
+        grouped = queries.view(kv_heads, -1, steps, dim)  # [kv heads, group, T, D]
+        scores = torch.matmul(grouped, self.keys[0, :, None].transpose(2, 3)) * dim**-0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))  # mask [T, size]
+        weights = scores.softmax(dim=-1)
+        return torch.matmul(weights, self.values[0, :, None]).view(queries.shape)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from engine.models.kernels import native_bfloat16
 from engine.models.kyutai.config import KyutaiConfig
 from engine.models.kyutai.layers import KVRing, Linear, Rotary, apply_rotary
 
@@ -92,6 +93,9 @@ class TextLM:
         books = torch.arange(config.num_codebooks, device=self.device)
         self.code_offsets = config.vocab_size + config.codebook_vocab_size * books
         self.ids = torch.empty(1 + config.num_codebooks, dtype=torch.long, device=self.device)
+        # Keys and values in float32 where the CPU only emulates bfloat16 (KVRing._attend_wide)
+        emulated = dtype == torch.bfloat16 and self.device.type == "cpu" and not native_bfloat16()
+        self.ring_dtype = torch.float32 if emulated else dtype
 
     def new_state(self, max_steps: int = 1) -> LMState:
         """A fresh stream whose `steps` may take up to `max_steps` rows at once. Rows a caller
@@ -100,7 +104,8 @@ class TextLM:
         c = self.config
         size = c.sliding_window + max_steps - 1
         rings = [
-            KVRing(c.num_kv_heads, size, c.head_dim, self.dtype, self.device) for _ in self.layers
+            KVRing(c.num_kv_heads, size, c.head_dim, self.ring_dtype, self.device)
+            for _ in self.layers
         ]
         return LMState(rings=rings)
 

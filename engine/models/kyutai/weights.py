@@ -19,15 +19,16 @@ from pathlib import Path
 import torch
 
 from engine.errors import ModelError
-from engine.models.kernels import quantize_rows
+from engine.models import kernels
 from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
+from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
 from engine.models.kyutai.lm import Embedding, TextLM
 from engine.models.kyutai.mimi import MimiEncoder
 from engine.models.loading import Checkpoint
 
 Shape = tuple[int, ...]
-DTYPES = ("float32", "bfloat16", "int8")
+DTYPES = ("float32", "bfloat16", "int8", "int4")  # int4: explicit only, never `auto`
 _SKIPPED = re.compile(
     r"codec_model\.(decoder\.|decoder_transformer\.|upsample\.)"
     r"|codec_model\.quantizer\.\w+\.output_proj\.weight"
@@ -142,8 +143,8 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     """Load a Kyutai STT folder for streaming: Mimi in float32, the LM in `dtype`."""
     if dtype not in DTYPES:
         raise ModelError(f"Unknown dtype '{dtype}'.", f"Choose one of: {', '.join(DTYPES)}.")
-    if dtype == "int8" and device != "cpu":
-        raise ModelError("int8 weights run on the CPU only.", "Use --dtype bfloat16 on a GPU.")
+    if dtype in ("int8", "int4") and device != "cpu":
+        raise ModelError(f"{dtype} weights run on the CPU only.", "Use --dtype bfloat16 on a GPU.")
     config = load_config(folder)
     reader = Checkpoint(folder)
     reader.check(checkpoint_layout(config), lambda name: is_skipped(name, config))
@@ -156,33 +157,66 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     def lm_tensor(name: str) -> torch.Tensor:
         return reader.read(name).to(target, compute)
 
-    def rows(names: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return _read_rows(reader, names, dtype == "int8", compute, target)
+    def rows(names: list[str], form: str = dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return _read_rows(reader, names, form, compute, target)
 
     mimi = MimiEncoder(config.mimi, config.num_codebooks, mimi_tensor)
-    embedding = Embedding(*rows(["model.embed_tokens.embed_tokens.weight"]), compute)
-    lm = TextLM(config, embedding, lambda names: Linear(*rows(names)), lm_tensor, compute)
+    # int4's embedding table stays int8: a step reads 33 of its rows, not the whole table
+    table = rows(["model.embed_tokens.embed_tokens.weight"], "int8" if dtype == "int4" else dtype)
+    embedding = Embedding(*table, compute)
+
+    def lm_linear(names: list[str]) -> Linear:
+        form = _stored_form(reader, names, dtype)
+        weight, scales = rows(names, form)
+        return Linear(weight, scales, kernel_for(form, tuple(weight.shape), target))
+
+    lm = TextLM(config, embedding, lm_linear, lm_tensor, compute)
     return KyutaiModel(config, mimi, lm, dtype, target)
 
 
-def _read_rows(reader: Checkpoint, names: list[str], int8: bool, compute, target):
-    """Matrices `names` stacked by rows (fused QKV), in `compute` dtype or int8 with per-row
-    scales. Converted a slice of rows at a time straight into the final tensor, so no
-    full-size temporary copy ever exists."""
+def step_matrix_shapes(config: KyutaiConfig) -> list[tuple[int, int]]:
+    """(out, in) of every matrix one LM step multiplies, QKV fused as the loader fuses it."""
+    c = config
+    d, q, kv = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    layer = [(q + 2 * kv, d), (d, q), (c.ffn_dim, d), (d, c.ffn_dim // 2)]
+    return layer * c.num_layers + [(c.vocab_size, d)]
+
+
+def _stored_form(reader: Checkpoint, names: list[str], dtype: str) -> str:
+    """int4 where the CPU kernel takes the shape (rows a multiple of 16, inputs of its
+    groups), int8 for the rest (the text head's 8001 rows): a small share of the bytes."""
+    rows, width = sum(reader.shapes[n][0] for n in names), reader.shapes[names[0]][1]
+    if dtype == "int4" and (rows % 16 or width % kernels.INT4_GROUP):
+        return "int8"
+    return dtype
+
+
+def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target):
+    """Matrices `names` stacked by rows (fused QKV), in `compute` dtype, int8 with per-row
+    scales or int4 with its scales and zeros (`form`). Converted a slice of rows at a time
+    straight into the final tensors, so no full-size temporary copy ever exists."""
     total = sum(reader.shapes[n][0] for n in names)
     width = reader.shapes[names[0]][1]
-    weight = torch.empty(total, width, dtype=torch.int8 if int8 else compute, device=target)
-    scales = torch.empty(total, dtype=compute, device=target) if int8 else None
+    if form == "int4":
+        weight = torch.empty(total, width // 2, dtype=torch.uint8, device=target)
+        groups = width // kernels.INT4_GROUP
+        scales = torch.empty(groups, total, 2, dtype=torch.bfloat16, device=target)
+    else:
+        stored = torch.int8 if form == "int8" else compute
+        weight = torch.empty(total, width, dtype=stored, device=target)
+        scales = torch.empty(total, dtype=compute, device=target) if form == "int8" else None
     row = 0
     for name in names:
         count = reader.shapes[name][0]
         for start in range(0, count, _ROWS_PER_READ):
             block = reader.read(name, slice(start, min(count, start + _ROWS_PER_READ)))
             end = row + block.shape[0]
-            if scales is None:
-                weight[row:end] = block.to(target, compute)
-            else:
-                quantized, block_scales = quantize_rows(block)
+            if form == "int4":
+                weight[row:end], scales[:, row:end] = kernels.quantize_int4_groups(block)
+            elif form == "int8":
+                quantized, block_scales = kernels.quantize_rows(block)
                 weight[row:end], scales[row:end] = quantized, block_scales.to(compute)
+            else:
+                weight[row:end] = block.to(target, compute)
             row = end
     return weight, scales

@@ -1,0 +1,220 @@
+"""Which kernel multiplies the LM's one-row steps by each of its matrices, measured here.
+
+A streaming step reads every weight once, so its time is the bytes read over the rate the
+kernel reads them at, and that rate depends on the CPU far more than the bytes do: on one
+CPU bfloat16 `torch.mv` reads fastest, on another `F.linear`. So nothing is assumed: for each
+dtype and matrix shape a model uses, every candidate is timed once per machine on random
+matrices of that shape (together larger than the last-level cache, as a step's are), checked
+against a float64 product, and the fastest correct one is kept. The figures are cached in the
+user's cache folder under the CPU's model and flags, the torch version and the thread count,
+so later loads only read them. `--dtype auto` picks the dtype whose best kernels give the
+shortest step from the same figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.models import kernels
+
+Product = Callable[[torch.Tensor], torch.Tensor]  # x [..., in] → x · Wᵀ [..., out]
+Shape = tuple[int, int]  # (out, in)
+
+# The kernel each weight form uses where nothing was measured (small matrices, a GPU).
+DEFAULTS = {"float32": "linear", "bfloat16": "mv", "int8": "int8pack", "int4": "int4"}
+_CANDIDATES = {
+    "float32": ("linear", "mv"),
+    "bfloat16": ("linear", "mv"),
+    # fbgemm's int8 x int8 kernel (kernels.PackedInt8Linear) read the 1B's larger matrices up
+    # to 38 % faster here, but its packed copies took peak RSS from 1.21x to 1.26-1.31x the
+    # weights (over the 1.2x bound): int8 keeps the int8-weight kernel alone.
+    "int8": ("int8pack",),
+}
+BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}  # per weight
+AUTO_DTYPES = ("float32", "bfloat16", "int8")  # what `--dtype auto` chooses among
+_MEASURED_FROM_BYTES = 4 * 2**20  # smaller matrices sit in cache: their kernel matters little
+_MIN_TIMED_BYTES = 64 * 2**20  # timed set at least this, and twice the last-level cache
+_REPEATS = 5
+# A candidate is correct when its product is this close to the float64 one, relative to the
+# product's norm: bfloat16 rounds outputs to 2⁻⁹; int8 kernels that overflow miss by far more.
+_TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2, "int8": 1e-2}
+
+_chosen: dict[str, dict] = {}  # this process's choices, for `livecap bench --json`
+
+
+def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
+    """x · Wᵀ on `kernel` for float weights, int8 codes with per-row `scales`, or int4 codes
+    with their scales and zeros."""
+    if kernel == "linear":
+        return lambda x: F.linear(x, weight)
+    if kernel == "mv":
+
+        def one_row_mv(x: torch.Tensor) -> torch.Tensor:
+            if x.numel() != x.shape[-1] or x.is_cuda:
+                return F.linear(x, weight)
+            return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], -1)
+
+        return one_row_mv
+    if kernel == "int8pack":
+        return lambda x: kernels.int8_weight_mm(x, weight, scales)
+    if kernel == "int4":
+        return lambda x: kernels.int4_mm(x, weight, scales)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def kernel_for(form: str, shape: Shape, device: torch.device) -> str:
+    """The kernel for one matrix of `shape` held as `form` (float32, bfloat16, int8)."""
+    if form not in _CANDIDATES or device.type != "cpu":
+        return DEFAULTS[form]
+    if shape[0] * shape[1] * BYTES[form] < _MEASURED_FROM_BYTES:
+        return DEFAULTS[form]
+    rates = measured_rates(form, shape)
+    best = max(rates, key=rates.get) if rates else DEFAULTS[form]
+    _chosen[f"{form} {shape[0]}x{shape[1]}"] = {"kernel": best, "gb_per_s": rates}
+    return best
+
+
+def step_seconds(form: str, shapes: list[Shape]) -> float:
+    """A one-row pass over `shapes` (each matrix once) on each shape's fastest kernel; 0 for
+    matrices small enough to stay in cache."""
+    total = 0.0
+    for shape in shapes:
+        if shape[0] * shape[1] * BYTES[form] < _MEASURED_FROM_BYTES:
+            continue  # in cache: a small share of a step whichever the form
+        rates = measured_rates(form, shape)
+        rate = max(rates.values()) if rates else 1.0
+        total += shape[0] * shape[1] * BYTES[form] / (rate * 1e9)
+    return total
+
+
+def chosen() -> dict[str, dict]:
+    """Every choice this process made: kernel and each candidate's GB/s, by matrix kind."""
+    return dict(_chosen)
+
+
+def cpu_description() -> dict[str, str]:
+    """This CPU's model name and flags (Linux /proc/cpuinfo; the platform's name elsewhere)."""
+    model, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and not model:
+                model = value
+            elif key == "flags" and not flags:
+                flags = value
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"model": model, "flags": flags}
+
+
+def measured_rates(form: str, shape: Shape) -> dict[str, float]:
+    """GB/s of each correct candidate for `form` × `shape`, from the cache or timed now."""
+    key = f"{form} {shape[0]}x{shape[1]}"
+    cache = _read_cache()
+    if key not in cache:
+        cache[key] = _time_candidates(form, shape)
+        _write_cache(cache)
+    return {name: rate for name, rate in cache[key].items() if name in _CANDIDATES[form]}
+
+
+def _machine_key() -> str:
+    cpu = cpu_description()
+    flags = hashlib.sha256(cpu["flags"].encode()).hexdigest()[:12]
+    threads = torch.get_num_threads()
+    return f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "livecap" / "kernel_rates.json"
+
+
+def _read_cache() -> dict[str, dict[str, float]]:
+    try:
+        entries = json.loads(_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    machine = entries.get(_machine_key()) if isinstance(entries, dict) else None
+    return machine if isinstance(machine, dict) else {}
+
+
+def _write_cache(machine: dict[str, dict[str, float]]) -> None:
+    """Best effort: a read-only cache folder only means measuring again next time."""
+    path = _cache_file()
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        entries = entries if isinstance(entries, dict) else {}
+        entries[_machine_key()] = machine
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".tmp").write_text(json.dumps(entries, indent=1), encoding="utf-8")
+        path.with_suffix(".tmp").replace(path)
+    except (OSError, ValueError):
+        pass
+
+
+def _last_level_cache_bytes() -> int:
+    try:
+        size = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
+    except OSError:
+        return 0
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+
+
+def _time_candidates(form: str, shape: Shape) -> dict[str, float]:
+    """Time every candidate on random matrices of `shape` (round robin, so a change of load
+    on a shared CPU touches all alike); the rates of those whose products are correct."""
+    matrix_bytes = shape[0] * shape[1] * BYTES[form]
+    timed_bytes = max(_MIN_TIMED_BYTES, 2 * _last_level_cache_bytes())
+    count = max(2, -(-timed_bytes // matrix_bytes))
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(shape, generator=generator) * 0.02 for _ in range(count)]
+    stored = [_stored(form, w) for w in weights]
+    weights = None
+    dtype = torch.float32 if form == "float32" else torch.bfloat16
+    x = torch.randn(1, shape[1], generator=generator).to(dtype)
+    runs: dict[str, list[Product]] = {}
+    for name in _CANDIDATES[form]:
+        try:
+            products = [product(name, *s) for s in stored]
+            if _correct(products[0], stored[0], x, form):
+                runs[name] = products
+        except (RuntimeError, NotImplementedError, AttributeError):
+            continue  # a kernel this build or CPU lacks
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for repeat in range(_REPEATS + 1):
+            for name, products in runs.items():
+                start = time.perf_counter()
+                for run in products:
+                    run(x)
+                if repeat:  # the first pass warms up (page faults, kernel selection)
+                    times[name].append(time.perf_counter() - start)
+    return {name: count * matrix_bytes / statistics.median(t) / 1e9 for name, t in times.items()}
+
+
+def _stored(form: str, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if form != "int8":
+        return weight.to(getattr(torch, form)), None
+    codes, scales = kernels.quantize_rows(weight)
+    return codes, scales.to(torch.bfloat16)
+
+
+def _correct(run: Product, stored: tuple, x: torch.Tensor, form: str) -> bool:
+    weight, scales = stored
+    restored = weight.double() if scales is None else weight.double() * scales.double()[:, None]
+    exact = x.double() @ restored.T
+    with torch.inference_mode():
+        got = run(x).double()
+    return bool((got - exact).norm() <= _TOLERANCE[form] * exact.norm())
