@@ -259,3 +259,16 @@ def test_cli_exits_2_with_one_message_and_a_hint(built, tmp_path, family, fault)
     message, hint = done.stderr.strip().split("\n")  # one message, one hint
     assert message.startswith("livecap: ") and all(word in message for word in words)
     assert hint and "Download the model again" not in hint
+
+
+@pytest.mark.parametrize("family", ["speech2text", "speech-encoder-decoder"])
+def test_int4_is_refused_where_only_kyutai_has_it(built, tmp_path, family) -> None:
+    audio = tmp_path / "clip.wav"
+    soundfile.write(audio, np.zeros(16000, np.float32), 16000)
+    command = [sys.executable, "main.py", "transcribe", str(audio), "--model", str(built[family])]
+    done = subprocess.run(
+        [*command, "--dtype", "int4"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr
+    message, hint = done.stderr.strip().split("\n")
+    assert "int4" in message and "--dtype" in hint

@@ -197,6 +197,11 @@ def _precision(options: LoadOptions, device: torch.device) -> str:
     (int8 keeps a 2-core CPU near real time where float32 falls behind:
     tests/benchmarks/sed_vs_transformers.py), and float32 for files (`--offline`), where
     quality matters more than speed."""
+    if options.dtype not in ("auto", "float32", "bfloat16", "int8"):
+        raise ModelError(
+            f"Speech encoder-decoder models cannot run in {options.dtype}.",
+            "Choose --dtype float32, bfloat16 or int8 (int8 on the CPU).",
+        )
     if options.dtype != "auto":
         return options.dtype
     if device.type == "cuda":
