@@ -30,11 +30,11 @@ from tokenizers import Tokenizer
 from engine.catalogue import find_entry
 from engine.errors import ModelError
 from engine.events import Commit, EndOfTurn, Event, Partial, Word
+from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.kernels import available_memory
 from engine.models.kyutai.config import SAMPLE_RATE, load_config
 from engine.models.kyutai.kernel_choice import AUTO_DTYPES, BYTES, step_seconds
 from engine.models.kyutai.weights import KyutaiModel, load_model, step_matrix_shapes
-from engine.recognizer import LoadOptions, ModelInfo
 from engine.streaming.pause import PauseDetector
 
 _FLUSH_EXTRA_SECONDS = 1.0  # past the delay, as transformers' feature extractor pads
