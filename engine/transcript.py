@@ -169,6 +169,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()).replace("-->", "->")
 
 
+def _vtt_text(text: str) -> str:
+    # WebVTT cue text is markup: "<" opens a tag and "&" an entity, so both are written as
+    # entities, or "<b>" in speech would turn the rest of the cue bold.
+    return _one_line(text).replace("&", "&amp;").replace("<", "&lt;")
+
+
 def _srt(segments: list[Segment]) -> str:
     cues = [
         f"{number}\n{_cue_times(segment, ',')}\n{_one_line(segment.text)}\n"
@@ -178,5 +184,5 @@ def _srt(segments: list[Segment]) -> str:
 
 
 def _vtt(segments: list[Segment]) -> str:
-    cues = [f"{_cue_times(segment, '.')}\n{_one_line(segment.text)}\n" for segment in segments]
+    cues = [f"{_cue_times(segment, '.')}\n{_vtt_text(segment.text)}\n" for segment in segments]
     return "WEBVTT\n\n" + "\n".join(cues)
