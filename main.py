@@ -236,7 +236,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from engine.cli.transcribe import (
         check_output,
         open_audio,
-        set_pause_flush,
         transcribe_file,
         write_output,
     )
@@ -247,8 +246,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         check_output(output)  # before any work: a wrong -o must not cost a whole run
     with open_audio(Path(args.audio)) as sound:
         caption_model, translation_model = load_engines(args, offline=args.offline)
-        for model in (caption_model, translation_model):
-            set_pause_flush(model, args.pause_flush)
         transcript, nonfinite = transcribe_file(sound, caption_model, translation_model)
     if nonfinite:
         print(
@@ -276,6 +273,8 @@ def load_engines(args: argparse.Namespace, offline: bool = False):
             beams=args.beams,
             target_lang=target_lang,
             offline=offline,
+            # live always flushes at pauses; a file gets the model's own output unless asked
+            pause_flush=args.command != "transcribe" or args.pause_flush,
             progress=show_progress,
         )
 

@@ -147,14 +147,6 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
 
 
-def set_pause_flush(recognizer: Recognizer | None, enabled: bool) -> None:
-    """A file gets the model's own output on its audio unless asked otherwise: the pause
-    flush (silence inserted at pauses) only lowers live latency, and changes the words.
-    Recognizers without one are left as they are."""
-    if recognizer is not None and hasattr(recognizer, "pause_flush"):
-        recognizer.pause_flush = enabled
-
-
 def transcribe_file(
     sound: soundfile.SoundFile,
     caption: Recognizer,

@@ -22,6 +22,9 @@ class LoadOptions:
     beams: int | None = None  # None: the checkpoint's generation config
     target_lang: str | None = None  # translation models: the language to produce
     offline: bool = False  # chunked models: decode whole windows instead of the live policy
+    # Streaming models: push silence through at a pause so its last words come out at once.
+    # It lowers live latency and changes the words, so a file turns it off.
+    pause_flush: bool = True
     progress: Callable[[str, float], None] | None = None  # (stage, fraction 0..1)
 
 

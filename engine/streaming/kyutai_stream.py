@@ -360,7 +360,9 @@ def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiReco
     # Mimi beside the LM needs a core of its own: on 2 busy cores it cost 5-19 % per frame
     # (the LM's two threads already fill them), so only where a third core is free for it.
     overlap = device == "cpu" and (os.cpu_count() or 1) >= 3
-    return KyutaiRecognizer(model, tokenizer, info, overlap=overlap)
+    return KyutaiRecognizer(
+        model, tokenizer, info, pause_flush=options.pause_flush, overlap=overlap
+    )
 
 
 def model_languages(folder: Path, name: str) -> tuple[str, ...]:
