@@ -151,7 +151,18 @@ def positive_seconds(text: str) -> float:
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", metavar="MODEL", required=True, help="a model folder or a Hugging Face repo id"
+        "--model",
+        metavar="MODEL",
+        required=True,
+        help="a model folder, a Hugging Face repo id, or a caption server: ws://HOST:PORT "
+        "(livecap serve, or Kyutai's moshi-server)",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=os.environ.get("LIVECAP_API_KEY"),
+        help="the caption server's key (default: $LIVECAP_API_KEY, which keeps it out of "
+        "the process list)",
     )
     parser.add_argument(
         "--translate-model",
@@ -276,6 +287,7 @@ def load_engines(args: argparse.Namespace, offline: bool = False):
             # live always flushes at pauses; a file gets the model's own output unless asked
             pause_flush=args.command != "transcribe" or args.pause_flush,
             progress=show_progress,
+            api_key=args.api_key,
         )
 
     translating = args.translate_model is not None
@@ -368,6 +380,13 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.recognizer import is_server_address
+
+    if is_server_address(args.model):
+        raise LivecapError(
+            f"{args.model} is a caption server: bench measures a model on this machine.",
+            "Run `livecap bench --model MODEL` on the server's machine instead.",
+        )
     try:
         from engine.bench import run_bench
     except ImportError as exc:

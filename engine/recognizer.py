@@ -26,6 +26,7 @@ __all__ = [
     "LoadOptions",
     "ModelInfo",
     "Recognizer",
+    "is_server_address",
     "load_recognizer",
     "load_translation",
     "read_model_type",
@@ -74,6 +75,12 @@ _FAMILIES: dict[str, Callable[[], Loader]] = {
 }
 
 
+def is_server_address(model: str) -> bool:
+    """Whether `model` names a caption server (ws://, wss://, or a mistaken http://, which
+    engine.remote explains) rather than a folder or a Hub repo id."""
+    return model.strip().lower().startswith(("ws://", "wss://", "http://", "https://"))
+
+
 TextLoader = Callable[[Path, str, LoadOptions], "TextTranslator"]
 
 
@@ -94,14 +101,26 @@ _TEXT_FAMILIES: dict[str, Callable[[], TextLoader]] = {"marian": _marian, "m2m_1
 
 
 def load_recognizer(model: str, options: LoadOptions | None = None) -> Recognizer:
-    """Resolve `model` (a folder or a Hub repo id) and build its family's recognizer."""
+    """Resolve `model` (a folder or a Hub repo id) and build its family's recognizer; a
+    server address (ws://HOST:PORT) gives a recognizer that captions on that server."""
     options = options or LoadOptions()
+    if is_server_address(model):
+        from engine.remote import load_remote
+
+        return load_remote(model, options)
     return _load(model, options, _FAMILIES)
 
 
 def load_translation(model: str, options: LoadOptions) -> Recognizer | TextTranslator:
     """A translation model of either kind: a speech one (a Recognizer of its own audio) or
     a text one (a TextTranslator, for the captions' text)."""
+    if is_server_address(model):
+        raise ModelError(
+            f"{model} is a caption server: Kyutai's streaming protocol transcribes, it does "
+            "not translate.",
+            "Give the server as the caption model (--model), and a translation model on this "
+            "machine as the translation model.",
+        )
     return _load(model, options, {**_FAMILIES, **_TEXT_FAMILIES})
 
 

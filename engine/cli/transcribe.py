@@ -19,7 +19,8 @@ import soundfile
 
 from engine.audio.finite import silence_nonfinite
 from engine.audio.resample import StreamResampler
-from engine.errors import AudioError, LivecapError
+from engine.errors import AudioError, LivecapError, ModelError
+from engine.events import Error
 from engine.recognizer import Recognizer
 from engine.streaming.text_translator import CaptionTranslator
 from engine.transcript import Transcript, TranscriptBuilder
@@ -107,6 +108,8 @@ class _Feed:
 
     def _add(self, events: list) -> None:
         for event in events:
+            if isinstance(event, Error) and event.fatal:  # a caption server lost mid-file
+                raise ModelError(event.message, "Run the command again to retry the file.")
             self.builder.add(event)
         if self.follower is not None:
             for event in self.follower.follow(events):

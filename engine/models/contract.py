@@ -9,7 +9,7 @@ speech encoder-decoder family both implement it, so one policy serves both.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -26,16 +26,19 @@ class LoadOptions:
     # It lowers live latency and changes the words, so a file turns it off.
     pause_flush: bool = True
     progress: Callable[[str, float], None] | None = None  # (stage, fraction 0..1)
+    # Caption servers (engine/remote.py): the key the server was started with. Kept out of
+    # the repr so that a logged LoadOptions never shows it.
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     name: str  # what the user asked for: repo id or folder
-    family: str  # "kyutai" | "speech2text" | "speech-encoder-decoder"
+    family: str  # "kyutai" | "speech2text" | "speech-encoder-decoder" | "remote"
     languages: tuple[str, ...]  # what it understands or, for translation, produces
     language: str | None  # the output language of this instance, if one is fixed
     delay_seconds: float  # the model's own delay before a word can appear
-    device: str  # "cpu" | "cuda"
+    device: str  # "cpu" | "cuda" | "server"
     dtype: str  # "float32" | "bfloat16" | "int8"
     task: str = "transcribe"  # "transcribe" | "translate"
 
