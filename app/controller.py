@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -44,6 +44,7 @@ class SessionRequest:
     target_language: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    api_key: str | None = field(default=None, repr=False)  # a caption server's
 
 
 class SessionController(QObject):
@@ -127,7 +128,7 @@ class SessionController(QObject):
         target: str | None,
         progress: Callable[[str, float], None],
     ) -> Recognizer:
-        key = (model, request.device, request.dtype, target)
+        key = (model, request.device, request.dtype, target, request.api_key)
         cached = self._cache.get(slot)
         if cached is not None and cached[0] == key:
             cached[1].reset()
@@ -138,7 +139,11 @@ class SessionController(QObject):
             progress(f"{slot.capitalize()} model: {stage}", fraction)
 
         options = LoadOptions(
-            device=request.device, dtype=request.dtype, target_lang=target, progress=report
+            device=request.device,
+            dtype=request.dtype,
+            target_lang=target,
+            progress=report,
+            api_key=request.api_key,
         )
         report("loading", 0.0)
         recognizer = self.loaders[slot](model, options)

@@ -1,4 +1,5 @@
-"""The model manager: the catalogue, downloads with byte progress, local folders, deletion.
+"""The model manager: the catalogue, downloads with byte progress, local folders, caption
+servers, deletion.
 
 Downloads go through engine.hub (huggingface_hub and its cache) on a background thread;
 cancelling keeps the partial files, so downloading again resumes where it stopped.
@@ -91,7 +92,8 @@ class ModelManager(QDialog):
         layout = QVBoxLayout(self)
         intro = QLabel(
             "Models run on this computer. Download one from the Hugging Face Hub, or add a "
-            "folder that holds a model you already have.",
+            "folder that holds a model you already have. Captions can also come from a "
+            "server: choose Server….",
             self,
         )
         intro.setWordWrap(True)
@@ -141,6 +143,7 @@ class ModelManager(QDialog):
         self.cancel_button = self._button("Ca&ncel download", self.cancel_download, buttons)
         self.delete_button = self._button("De&lete", self.delete_selected, buttons)
         self.add_folder_button = self._button("&Add local folder…", self.add_folder_dialog, buttons)
+        self.add_server_button = self._button("Ser&ver…", self.add_server_dialog, buttons)
         buttons.addStretch(1)
         self.caption_button = self._button(
             "Use for &captions", lambda: self._use("caption"), buttons
@@ -166,9 +169,11 @@ class ModelManager(QDialog):
 
     # -- the table --------------------------------------------------------------------------
     def rows(self) -> list[tuple[str, str]]:
-        """(name, kind) per row: kind is "hub" for catalogue entries, "folder" for local ones."""
+        """(name, kind) per row: kind is "hub" for catalogue entries, "folder" for local
+        ones, "server" for caption servers."""
         hub = [(entry.repo_id, "hub") for entry in catalogue.CATALOGUE]
-        return hub + [(folder, "folder") for folder in self.settings.local_model_folders()]
+        folders = [(folder, "folder") for folder in self.settings.local_model_folders()]
+        return hub + folders + [(address, "server") for address in self.settings.servers()]
 
     def refresh(self) -> None:
         from engine import hub
@@ -188,6 +193,9 @@ class ModelManager(QDialog):
                     self._status(name, hub.is_downloaded(name)),
                     entry.licence or "Not given",
                 )
+            elif kind == "server":
+                key = "key saved" if self.settings.server_key(name) else "no key"
+                cells = (f"Caption server\n{name}", "", "", "", "Runs on the server", key, "")
             else:
                 exists = Path(name).is_dir()
                 state = "Ready" if exists else "Missing"
@@ -236,10 +244,14 @@ class ModelManager(QDialog):
         self.download_button.setEnabled(is_hub and not busy)
         self.cancel_button.setEnabled(busy)
         self.delete_button.setEnabled(bool(chosen) and not busy)
-        # A catalogue model is for captions or for translation; a folder may be either.
+        # A catalogue model is for captions or for translation; a folder may be either; a
+        # server only captions (Kyutai's protocol transcribes).
         entry = catalogue.find_entry(chosen[0]) if is_hub else None
+        server = bool(chosen) and chosen[1] == "server"
         self.caption_button.setEnabled(bool(chosen) and not (entry and translates(entry)))
-        self.translation_button.setEnabled(bool(chosen) and not (entry and not translates(entry)))
+        self.translation_button.setEnabled(
+            bool(chosen) and not server and not (entry and not translates(entry))
+        )
         paused = is_hub and chosen[0] in self._paused
         self.download_button.setText("Resume &download" if paused else "&Download")
 
@@ -331,16 +343,30 @@ class ModelManager(QDialog):
         self.models_changed.emit()
         return True
 
+    def add_server_dialog(self) -> None:
+        from app.server_dialog import ServerDialog
+
+        dialog = ServerDialog(self)
+        if dialog.exec():
+            self.add_server(dialog.address(), dialog.key())
+
+    def add_server(self, address: str, key: str) -> None:
+        """Remember the server (a new key replaces the old one) and choose its row, so that
+        Enter uses it for captions."""
+        self.settings.set_servers({**self.settings.servers(), address: key})
+        self.refresh()
+        self.select(address)
+        self.models_changed.emit()
+
     def delete_selected(self) -> None:
         chosen = self.selected()
         if chosen is None:
             return
         name, kind = chosen
-        question = (
-            f"Delete the downloaded files of {name}? You can download it again later."
-            if kind == "hub"
-            else f"Remove {name} from the list? The folder itself is not touched."
-        )
+        question = {
+            "hub": f"Delete the downloaded files of {name}? You can download it again later.",
+            "server": f"Remove the server {name} and its key from the list?",
+        }.get(kind, f"Remove {name} from the list? The folder itself is not touched.")
         buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
         answer = QMessageBox.question(
             self, "Delete model", question, buttons, QMessageBox.StandardButton.No
@@ -357,6 +383,10 @@ class ModelManager(QDialog):
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 self.show_error(*explain(exc))
             self._paused.pop(name, None)
+        elif kind == "server":
+            self.settings.set_servers(
+                {a: k for a, k in self.settings.servers().items() if a != name}
+            )
         else:
             folders = [f for f in self.settings.local_model_folders() if f != name]
             if not self._save_folders(folders):

@@ -109,6 +109,25 @@ class AppSettings:
             return  # kept in QSettings; moved on a later start
         self.q.remove("models/local_folders")
 
+    def servers(self) -> dict[str, str]:
+        """The caption servers the user added: address → API key ("" for none), in the
+        order added. Kept as JSON text in QSettings, in plain text like every other setting
+        (Livecap has no keyring)."""
+        try:
+            data = json.loads(str(self.q.value("servers/list", "") or "{}"))
+        except ValueError:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(address): str(key) for address, key in data.items()}
+
+    def set_servers(self, servers: dict[str, str]) -> None:
+        self.q.setValue("servers/list", json.dumps(servers))
+
+    def server_key(self, address: str) -> str | None:
+        """The key saved for a server, None when it has none (or is not a server)."""
+        return self.servers().get(address) or None
+
     def window_state(self, name: str) -> QByteArray | None:
         value = self.q.value(f"window/{name}")
         return value if isinstance(value, QByteArray) else None

@@ -290,6 +290,7 @@ class MainWindow(QMainWindow):
             target_language=self.language_combo.currentData() if translation else None,
             device=self.settings.get("engine/device"),
             dtype=self.settings.get("engine/precision"),
+            api_key=self.settings.server_key(self.caption_model()),
         )
 
     def toggle_session(self) -> None:

@@ -74,6 +74,7 @@ def test_the_model_manager_is_used_with_keys_only(qtbot, manager, tmp_path, monk
         "Download",
         "Delete",
         "Add local folder",
+        "Server",
         "Use for captions",
         "Close",
     ]
