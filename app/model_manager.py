@@ -93,7 +93,7 @@ class ModelManager(QDialog):
         intro = QLabel(
             "Models run on this computer. Download one from the Hugging Face Hub, or add a "
             "folder that holds a model you already have. Captions can also come from a "
-            "server: choose Server….",
+            "server (Server…).",
             self,
         )
         intro.setWordWrap(True)
@@ -194,7 +194,7 @@ class ModelManager(QDialog):
                     entry.licence or "Not given",
                 )
             elif kind == "server":
-                key = "key saved" if self.settings.server_key(name) else "no key"
+                key = "Key saved" if self.settings.server_key(name) else "No key"
                 cells = (f"Caption server\n{name}", "", "", "", "Runs on the server", key, "")
             else:
                 exists = Path(name).is_dir()

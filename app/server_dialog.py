@@ -24,8 +24,8 @@ class ServerDialog(QDialog):
         self.setObjectName("serverDialog")
         self.setAccessibleName("Caption server")
         intro = QLabel(
-            "Captions can come from a server: `livecap serve` on a machine with more power, "
-            "or Kyutai's own server. The audio goes to the server and the text comes back.",
+            "Captions can come from a server: Livecap's (livecap serve) on a more powerful "
+            "machine, or Kyutai's own. The audio goes to the server; the text comes back.",
             self,
         )
         intro.setWordWrap(True)

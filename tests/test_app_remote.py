@@ -76,7 +76,7 @@ def test_the_server_entry_adds_a_server_that_captions_and_never_translates(
     assert settings.servers() == {"ws://127.0.0.1:8080": "s3cret"}
     row = [name for name, _kind in manager.rows()].index("ws://127.0.0.1:8080")
     assert manager.table.item(row, 0).text() == "Caption server\nws://127.0.0.1:8080"
-    assert manager.table.item(row, 5).text() == "key saved"
+    assert manager.table.item(row, 5).text() == "Key saved"
     assert manager.selected() == ("ws://127.0.0.1:8080", "server")  # chosen: Enter uses it
     assert manager.caption_button.isEnabled() and not manager.translation_button.isEnabled()
     assert not manager.download_button.isEnabled()
