@@ -3,11 +3,14 @@
 Each joined slot steps one frame a tick. Every `frames_per_word` frames it commits the word
 `w{k}` (k counting from 0 per stream) spanning those frames, with a Partial before and an
 EndOfTurn after it (the server must send neither). `transcribed_seconds` lags the stepped
-audio by `delay_frames`. Samples starting with POISON make `push` raise, as a broken stream
-would; `paused` makes every slot look empty; `fail_next_tick` makes the next tick raise.
+audio by `delay_frames`; a tick takes `tick_seconds`. Samples starting with POISON make
+`push` raise, as a broken stream would; `paused` makes every slot look empty;
+`fail_next_tick` makes the next tick raise.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -27,6 +30,7 @@ class ScriptedSlots:
         frames_per_word: int = 2,
         delay_frames: int = 3,
         word_padding: int = 0,
+        tick_seconds: float = 0.0,
     ) -> None:
         self.info = ModelInfo(
             name="scripted-slots",
@@ -43,6 +47,7 @@ class ScriptedSlots:
         self.frames_per_word = frames_per_word
         self.delay_frames = delay_frames
         self.word_padding = word_padding  # characters added to each word: big messages
+        self.tick_seconds = tick_seconds  # compute time of a tick: a pace a reader can follow
         self.paused = False
         self.fail_next_tick = False
         self.batch_sizes: list[int] = []  # slots stepped, per tick
@@ -75,6 +80,7 @@ class ScriptedSlots:
         if self.fail_next_tick:
             self.fail_next_tick = False
             raise RuntimeError("scripted tick failure")
+        time.sleep(self.tick_seconds)
         outputs = {}
         for slot, buffer in self._buffers.items():
             if len(buffer) >= self.frame_size:

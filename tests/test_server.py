@@ -11,10 +11,9 @@ import re
 import msgpack
 import numpy as np
 import pytest
-import websockets
 
 from engine.serving.app import ServeSettings, build_app
-from tests.serving_doubles import POISON, ScriptedSlots
+from tests.serving_doubles import ScriptedSlots
 from tests.serving_harness import (
     audio,
     connect,

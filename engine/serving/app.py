@@ -144,10 +144,9 @@ class StreamServer:
 
     async def _receive(self, websocket: WebSocket, stream: Stream) -> Ending | None:
         while True:
-            try:
-                message = await asyncio.wait_for(
-                    websocket.receive(), self.settings.idle_timeout_seconds
-                )
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(self.settings.idle_timeout_seconds):
+                    message = await websocket.receive()
             except TimeoutError:
                 if stream.pending_samples or stream.markers_sent > stream.markers_echoed:
                     continue  # the client waits for us, not we for it

@@ -5,7 +5,8 @@ while the engine is ready and otherwise sleeps on that queue (no busy spin). Wha
 a stream goes back as protocol messages to the stream's `Outbox`, through
 `call_soon_threadsafe`: the loop never waits for a client, so a slow reader or a dead
 connection cannot hold up the other streams. An exception in one stream's command or output
-ends that stream with an Error; one in a batched tick ends the streams of that tick's batch.
+ends that stream with an Error; one in a batched tick ends every joined stream (their states
+went through the failed pass together), and the loop goes on for the streams that come next.
 """
 
 from __future__ import annotations
