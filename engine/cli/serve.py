@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from pathlib import Path
 
 from engine.errors import LivecapError, ModelError
 from engine.models.contract import LoadOptions
-from engine.serving.app import ServeSettings, build_app
+from engine.serving.app import STREAMING_PATH, ServeSettings, build_app
 from engine.serving.slots import SlotEngine
 
 KYUTAI_MODEL_TYPE = "kyutai_speech_to_text"
@@ -96,6 +97,13 @@ def load_slot_engine(model: str, options: LoadOptions, slots: int) -> SlotEngine
 def serve(engine: SlotEngine, settings: ServeSettings, sock: socket.socket) -> int:
     import uvicorn
 
+    host, port = sock.getsockname()[:2]
+    where = f"[{host}]" if ":" in host else host
+    print(
+        f"livecap: serving {engine.info.name} ({engine.slots} streams at most) at "
+        f"ws://{where}:{port}{STREAMING_PATH}",
+        file=sys.stderr,
+    )
     app = build_app(engine, settings)
     # uvicorn refuses frames past ws_max_size by closing (1009, no message); above our own
     # frame limit, so that a frame a little too big gets an Error that says what to do

@@ -139,7 +139,9 @@ class StreamServer:
                 if isinstance(error, WebSocketDisconnect | OSError):
                     return None
                 log.error("stream failed", exc_info=error)
-                return Ending(f"the server failed on this stream: {error}", 1011)
+                return Ending(
+                    f"the server failed on this stream: {error}", protocol.CLOSE_SERVER_ERROR
+                )
         return None
 
     async def _receive(self, websocket: WebSocket, stream: Stream) -> Ending | None:
