@@ -51,7 +51,7 @@ def decode(frame: bytes, max_bytes: int) -> AudioIn | MarkerIn | None:
     if len(frame) > max_bytes:
         raise ProtocolError(
             f"a {len(frame)}-byte message is more than this server takes ({max_bytes} bytes): "
-            "send the audio in smaller pieces (Kyutai's clients send 80 ms each)",
+            "send the audio in smaller pieces (80 ms, 1920 samples, a message is usual)",
             CLOSE_TOO_BIG,
         )
     try:
