@@ -208,3 +208,22 @@ def test_modules_info_and_metrics_count_streams_frames_and_batches():
     assert metric(metrics, 'livecap_batch_fill_bucket{le="1"}') == 0
     assert metric(metrics, 'livecap_batch_fill_bucket{le="2"}') == 10
     assert metric(metrics, "livecap_audio_dropped_seconds_total") == 0
+
+
+def test_a_connection_cut_mid_stream_frees_its_slot_and_counts_its_audio_as_dropped():
+    engine = ScriptedSlots()
+    with running(build_app(engine)) as address:
+
+        async def scenario():
+            cut = await connect(address)
+            await receive(cut)
+            engine.paused = True  # its audio stays queued in the slot
+            await send_in_pieces(cut, seconds_of(0.1, 1.0))
+            await asyncio.to_thread(wait_until, lambda: engine.buffered(0) == 1000)
+            cut.transport.abort()  # no close handshake: the TCP connection just ends
+
+        asyncio.run(scenario())
+        wait_until(lambda: used_slots(address) == "0")
+        metrics = get(address, "/metrics")[1]
+    assert metric(metrics, "livecap_audio_dropped_seconds_total") == 1.0
+    assert metric(metrics, "livecap_streams_open") == 0
