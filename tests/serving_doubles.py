@@ -5,7 +5,7 @@ Each joined slot steps one frame a tick. Every `frames_per_word` frames it commi
 EndOfTurn after it (the server must send neither). `transcribed_seconds` lags the stepped
 audio by `delay_frames`; a tick takes `tick_seconds`. Samples starting with POISON make
 `push` raise, as a broken stream would; `paused` makes every slot look empty;
-`fail_next_tick` makes the next tick raise.
+`fail_next_tick` and `fail_next_ready` make the next tick or ready() raise.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class ScriptedSlots:
         self.tick_seconds = tick_seconds  # compute time of a tick: a pace a reader can follow
         self.paused = False
         self.fail_next_tick = False
+        self.fail_next_ready = False
         self.batch_sizes: list[int] = []  # slots stepped, per tick
         self._buffers: dict[int, np.ndarray] = {}
         self._frames: dict[int, int] = {}
@@ -74,6 +75,9 @@ class ScriptedSlots:
         return len(self._buffers[slot])
 
     def ready(self) -> bool:
+        if self.fail_next_ready:
+            self.fail_next_ready = False
+            raise RuntimeError("scripted ready failure")
         return not self.paused and any(len(b) >= self.frame_size for b in self._buffers.values())
 
     def tick(self) -> dict[int, SlotOutput]:

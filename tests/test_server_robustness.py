@@ -117,14 +117,15 @@ def test_an_engine_failure_in_one_stream_ends_only_that_stream():
     assert metric(metrics, 'livecap_errors_total{kind="engine"}') == 1
 
 
-def test_a_failed_tick_ends_its_streams_and_the_loop_serves_the_next_ones():
+@pytest.mark.parametrize("failing", ["tick", "ready"])
+def test_an_engine_failure_ends_its_streams_and_the_loop_serves_the_next_ones(failing):
     engine = ScriptedSlots(delay_frames=0)
     with running(build_app(engine)) as address:
 
         async def scenario():
             async with connect(address) as first, connect(address) as second:
                 await receive(first), await receive(second)
-                engine.fail_next_tick = True
+                setattr(engine, f"fail_next_{failing}", True)
                 await first.send(audio(seconds_of(0.1, 0.1)))
                 ended = [await receive_all(first), await receive_all(second)]
             await asyncio.to_thread(wait_until, lambda: used_slots(address) == "0")
@@ -135,7 +136,7 @@ def test_a_failed_tick_ends_its_streams_and_the_loop_serves_the_next_ones():
         ended, after_messages = asyncio.run(scenario())
     for messages in ended:
         assert messages == [
-            {"type": "Error", "message": "the engine failed: scripted tick failure"}
+            {"type": "Error", "message": f"the engine failed: scripted {failing} failure"}
         ]
     assert without_buffered(after_messages) == expected_stream(2) + [{"type": "Marker", "id": 9}]
 

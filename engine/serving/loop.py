@@ -167,14 +167,22 @@ class BatchLoop:
 
     def _run(self) -> None:
         while True:
-            command = self._commands.get() if not self.engine.ready() else self._next_command()
+            command = self._next_command() if self._ready() else self._commands.get()
             while command is not None:
                 if command is _STOP:
                     return
                 self._apply(command)
                 command = self._next_command()
-            if self.engine.ready():
+            if self._ready():
                 self._tick()
+
+    def _ready(self) -> bool:
+        try:
+            return self.engine.ready()
+        except Exception as exc:
+            log.exception("the engine's ready() failed")
+            self._fail_all(f"the engine failed: {exc}")
+            return False
 
     def _next_command(self) -> Any:
         try:
@@ -231,14 +239,18 @@ class BatchLoop:
         except Exception:
             log.exception("freeing slot %s failed", stream.slot)
 
+    def _fail_all(self, message: str) -> None:
+        """The engine itself failed: every joined stream's state is unknown now."""
+        for stream in list(self._streams.values()):
+            self._drop(stream, message)
+
     def _tick(self) -> None:
         started = time.perf_counter()
         try:
             outputs = self.engine.tick()
-        except Exception as exc:  # the batch's states are unknown now: end its streams
+        except Exception as exc:
             log.exception("a batched tick failed")
-            for stream in list(self._streams.values()):
-                self._drop(stream, f"the engine failed: {exc}")
+            self._fail_all(f"the engine failed: {exc}")
             return
         frames = sum(output.steps for output in outputs.values())
         self.metrics.tick(time.perf_counter() - started, len(outputs), frames)
