@@ -133,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--batch", metavar="N", type=positive_int, default=8, help="streams at most (default: 8)"
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8080, help="default: 8080")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    serve.add_argument("--port", type=port_number, default=8080, help="default: 8080")
     serve.add_argument(
         "--api-key",
         metavar="KEY",
@@ -182,6 +186,13 @@ def positive_int(text: str) -> int:
     """A whole number more than zero (argparse turns the error into exit status 2)."""
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number more than 0, not {text!r}")
+    return int(text)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {text!r}")
     return int(text)
 
 

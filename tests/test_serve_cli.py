@@ -97,6 +97,14 @@ def test_batch_must_be_a_positive_whole_number(batch, capsys):
     assert "must be a whole number more than 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("port", ["65536", "-1", "http"])
+def test_port_must_be_a_port_number(port, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        serve("--model", "m", "--port", port)
+    assert exit_info.value.code == 2
+    assert "must be a port number from 0 to 65535" in capsys.readouterr().err
+
+
 def test_a_model_that_is_not_kyutai_is_refused(tmp_path, capsys):
     folder = model_folder(tmp_path, "speech_to_text")
     assert serve("--model", str(folder), "--port", "0") == 2
