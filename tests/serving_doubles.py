@@ -5,7 +5,7 @@ Each joined slot steps one frame a tick. Every `frames_per_word` frames it commi
 EndOfTurn after it (the server must send neither). `transcribed_seconds` lags the stepped
 audio by `delay_frames`; a tick takes `tick_seconds`. Samples starting with POISON make
 `push` raise, as a broken stream would; `paused` makes every slot look empty;
-`fail_next_tick` and `fail_next_ready` make the next tick or ready() raise.
+`fail_next_join`, `fail_next_tick` and `fail_next_ready` make the next call raise.
 """
 
 from __future__ import annotations
@@ -51,11 +51,15 @@ class ScriptedSlots:
         self.paused = False
         self.fail_next_tick = False
         self.fail_next_ready = False
+        self.fail_next_join = False
         self.batch_sizes: list[int] = []  # slots stepped, per tick
         self._buffers: dict[int, np.ndarray] = {}
         self._frames: dict[int, int] = {}
 
     def join(self) -> int | None:
+        if self.fail_next_join:
+            self.fail_next_join = False
+            raise RuntimeError("scripted join failure")
         free = [slot for slot in range(self.slots) if slot not in self._buffers]
         if not free:
             return None

@@ -117,6 +117,26 @@ def test_an_engine_failure_in_one_stream_ends_only_that_stream():
     assert metric(metrics, 'livecap_errors_total{kind="engine"}') == 1
 
 
+def test_a_failed_join_is_an_error_for_that_client_and_the_next_one_joins():
+    engine = ScriptedSlots(delay_frames=0)
+    with running(build_app(engine)) as address:
+
+        async def scenario():
+            engine.fail_next_join = True
+            async with connect(address) as failed:
+                failed_messages = await receive_all(failed)
+            async with connect(address) as after:
+                await receive(after)
+                return failed_messages, failed.close_code, await transcribe(after, 0.2, 1)
+
+        failed_messages, code, after_messages = asyncio.run(scenario())
+    assert failed_messages == [
+        {"type": "Error", "message": "the server failed to open a stream: scripted join failure"}
+    ]
+    assert code == 1011
+    assert without_buffered(after_messages) == expected_stream(2) + [{"type": "Marker", "id": 1}]
+
+
 @pytest.mark.parametrize("failing", ["tick", "ready"])
 def test_an_engine_failure_ends_its_streams_and_the_loop_serves_the_next_ones(failing):
     engine = ScriptedSlots(delay_frames=0)

@@ -82,7 +82,14 @@ class StreamServer:
             await self._close(websocket, Ending(refusal, protocol.CLOSE_POLICY))
             return
         stream = Stream(Outbox(asyncio.get_running_loop(), self.settings.max_outbound_messages))
-        if not await self.batch.join(stream):
+        try:
+            joined = await self.batch.join(stream)
+        except Exception as exc:
+            self.metrics.error("engine")
+            message = f"the server failed to open a stream: {exc}"
+            await self._close(websocket, Ending(message, protocol.CLOSE_SERVER_ERROR))
+            return
+        if not joined:
             self.metrics.error("capacity")
             await self._close(websocket, Ending(NO_FREE_CHANNELS, protocol.CLOSE_TRY_AGAIN))
             return

@@ -140,7 +140,8 @@ class BatchLoop:
     # -- the connections' side (asyncio thread) --------------------------------------------
 
     async def join(self, stream: Stream) -> bool:
-        """Give the stream a slot; False when every slot is busy."""
+        """Give the stream a slot; False when every slot is busy; what the engine raised
+        when it failed to."""
         loop = asyncio.get_running_loop()
         joined = loop.create_future()
         self._commands.put(_Join(stream, joined, loop))
@@ -212,9 +213,10 @@ class BatchLoop:
     def _join(self, command: _Join) -> None:
         try:
             slot = self.engine.join()
-        except Exception:
+        except Exception as exc:  # the connection tells its client; the loop goes on
             log.exception("joining a slot failed")
-            slot = None
+            command.loop.call_soon_threadsafe(_resolve, command.joined, exc)
+            return
         if slot is not None:
             command.stream.slot = slot
             self._streams[slot] = command.stream
@@ -288,6 +290,10 @@ class BatchLoop:
         return due
 
 
-def _resolve(joined: asyncio.Future, ok: bool) -> None:
-    if not joined.cancelled():
-        joined.set_result(ok)
+def _resolve(joined: asyncio.Future, outcome: bool | Exception) -> None:
+    if joined.cancelled():
+        return
+    if isinstance(outcome, Exception):
+        joined.set_exception(outcome)
+    else:
+        joined.set_result(outcome)
