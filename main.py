@@ -437,9 +437,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.cli.serve import bind, check_exposure, load_slot_engine, read_api_keys, serve
+    try:
+        from engine.cli.serve import bind, check_exposure, load_slot_engine, read_api_keys, serve
+        from engine.serving.app import ServeSettings
+    except ImportError as exc:  # fastapi, uvicorn, msgpack: the serve extra
+        raise LivecapError(
+            f"Serving is not available in this installation ({exc}).",
+            "Install the server's packages: pip install 'livecap[serve]'.",
+        ) from None
     from engine.models.contract import LoadOptions
-    from engine.serving.app import ServeSettings
 
     keys = read_api_keys(args.api_key, args.api_key_file)
     check_exposure(args.host, keys)

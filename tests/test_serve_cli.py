@@ -68,6 +68,15 @@ def test_the_refusal_from_a_real_process_has_no_traceback():
     assert "without an API key" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_an_installation_without_the_server_packages_says_what_to_install(capsys, monkeypatch):
+    for module in ("engine.cli.serve", "engine.serving.app"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fails
+    assert serve("--model", "m") == 2
+    err = capsys.readouterr().err
+    assert "Serving is not available" in err and "livecap[serve]" in err
+
+
 def test_key_file_errors(tmp_path, capsys, no_model_load):
     assert serve("--model", "m", "--api-key-file", str(tmp_path / "missing")) == 2
     assert "No such key file" in capsys.readouterr().err
