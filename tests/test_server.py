@@ -248,3 +248,25 @@ def test_audio_beyond_the_buffer_bound_ends_the_stream_with_an_error():
     assert metric(metrics, 'livecap_errors_total{kind="buffer"}') == 1
     # the refused sample, then the 2 s that were still queued when the stream ended
     assert metric(metrics, "livecap_audio_dropped_seconds_total") == pytest.approx(2.001)
+
+
+def test_markers_waiting_for_their_echo_are_bounded():
+    engine = ScriptedSlots(delay_frames=0)
+    engine.paused = True  # no audio is transcribed, so no marker after audio is echoed
+    settings = ServeSettings(max_pending_markers=3)
+    with running(build_app(engine, settings)) as address:
+
+        async def scenario():
+            async with connect(address) as websocket:
+                await receive(websocket)
+                await websocket.send(marker(0))  # no audio before it: echoed at once
+                echo = await receive(websocket)
+                await websocket.send(audio(seconds_of(0.1, 0.1)))
+                for marker_id in (1, 2, 3, 4):
+                    await websocket.send(marker(marker_id))
+                return echo, await receive_all(websocket), websocket.close_code
+
+        echo, refused_messages, code = asyncio.run(scenario())
+    assert echo == {"type": "Marker", "id": 0}
+    assert [m["type"] for m in refused_messages] == ["Error"]
+    assert "more than 3 markers" in refused_messages[0]["message"] and code == 1008
