@@ -68,10 +68,13 @@ def test_the_refusal_from_a_real_process_has_no_traceback():
     assert "without an API key" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_an_installation_without_the_server_packages_says_what_to_install(capsys, monkeypatch):
+@pytest.mark.parametrize("package", ["fastapi", "uvicorn"])
+def test_an_installation_without_the_server_packages_says_what_to_install(
+    package, capsys, monkeypatch, no_model_load
+):
     for module in ("engine.cli.serve", "engine.serving.app"):
         monkeypatch.delitem(sys.modules, module, raising=False)
-    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fails
+    monkeypatch.setitem(sys.modules, package, None)  # import fails
     assert serve("--model", "m") == 2
     err = capsys.readouterr().err
     assert "Serving is not available" in err and "livecap[serve]" in err

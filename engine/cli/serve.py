@@ -12,6 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
+import uvicorn  # here, not at serve(): a missing package must fail before the model loads
+
 from engine.errors import LivecapError, ModelError
 from engine.models.contract import LoadOptions
 from engine.serving.app import STREAMING_PATH, ServeSettings, build_app
@@ -95,8 +97,6 @@ def load_slot_engine(model: str, options: LoadOptions, slots: int) -> SlotEngine
 
 
 def serve(engine: SlotEngine, settings: ServeSettings, sock: socket.socket) -> int:
-    import uvicorn
-
     host, port = sock.getsockname()[:2]
     where = f"[{host}]" if ":" in host else host
     print(
