@@ -240,6 +240,8 @@ def test_audio_beyond_the_buffer_bound_ends_the_stream_with_an_error():
                 return taken, await receive_all(websocket), websocket.close_code
 
         taken, refused_messages, code = asyncio.run(scenario())
+        # the connection asks the loop to free the slot as it closes: wait for the loop
+        wait_until(lambda: get_json(address, "/api/modules_info")[0]["used_slots"] == "0")
         metrics = get(address, "/metrics")[1]
     # exactly 2 s is buffered and transcribed; the one sample past it ends the stream
     assert without_buffered(taken) == expected_stream(20) + [{"type": "Marker", "id": 3}]

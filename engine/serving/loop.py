@@ -228,10 +228,12 @@ class BatchLoop:
         if slot is None:
             return
         stream.slot = None
-        del self._streams[slot]
-        dropped = self.engine.buffered(slot)
-        self.engine.leave(slot)
-        self.metrics.stream_closed(dropped)
+        try:
+            dropped = self.engine.buffered(slot)
+            self.engine.leave(slot)
+            self.metrics.stream_closed(dropped)
+        finally:  # last: a slot seen free has its stream's figures counted
+            del self._streams[slot]
 
     def _drop(self, stream: Stream, message: str) -> None:
         self.metrics.error("engine")
