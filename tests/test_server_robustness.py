@@ -55,12 +55,12 @@ async def transcribe(websocket, seconds: float, marker_id: int) -> list[dict]:
 def test_a_client_that_stops_reading_is_dropped_and_another_stream_goes_on():
     # Two clients send the same 30 s; one reads, one does not. 100 kB words, one a frame,
     # compression off: 30 MB of words each, more than the socket buffers (4 MB) and the
-    # 50-message outbox can hold for the one that does not read. A 3 ms tick gives the
-    # reader a pace it can follow.
+    # 100-message outbox (10 MB) can hold for the one that does not read. A 5 ms tick gives
+    # the reader a pace it can follow, with a third of a second of slack on a busy machine.
     engine = ScriptedSlots(
-        frames_per_word=1, delay_frames=0, word_padding=100_000, tick_seconds=0.003
+        frames_per_word=1, delay_frames=0, word_padding=100_000, tick_seconds=0.005
     )
-    settings = ServeSettings(max_outbound_messages=50, close_timeout_seconds=10)
+    settings = ServeSettings(max_outbound_messages=100, close_timeout_seconds=10)
     with running(build_app(engine, settings)) as address:
 
         async def scenario():
