@@ -7,6 +7,7 @@
     livecap translate [FILE]     lines of text to their translations, one line each
     livecap live                 live captions from an input device in the terminal
     livecap bench                per-frame speed of a model on this machine
+    livecap serve                many live streams on one machine, over Kyutai's protocol
 
 Subcommands never import Qt. Errors a user can act on print what was wrong and what to do,
 and exit with status 2.
@@ -124,6 +125,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=cmd_bench)
+
+    serve = commands.add_parser(
+        "serve", help="serve live streams over Kyutai's websocket protocol (/api/asr-streaming)"
+    )
+    serve.add_argument("--model", metavar="MODEL", required=True, help="a Kyutai STT model")
+    serve.add_argument(
+        "--batch", metavar="N", type=positive_int, default=8, help="streams at most (default: 8)"
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    serve.add_argument("--port", type=port_number, default=8080, help="default: 8080")
+    serve.add_argument(
+        "--api-key",
+        metavar="KEY",
+        action="append",
+        default=[],
+        help="a key clients must send (kyutai-api-key header or ?auth_id=); repeatable; "
+        "required on any address but loopback",
+    )
+    serve.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="a file of keys, one a line; repeatable",
+    )
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    serve.add_argument("--dtype", choices=DTYPES, default="auto")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 
@@ -147,6 +180,20 @@ def positive_seconds(text: str) -> float:
             f"must be a number of seconds more than 0, not {text!r} (for example --seconds 30)"
         )
     return seconds
+
+
+def positive_int(text: str) -> int:
+    """A whole number more than zero (argparse turns the error into exit status 2)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number more than 0, not {text!r}")
+    return int(text)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {text!r}")
+    return int(text)
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -403,6 +450,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
             shown = f"{value:.3f}" if isinstance(value, float) else value
             print(f"  {key.replace('_', ' ')}: {shown}")
     return 0
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from engine.cli.serve import bind, check_exposure, load_slot_engine, read_api_keys, serve
+        from engine.serving.app import ServeSettings
+    except ImportError as exc:  # fastapi, uvicorn, msgpack: the serve extra
+        raise LivecapError(
+            f"Serving is not available in this installation ({exc}).",
+            "Install the server's packages: pip install 'livecap[serve]'.",
+        ) from None
+    from engine.models.contract import LoadOptions
+
+    keys = read_api_keys(args.api_key, args.api_key_file)
+    check_exposure(args.host, keys)
+    sock = bind(args.host, args.port)  # a port in use fails before the model loads
+    try:
+        options = LoadOptions(device=args.device, dtype=args.dtype, progress=show_progress)
+        engine = load_slot_engine(args.model, options, args.batch)
+        clear_progress()
+        return serve(engine, ServeSettings(api_keys=keys), sock)
+    finally:
+        sock.close()
 
 
 if __name__ == "__main__":
