@@ -1,0 +1,96 @@
+"""The same server as a Ray Serve application: many machines (or GPUs), one engine each.
+
+Every replica runs the whole one-machine app (`build_app`) with its own batched engine,
+loaded in its own process. Ray Serve's proxy routes each websocket to the replica with the
+fewest open ones; a replica accepts `slots + 1` at once, so a stream reaches a full replica
+only when every replica is full, and that replica answers "no free channels" as the
+one-machine server does. A replica that dies takes only its own streams: the proxy closes
+their websockets and the others go on. Each replica reports its own slots at
+/api/modules_info and /metrics, and Ray counts its open streams for routing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from engine.errors import LivecapError
+from engine.models.contract import LoadOptions
+from engine.serving.app import ServeSettings, build_app
+from engine.serving.slots import SlotEngine
+
+APP_NAME = "livecap"
+
+
+class LivecapReplica:
+    """One replica: Ray Serve wraps this class around the app `build_app` makes."""
+
+
+def application(
+    engine_factory: Callable[[], SlotEngine],
+    slots: int,
+    settings: ServeSettings,
+    replicas: int,
+    gpus_per_replica: float = 0.0,
+):
+    """The Ray Serve application; `engine_factory` runs once in each replica."""
+    from ray import serve
+
+    def build_replica_app():  # a plain function: Ray Serve calls it inside the replica
+        return build_app(engine_factory, settings)
+
+    ingress = serve.ingress(build_replica_app)(LivecapReplica)
+    deployment = serve.deployment(
+        ingress,
+        name=APP_NAME,
+        num_replicas=replicas,
+        max_ongoing_requests=slots + 1,
+        # the replica's streams are its requests; at most one waits in the proxy's queue
+        max_queued_requests=replicas,
+        ray_actor_options={"num_cpus": 0 if gpus_per_replica else 1, "num_gpus": gpus_per_replica},
+    )
+    return deployment.bind()
+
+
+def run_on_cluster(
+    engine_factory: Callable[[], SlotEngine],
+    slots: int,
+    settings: ServeSettings,
+    replicas: int,
+    host: str,
+    port: int,
+    address: str = "auto",
+) -> int:
+    """Deploy on the running Ray cluster at `address` and serve until interrupted."""
+    import ray
+    from ray import serve
+
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as exc:
+        raise LivecapError(
+            f"No Ray cluster is running at {address}: {exc}",
+            "Start one with `ray start --head`, or serve on one machine without --ray.",
+        ) from None
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= replicas else 0.0
+    serve.start(http_options={"host": host, "port": port})
+    app = application(engine_factory, slots, settings, replicas, gpus)
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.delete(APP_NAME)
+    return 0
+
+
+def build(args: dict[str, str]):
+    """For `serve run engine.serving.ray_app:build model=MODEL [slots=8] [replicas=2]
+    [dtype=auto] [device=auto] [api_key=KEY]`, Ray Serve's own command line."""
+    from engine.cli.serve import load_slot_engine
+
+    slots = int(args.get("slots", 8))
+    options = LoadOptions(device=args.get("device", "auto"), dtype=args.get("dtype", "auto"))
+    keys = frozenset(filter(None, [args.get("api_key", "")]))
+    factory = partial(load_slot_engine, args["model"], options, slots)
+    return application(factory, slots, ServeSettings(api_keys=keys), int(args.get("replicas", 1)))

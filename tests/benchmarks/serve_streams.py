@@ -1,0 +1,168 @@
+"""Many streams against `livecap serve`: compute throughput by batch size, and how many
+streams keep real time.
+
+    .venv/bin/python tests/benchmarks/serve_streams.py --model /tmp/kyutai-1b --dtype int8 \
+        --streams 1,2,4,8 --seconds 20
+
+Starts `main.py serve --batch max(streams)` once (idle slots cost nothing), then for each N:
+- flood: N clients each send `--seconds` of audio at once and wait for every Step; frames
+  stepped per second of wall time is the compute throughput, and the server's /metrics give
+  the mean tick time and batch fill over that phase;
+- live: N clients send one 80 ms frame every 80 ms for `--seconds`; a stream keeps real time
+  when the Step of each frame comes back within 1 s of sending it (p95 lag ≤ 1 s).
+Prints one JSON object with the CPU, per-N figures and the throughput ratio against N = 1.
+`--model` is a Kyutai STT folder; `tests/benchmarks/kyutai_vs_transformers.py --config 1b`
+builds a full-size random one (its `--keep` folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import websockets
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engine.models.kyutai.kernel_choice import cpu_description  # noqa: E402
+
+RATE, FRAME = 24_000, 1920
+FRAME_SECONDS = FRAME / RATE
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(args, port: int) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "main.py"), "serve", "--model", args.model]
+    command += ["--batch", str(max(args.streams)), "--port", str(port), "--dtype", args.dtype]
+    server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited: {server.stderr.read()}")
+        try:
+            _metrics(port)
+            return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise SystemExit("the server did not start within 10 minutes")
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            values[name] = float(value)
+    return values
+
+
+def _speechlike(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * RATE) // FRAME * FRAME
+    envelope = 0.5 + 0.5 * np.sin(np.arange(samples) / RATE * 2 * np.pi * 3)
+    return (0.1 * envelope * rng.standard_normal(samples)).astype(np.float32)
+
+
+def _audio(pcm: np.ndarray) -> bytes:
+    return msgpack.packb({"type": "Audio", "pcm": pcm.tolist()})
+
+
+async def _stream(url: str, pcm: np.ndarray, paced: bool) -> list[float]:
+    """Send `pcm` (at once, or a frame per 80 ms); the lag of each frame's Step."""
+    frames = len(pcm) // FRAME
+    sent: list[float] = []
+    lags: list[float] = []
+    async with websockets.connect(url, max_size=None, open_timeout=60) as websocket:
+        assert msgpack.unpackb(await websocket.recv())["type"] == "Ready"
+
+        async def send() -> None:
+            start = time.monotonic()
+            if not paced:
+                sent.extend([start] * frames)
+                await websocket.send(_audio(pcm))
+                return
+            for i in range(frames):
+                await asyncio.sleep(max(0.0, start + i * FRAME_SECONDS - time.monotonic()))
+                sent.append(time.monotonic())
+                await websocket.send(_audio(pcm[i * FRAME : (i + 1) * FRAME]))
+
+        sender = asyncio.create_task(send())
+        steps = 0
+        while steps < frames:  # Step i answers model frame i; the first prefix frames too
+            message = msgpack.unpackb(await websocket.recv())
+            if message["type"] == "Step":
+                lags.append(time.monotonic() - sent[min(steps, len(sent) - 1)])
+                steps += 1
+        await sender
+    return lags
+
+
+async def _run(url: str, streams: int, seconds: float, paced: bool) -> list[list[float]]:
+    tasks = [_stream(url, _speechlike(seconds, seed), paced) for seed in range(streams)]
+    return await asyncio.gather(*tasks)
+
+
+def measure(port: int, streams: int, seconds: float) -> dict:
+    url = f"ws://127.0.0.1:{port}/api/asr-streaming"
+    before = _metrics(port)
+    start = time.monotonic()
+    asyncio.run(_run(url, streams, seconds, paced=False))
+    wall = time.monotonic() - start
+    after = _metrics(port)
+    ticks = after["livecap_step_seconds_count"] - before["livecap_step_seconds_count"]
+    tick_seconds = after["livecap_step_seconds_sum"] - before["livecap_step_seconds_sum"]
+    frames = after["livecap_frames_stepped_total"] - before["livecap_frames_stepped_total"]
+    live = asyncio.run(_run(url, streams, seconds, paced=True))
+    p95s = [float(np.percentile(lags, 95)) for lags in live]
+    return {
+        "streams": streams,
+        "flood_frames_per_second": frames / wall,
+        "mean_tick_ms": 1000 * tick_seconds / max(ticks, 1),
+        "mean_batch_fill": frames / max(ticks, 1),
+        "live_lag_p95_seconds": p95s,
+        "streams_keeping_real_time": sum(p95 <= 1.0 for p95 in p95s),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--streams", default="1,2,4,8")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    args.streams = [int(n) for n in args.streams.split(",")]
+    port = _free_port()
+    server = start_server(args, port)
+    try:
+        results = [measure(port, n, args.seconds) for n in args.streams]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    single = next((r["flood_frames_per_second"] for r in results if r["streams"] == 1), None)
+    for result in results:
+        if single:
+            result["throughput_vs_one_stream"] = result["flood_frames_per_second"] / single
+    print(json.dumps({"cpu": cpu_description(), "dtype": args.dtype, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
