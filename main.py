@@ -156,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     serve.add_argument("--dtype", choices=DTYPES, default="auto")
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="deploy on a running Ray cluster (Ray Serve): --batch streams per replica",
+    )
+    serve.add_argument(
+        "--replicas", metavar="N", type=positive_int, default=1, help="with --ray (default: 1)"
+    )
+    serve.add_argument(
+        "--ray-address", metavar="ADDRESS", default="auto", help="with --ray (default: auto)"
+    )
     serve.set_defaults(handler=cmd_serve)
     return parser
 
@@ -457,7 +468,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from engine.cli.serve import bind, check_exposure, load_slot_engine, read_api_keys, serve
+        from engine.cli.serve import (
+            bind,
+            check_exposure,
+            load_slot_engine,
+            read_api_keys,
+            serve,
+            serve_on_ray,
+        )
         from engine.serving.app import ServeSettings
     except ImportError as exc:  # fastapi, uvicorn, msgpack: the serve extra
         raise LivecapError(
@@ -468,6 +486,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     keys = read_api_keys(args.api_key, args.api_key_file)
     check_exposure(args.host, keys)
+    if args.ray:  # every replica loads the model; Ray's proxy listens
+        return serve_on_ray(args, LoadOptions(device=args.device, dtype=args.dtype), keys)
     sock = bind(args.host, args.port)  # a port in use fails before the model loads
     try:
         options = LoadOptions(device=args.device, dtype=args.dtype, progress=show_progress)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -87,6 +89,21 @@ def _replica_actors() -> list:
     ]
 
 
+def test_serve_ray_without_a_cluster_says_how_to_start_one():
+    """Runs before the cluster fixture starts one (tests run in file order)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "serve", "--model", "kyutai/x", "--ray"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert result.returncode == 2
+    assert "No Ray cluster is running" in result.stderr
+    assert "ray start --head" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_streams_spread_over_replicas_and_a_dead_replica_ends_only_its_own(cluster):
     serve.run(
         application(_scripted_engine, SLOTS, ServeSettings(), replicas=2),
@@ -127,7 +144,7 @@ def test_streams_spread_over_replicas_and_a_dead_replica_ends_only_its_own(clust
 
 @pytest.mark.skipif(os.environ.get("LIVECAP_SKIP_RAY_MODEL") == "1", reason="asked to skip")
 def test_replicas_load_the_real_engine(cluster, tmp_path_factory):
-    from engine.cli.serve import load_slot_engine
+    from engine.cli.serve import load_slot_engine  # what `livecap serve --ray` gives replicas
     from engine.models.contract import LoadOptions
     from tests.kyutai_fixtures import SHAPES, build_tiny_model
 

@@ -7,9 +7,11 @@ or as the model loads, with a LivecapError: main.py prints it and exits with sta
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 
 import uvicorn  # here, not at serve(): a missing package must fail before the model loads
@@ -110,3 +112,31 @@ def serve(engine: SlotEngine, settings: ServeSettings, sock: socket.socket) -> i
     config = uvicorn.Config(app, ws_max_size=2 * settings.max_frame_bytes, log_level="info")
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def serve_on_ray(args: argparse.Namespace, options: LoadOptions, keys: frozenset[str]) -> int:
+    """`livecap serve --ray`: the same app on every replica of a running Ray cluster, each
+    replica loading the model itself."""
+    try:
+        from engine.serving.ray_app import run_on_cluster
+    except ImportError as exc:
+        raise LivecapError(
+            f"Ray Serve is not installed ({exc}).", "Install it: pip install 'livecap[cluster]'."
+        ) from None
+    factory = partial(load_slot_engine, args.model, options, args.batch)
+    settings = ServeSettings(api_keys=keys)
+    return run_on_cluster(
+        factory, args.batch, settings, args.replicas, args.host, args.port, args.ray_address
+    )
+
+
+def ray_application(args: dict[str, str]):
+    """For Ray Serve's own command line: `serve run engine.cli.serve:ray_application
+    model=MODEL [batch=8] [replicas=1] [dtype=auto] [device=auto] [api_key=KEY]`."""
+    from engine.serving.ray_app import application
+
+    slots = int(args.get("batch", 8))
+    options = LoadOptions(device=args.get("device", "auto"), dtype=args.get("dtype", "auto"))
+    keys = frozenset(filter(None, [args.get("api_key", "")]))
+    factory = partial(load_slot_engine, args["model"], options, slots)
+    return application(factory, slots, ServeSettings(api_keys=keys), int(args.get("replicas", 1)))

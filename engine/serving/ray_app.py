@@ -12,10 +12,8 @@ their websockets and the others go on. Each replica reports its own slots at
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from engine.errors import LivecapError
-from engine.models.contract import LoadOptions
 from engine.serving.app import ServeSettings, build_app
 from engine.serving.slots import SlotEngine
 
@@ -68,8 +66,9 @@ def run_on_cluster(
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as exc:
+        where = "" if address == "auto" else f" at {address}"
         raise LivecapError(
-            f"No Ray cluster is running at {address}: {exc}",
+            f"No Ray cluster is running{where} ({exc}).",
             "Start one with `ray start --head`, or serve on one machine without --ray.",
         ) from None
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= replicas else 0.0
@@ -82,15 +81,3 @@ def run_on_cluster(
     finally:
         serve.delete(APP_NAME)
     return 0
-
-
-def build(args: dict[str, str]):
-    """For `serve run engine.serving.ray_app:build model=MODEL [slots=8] [replicas=2]
-    [dtype=auto] [device=auto] [api_key=KEY]`, Ray Serve's own command line."""
-    from engine.cli.serve import load_slot_engine
-
-    slots = int(args.get("slots", 8))
-    options = LoadOptions(device=args.get("device", "auto"), dtype=args.get("dtype", "auto"))
-    keys = frozenset(filter(None, [args.get("api_key", "")]))
-    factory = partial(load_slot_engine, args["model"], options, slots)
-    return application(factory, slots, ServeSettings(api_keys=keys), int(args.get("replicas", 1)))
