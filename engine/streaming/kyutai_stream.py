@@ -216,6 +216,19 @@ def resolve_dtype(requested: str, device: str, folder: Path) -> str:
 
 
 def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiRecognizer:
+    model, tokenizer, info = load_parts(folder, name, options)
+    # Mimi beside the LM needs a core of its own: on 2 busy cores it cost 5-19 % per frame
+    # (the LM's two threads already fill them), so only where a third core is free for it.
+    overlap = info.device == "cpu" and (os.cpu_count() or 1) >= 3
+    return KyutaiRecognizer(
+        model, tokenizer, info, pause_flush=options.pause_flush, overlap=overlap
+    )
+
+
+def load_parts(
+    folder: Path, name: str, options: LoadOptions
+) -> tuple[KyutaiModel, Tokenizer, ModelInfo]:
+    """The model on the device and dtype `options` resolve to, its tokenizer and its info."""
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device, folder)
     if options.progress:
@@ -238,12 +251,7 @@ def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiReco
     )
     if options.progress:
         options.progress("loading", 1.0)
-    # Mimi beside the LM needs a core of its own: on 2 busy cores it cost 5-19 % per frame
-    # (the LM's two threads already fill them), so only where a third core is free for it.
-    overlap = device == "cpu" and (os.cpu_count() or 1) >= 3
-    return KyutaiRecognizer(
-        model, tokenizer, info, pause_flush=options.pause_flush, overlap=overlap
-    )
+    return model, tokenizer, info
 
 
 def model_languages(folder: Path, name: str) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""Serving many live streams from one batched engine over Kyutai's websocket protocol."""
