@@ -259,9 +259,11 @@ def test_mimi_rows_encode_what_each_stream_alone_does(tiny):
     assert min(stepped) > 15
 
 
-def test_kv_ring_rows_each_at_their_own_position_equal_one_stream_rings():
+@pytest.mark.parametrize("step_dtype", [torch.float32, torch.bfloat16])
+def test_kv_ring_rows_each_at_their_own_position_equal_one_stream_rings(step_dtype):
     """Rows 0 and 2 of a 3-row ring, written and read at their own positions, hold and
-    attend exactly what two one-row rings do; row 1 is never touched."""
+    attend exactly what two one-row rings do; row 1 is never touched. bfloat16 steps: the
+    float32 ring of a CPU that only emulates bfloat16 (KVRing._attend_wide)."""
     torch.manual_seed(0)
     heads, size, dim, window = 2, 5, 4, 4
     batched = KVRing(heads, size, dim, torch.float32, torch.device("cpu"), rows=3)
@@ -269,7 +271,9 @@ def test_kv_ring_rows_each_at_their_own_position_equal_one_stream_rings():
     position = [0, 7]  # row 0 from position 0, row 2 from 7 (its ring wraps sooner)
     for step in range(9):
         length = 2 if step % 3 == 0 else 1
-        keys, values, queries = (torch.randn(2, heads, length, dim) for _ in range(3))
+        keys, values, queries = (
+            torch.randn(2, heads, length, dim, dtype=step_dtype) for _ in range(3)
+        )
         rows = Rows([0, 2], position, torch.device("cpu"))
         batched.write(keys, values, rows)
         ours = batched.attend(queries, rows, window)

@@ -21,15 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 
 from engine.events import Event
-from engine.models.contract import LoadOptions, ModelInfo
+from engine.models.contract import LoadOptions
 from engine.models.kyutai.config import SAMPLE_RATE
-from engine.models.kyutai.weights import KyutaiModel
 from engine.serving.slots import SlotOutput
 from engine.streaming.kyutai_front import StreamFront, skipped_ids
-from engine.streaming.kyutai_stream import load_parts
+from engine.streaming.kyutai_stream import KyutaiParts, load_parts
 
 
 @dataclass
@@ -45,21 +43,15 @@ class KyutaiSlots:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(
-        self,
-        model: KyutaiModel,
-        tokenizer: Tokenizer,
-        info: ModelInfo,
-        slots: int,
-        pause_flush: bool = True,
-    ) -> None:
+    def __init__(self, parts: KyutaiParts, slots: int, pause_flush: bool = True) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
-        self.model, self.info, self.slots = model, info, slots
+        model = parts.model
+        self.model, self.info, self.slots = model, parts.info, slots
         self.frame_size = model.config.mimi.frame_size
         self.pause_flush = pause_flush
-        self._tokenizer = tokenizer
-        self._skip_ids = skipped_ids(model.config, tokenizer)
+        self._tokenizer = parts.tokenizer
+        self._skip_ids = skipped_ids(model.config, parts.tokenizer)
         self._mimi = model.mimi.new_state(rows=slots)
         self._lm = model.lm.new_state(rows=slots)
         self._started = model.lm.new_state()
@@ -142,5 +134,4 @@ class KyutaiSlots:
 
 def load_slots(folder: Path, name: str, options: LoadOptions, slots: int) -> KyutaiSlots:
     """A Kyutai STT folder loaded for `slots` streams (device and dtype as for one stream)."""
-    model, tokenizer, info = load_parts(folder, name, options)
-    return KyutaiSlots(model, tokenizer, info, slots, pause_flush=options.pause_flush)
+    return KyutaiSlots(load_parts(folder, name, options), slots, options.pause_flush)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -215,19 +216,26 @@ def resolve_dtype(requested: str, device: str, folder: Path) -> str:
     return min(forms or ["int8"], key=lambda form: step_seconds(form, shapes))
 
 
+@dataclass(frozen=True)
+class KyutaiParts:
+    """A loaded model and what recognizing with it needs besides: its tokenizer, its info."""
+
+    model: KyutaiModel
+    tokenizer: Tokenizer
+    info: ModelInfo
+
+
 def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiRecognizer:
-    model, tokenizer, info = load_parts(folder, name, options)
+    parts = load_parts(folder, name, options)
     # Mimi beside the LM needs a core of its own: on 2 busy cores it cost 5-19 % per frame
     # (the LM's two threads already fill them), so only where a third core is free for it.
-    overlap = info.device == "cpu" and (os.cpu_count() or 1) >= 3
+    overlap = parts.info.device == "cpu" and (os.cpu_count() or 1) >= 3
     return KyutaiRecognizer(
-        model, tokenizer, info, pause_flush=options.pause_flush, overlap=overlap
+        parts.model, parts.tokenizer, parts.info, options.pause_flush, overlap=overlap
     )
 
 
-def load_parts(
-    folder: Path, name: str, options: LoadOptions
-) -> tuple[KyutaiModel, Tokenizer, ModelInfo]:
+def load_parts(folder: Path, name: str, options: LoadOptions) -> KyutaiParts:
     """The model on the device and dtype `options` resolve to, its tokenizer and its info."""
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device, folder)
@@ -251,7 +259,7 @@ def load_parts(
     )
     if options.progress:
         options.progress("loading", 1.0)
-    return model, tokenizer, info
+    return KyutaiParts(model, tokenizer, info)
 
 
 def model_languages(folder: Path, name: str) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from engine.models.kyutai.kernel_choice import cpu_description  # noqa: E402
 from engine.models.kyutai.weights import load_model  # noqa: E402
 from engine.recognizer import ModelInfo  # noqa: E402
 from engine.serving.kyutai_slots import KyutaiSlots  # noqa: E402
-from engine.streaming.kyutai_stream import resolve_dtype  # noqa: E402
+from engine.streaming.kyutai_stream import KyutaiParts, resolve_dtype  # noqa: E402
 from tests.kyutai_fixtures import _tokenizer_json  # noqa: E402
 
 FRAME = 1920
@@ -48,7 +48,7 @@ def engine_for(folder: Path, dtype: str, slots: int) -> KyutaiSlots:
     model = load_model(folder, "cpu", dtype)
     tokenizer = Tokenizer.from_str(_tokenizer_json(model.config.vocab_size))
     info = ModelInfo("random", "kyutai", ("en",), None, 0.5, "cpu", dtype)
-    return KyutaiSlots(model, tokenizer, info, slots, pause_flush=False)
+    return KyutaiSlots(KyutaiParts(model, tokenizer, info), slots, pause_flush=False)
 
 
 def time_batch(engine: KyutaiSlots, batch: int, ticks: int, warmup: int) -> dict:

@@ -77,6 +77,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotated * sin
 
 
+class RowZero:
+    """A batched state's per-row list attribute seen as one stream's value: its row 0 (a
+    single stream is a batch of one)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, state: object, owner: type | None = None) -> int:
+        return getattr(state, self.name)[0]
+
+    def __set__(self, state: object, value: int) -> None:
+        getattr(state, self.name)[0] = value
+
+
 class Rows:
     """The rows of a batched state that one pass steps, each at its own position.
 
@@ -156,15 +170,16 @@ class KVRing:
             self.positions[:, first : first + length] = torch.arange(start, start + length)
             return
         slots = torch.arange(start, start + length, device=keys.device) % self.size
-        self.keys.index_copy_(2, slots, keys)
-        self.values.index_copy_(2, slots, values)
+        self.keys.index_copy_(2, slots, keys.to(self.keys.dtype))  # bfloat16 into float32
+        self.values.index_copy_(2, slots, values.to(self.values.dtype))
         self.positions[:, slots] = torch.arange(start, start + length, device=keys.device)
 
     def _write_rows(self, keys: torch.Tensor, values: torch.Tensor, rows: Rows) -> None:
         positions = rows.starts[:, None] + torch.arange(keys.shape[2], device=keys.device)
         slots, index = positions % self.size, rows.rows[:, None]  # [n, T], [n, 1]
-        self.keys[index, :, slots] = keys.transpose(1, 2)  # indexed as [n, T, heads, D]
-        self.values[index, :, slots] = values.transpose(1, 2)
+        # indexed as [n, T, heads, D]; bfloat16 steps widen into a float32 ring (_attend_wide)
+        self.keys[index, :, slots] = keys.transpose(1, 2).to(self.keys.dtype)
+        self.values[index, :, slots] = values.transpose(1, 2).to(self.values.dtype)
         self.positions[index, slots] = positions
 
     def mask(self, start: int, length: int, window: int) -> torch.Tensor | None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from engine.models.kernels import native_bfloat16
 from engine.models.kyutai.config import KyutaiConfig
-from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, apply_rotary
+from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
 
 LinearSource = Callable[[list[str]], Linear]  # weights named (fused in order) → a Linear
 TensorSource = Callable[[str], torch.Tensor]
@@ -28,15 +28,7 @@ class LMState:
 
     rings: list[KVRing] = field(default_factory=list)
     positions: list[int] = field(default_factory=lambda: [0])  # each row's next step
-
-    @property
-    def position(self) -> int:
-        """A single stream's absolute position of the next step; grows without bound."""
-        return self.positions[0]
-
-    @position.setter
-    def position(self, value: int) -> None:
-        self.positions[0] = value
+    position = RowZero("positions")  # one stream's next position; grows without bound
 
 
 class Embedding:

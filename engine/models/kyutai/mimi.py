@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.models.kyutai.config import MimiConfig
-from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, apply_rotary
+from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
 
 TensorSource = Callable[[str], torch.Tensor]
 _MAX_CHUNK = 16  # 25 Hz steps the transformer takes at once (offline input is cut to this)
@@ -34,15 +34,7 @@ class MimiState:
     rings: list[KVRing] = field(default_factory=list)  # one per transformer layer
     steps: list[int] = field(default_factory=lambda: [0])  # each row's 25 Hz steps so far
     starting: set[int] = field(default_factory=set)  # batch rows whose stream has no tails yet
-
-    @property
-    def step(self) -> int:
-        """A single stream's 25 Hz steps seen by the transformer (its next position)."""
-        return self.steps[0]
-
-    @step.setter
-    def step(self, value: int) -> None:
-        self.steps[0] = value
+    step = RowZero("steps")  # one stream's 25 Hz steps so far (its next position)
 
 
 @dataclass
