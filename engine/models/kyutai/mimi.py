@@ -59,10 +59,10 @@ class CausalConv:
     def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
         """x [rows, in, length]: one stream (batch None) or the rows of `batch`."""
         if self.padding > 0:
-            tail = state.tails.get(self.index)
             if batch is not None:
                 x = self._with_row_tails(x, state, batch)
             else:
+                tail = state.tails.get(self.index)
                 x = torch.cat((self._start_tail(x) if tail is None else tail, x), dim=2)
                 state.tails[self.index] = x[..., -self.padding :]
         if self.weight.shape[2] == 1 or x.shape[2] <= _MATMUL_MAX_INPUT:
