@@ -1,26 +1,12 @@
-"""Kyutai STT as a streaming recognizer: one Mimi + LM step per 80 ms frame.
-
-Audio timeline. The model sees: the silence prefix its checkpoint expects, then the user's
-audio, with silence inserted where pauses are flushed. `_Timeline` maps positions in that
-model audio back to stream time, so word times are always in the user's audio.
-
-Pause flush. When the pause detector confirms a pause, the text still owed for the last
-`delay` seconds is pushed out at once by inserting that much silence into the model's audio
-(less the quiet already heard). The silence becomes part of the stream the model sees: no
-state is rolled back, every real sample is consumed exactly once, so no word is lost or
-repeated; word times skip over the inserted silence. The model hears a somewhat longer pause,
-which is what it was trained to handle. Insertion happens at a fixed sample position (where
-the pause is confirmed), so how the audio is cut into `feed()` calls never changes the output.
-
-Tokens. 3 = pad (nothing new), 0 = a word starts next; other ids are SentencePiece pieces,
-"▁" starting a word. A word is committed when the next word starts, at a pause, or at the end.
-"""
+"""Kyutai STT as a streaming recognizer: one Mimi + LM step per 80 ms frame. The stream's
+own side (model audio, pause flush, timeline, words) is `StreamFront` in kyutai_front.py."""
 
 from __future__ import annotations
 
 import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,87 +15,21 @@ from tokenizers import Tokenizer
 
 from engine.catalogue import find_entry
 from engine.errors import ModelError
-from engine.events import Commit, EndOfTurn, Event, Partial, Word
+from engine.events import Event
 from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.kernels import available_memory
 from engine.models.kyutai.config import SAMPLE_RATE, load_config
 from engine.models.kyutai.kernel_choice import AUTO_DTYPES, BYTES, step_seconds
 from engine.models.kyutai.weights import KyutaiModel, load_model, step_matrix_shapes
-from engine.streaming.pause import PauseDetector
+from engine.streaming.kyutai_front import StreamFront, Timeline, Words, skipped_ids
 
 _FLUSH_EXTRA_SECONDS = 1.0  # past the delay, as transformers' feature extractor pads
-_PAUSE_MARGIN_SECONDS = 0.16  # past the delay when flushing at a pause (two frames)
-_WORD_START_ID = 0  # "end of padding": the model's own marker that a word starts next
 # Speculative passes pay off while enough steps emit pads (speech gives 55 % or more; a pass
 # of 3-8 rows costs 1.2-1.5 single steps, so break-even is near 20-35 % pads). Below this
 # recent share of pads the model is not emitting speech-like text (random weights emit no
 # pads), and frames are stepped one at a time. Low, so dense stretches of speech keep it.
 _SPECULATE_ABOVE_PAD_SHARE = 0.15
 _PAD_SHARE_MEMORY = 0.95  # per token: the share follows about the last 20 tokens
-
-
-class _Timeline:
-    """Model-audio sample positions → stream seconds, across the prefix and inserted silence."""
-
-    def __init__(self, prefix_samples: int) -> None:
-        self.prefix = prefix_samples
-        self.inserts: list[tuple[int, int]] = []  # (model position, length), in order
-        self.dropped = 0  # inserted samples of spans forgotten as too old to matter
-
-    def insert(self, position: int, length: int) -> None:
-        self.inserts.append((position, length))
-
-    def to_stream(self, position: int) -> float:
-        offset = self.prefix + self.dropped
-        for start, length in self.inserts:
-            if position < start:
-                break
-            offset += min(length, position - start)
-        return max(0, position - offset) / SAMPLE_RATE
-
-    def forget_before(self, position: int) -> None:
-        """Spans wholly before `position` will never be asked about again: fold them."""
-        while self.inserts and sum(self.inserts[0]) < position:
-            self.dropped += self.inserts.pop(0)[1]
-
-
-class _Words:
-    """SentencePiece pieces → Partial events for the word being built, Commit when done."""
-
-    def __init__(self, tokenizer: Tokenizer, skip_ids: set[int]) -> None:
-        self.tokenizer = tokenizer
-        self.skip_ids = skip_ids
-        self.ids: list[int] = []
-        self.start = 0.0
-
-    def push(self, token: int, at: float) -> list[Event]:
-        if token in self.skip_ids:
-            return []
-        piece = self.tokenizer.id_to_token(token)
-        if piece is None:
-            return []
-        events: list[Event] = []
-        if piece.startswith("▁") and self.ids:
-            events += self.finish(at)
-        if not self.ids:
-            self.start = at
-        self.ids.append(token)
-        events.append(Partial(self._text(), self.start))
-        return events
-
-    def finish(self, end: float) -> list[Event]:
-        """Commit the word being built, if any, ending at `end`."""
-        if not self.ids:
-            return []
-        text, start = self._text(), self.start
-        self.ids = []
-        if not text:
-            return []
-        end = max(end, start)
-        return [Commit(text, start, end, (Word(text, start, end),))]
-
-    def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
 
 
 class KyutaiRecognizer:
@@ -131,13 +51,8 @@ class KyutaiRecognizer:
         self.max_rows = max_rows or speculative_rows(info.device, info.dtype)
         self.frame_size = model.config.mimi.frame_size
         self.pause_flush = pause_flush
-        config = model.config
-        self.delay_samples = round(config.delay_seconds * SAMPLE_RATE)
-        self.prefix_samples = round(config.silence_prefix_seconds * SAMPLE_RATE)
-        specials = {
-            id_ for id_, token in tokenizer.get_added_tokens_decoder().items() if token.special
-        }
-        self._skip_ids = specials | {config.pad_token_id, _WORD_START_ID}
+        self.delay_samples = round(model.config.delay_seconds * SAMPLE_RATE)
+        self._skip_ids = skipped_ids(model.config, tokenizer)
         self._tokenizer = tokenizer
         self.speculated = self.rejected = 0  # rows stepped speculatively / rolled back
         self._mimi_worker = _MimiWorker() if overlap else None
@@ -146,86 +61,56 @@ class KyutaiRecognizer:
     def reset(self) -> None:
         self._mimi = self.model.mimi.new_state()
         self._lm = self.model.lm.new_state(self.max_rows)
-        self._words = _Words(self._tokenizer, self._skip_ids)
-        self._timeline = _Timeline(self.prefix_samples)
-        self._pauses = PauseDetector(SAMPLE_RATE)
-        self._pending = np.zeros(self.prefix_samples, dtype=np.float32)  # short of a frame
-        self._model_samples = 0  # model-audio samples consumed, in whole frames
-        self._stream_samples = 0  # real samples received
-        self._pause_checked = 0  # real samples the pause detector has seen
+        config = self.model.config
+        self._front = StreamFront(config, self._tokenizer, self._skip_ids, self.pause_flush)
         self._token: int | None = None  # the last text token; None before the start step
         self._pad_share = 1.0  # recent share of pad tokens (a stream starts in silence)
-        self._waiting = torch.empty(0, self.model.config.num_codebooks, dtype=torch.long)
+        self._waiting = torch.empty(0, config.num_codebooks, dtype=torch.long)
+
+    @property
+    def _words(self) -> Words:
+        return self._front.words
+
+    @property
+    def _timeline(self) -> Timeline:
+        return self._front.timeline
+
+    @property
+    def _pending(self) -> np.ndarray:
+        return self._front.pending
 
     def feed(self, samples: np.ndarray) -> list[Event]:
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         events: list[Event] = []
-        while len(samples):
-            take, pause = self._until_pause(samples)
-            events += self._consume(samples[:take])
-            self._stream_samples += take
-            samples = samples[take:]
-            if pause is not None:
-                events += self._flush_pause(pause)
+        for audio, drain in self._front.push(samples):
+            events += self._consume(audio, drain)
         return events
 
     def flush(self) -> list[Event]:
         """End the stream: push the delay's worth of silence (and a second) through."""
-        end = self._stream_samples / SAMPLE_RATE
+        end = self._front.stream_samples / SAMPLE_RATE
         silence = self.delay_samples + round(_FLUSH_EXTRA_SECONDS * SAMPLE_RATE)
-        events = self._consume(np.zeros(silence, dtype=np.float32), drain=True)
+        frames = self._front.frames(np.zeros(silence, dtype=np.float32))
+        events = self._consume(frames, drain=True)
         events += self._words.finish(end)
         self.reset()
         return events
 
-    def _until_pause(self, samples: np.ndarray) -> tuple[int, float | None]:
-        """How many samples to consume before the next confirmed pause, and its time."""
-        if not self.pause_flush:
-            return len(samples), None
-        detector = self._pauses
-        taken = 0
-        while taken < len(samples):
-            # Slices end on the detector's block boundaries, so a pause is confirmed exactly
-            # at a slice's end, whatever the sizes of the feed() calls.
-            size = detector.block - self._pause_checked % detector.block
-            pauses = detector.feed(samples[taken : taken + size])
-            step = min(size, len(samples) - taken)
-            taken += step
-            self._pause_checked += step
-            if pauses:
-                return taken, pauses[0]
-        return len(samples), None
-
-    def _flush_pause(self, pause_time: float) -> list[Event]:
-        heard = self._stream_samples - round(pause_time * SAMPLE_RATE)  # quiet already fed
-        owed = self.delay_samples + round(_PAUSE_MARGIN_SECONDS * SAMPLE_RATE) - heard
-        events: list[Event] = []
-        if owed > 0:
-            owed += -(len(self._pending) + owed) % self.frame_size  # end on a frame boundary
-            encoded = self._model_samples + len(self._waiting) * self.frame_size
-            self._timeline.insert(encoded + len(self._pending), owed)
-            events += self._consume(np.zeros(owed, dtype=np.float32), drain=True)
-        return events + self._words.finish(pause_time) + [EndOfTurn(pause_time)]
-
-    def _consume(self, samples: np.ndarray, drain: bool = False) -> list[Event]:
-        """Run every whole frame of model audio through Mimi and the LM.
+    def _consume(self, audio: np.ndarray, drain: bool = False) -> list[Event]:
+        """Run whole frames of model audio through Mimi and the LM.
 
         With overlap, Mimi encodes this call's frames on a second thread while the LM steps
         the frames the previous call encoded (torch releases the GIL inside its operators, so
         the two share the cores): a frame costs about the longer of the two instead of their
         sum, and its text comes one call later. `drain` steps every frame before returning
         (at a flushed pause and at the end, whose words are committed at once)."""
-        audio = np.concatenate((self._pending, samples))
-        whole = len(audio) // self.frame_size * self.frame_size
-        self._pending = audio[whole:]
         events: list[Event] = []
         model = self.model
         with torch.inference_mode():
-            if whole and self._token is None:  # the start step: start markers in, first out
+            if len(audio) and self._token is None:  # the start step: start markers in, first out
                 text, start_codes = model.lm.start_inputs()
                 self._token = int(model.lm.step(text, start_codes, self._lm).argmax())
                 events += self._words.push(self._token, 0.0)
-            chunk = torch.from_numpy(audio[:whole]).to(model.device)
+            chunk = torch.from_numpy(audio).to(model.device)
             if self._mimi_worker is None:
                 events += self._step_frames(self._encode(chunk))
             else:
@@ -235,8 +120,7 @@ class KyutaiRecognizer:
             if drain:
                 events += self._step_frames(self._waiting)
                 self._waiting = self._waiting[:0]
-        self._timeline.forget_before(self._model_samples - self.delay_samples)
-        return events
+        return events + self._front.due()
 
     def _encode(self, chunk: torch.Tensor) -> torch.Tensor:
         """Mimi codes [frames, codebooks] of whole frames of audio (none for no audio)."""
@@ -252,9 +136,7 @@ class KyutaiRecognizer:
         while done < len(codes):
             for token in self._next_tokens(codes[done : done + self.max_rows]):
                 self._token = token
-                at = self._timeline.to_stream(self._model_samples - self.delay_samples)
-                self._model_samples += self.frame_size
-                events += self._words.push(token, at)
+                events += self._front.token(token)
                 done += 1
         return events
 
@@ -334,7 +216,27 @@ def resolve_dtype(requested: str, device: str, folder: Path) -> str:
     return min(forms or ["int8"], key=lambda form: step_seconds(form, shapes))
 
 
+@dataclass(frozen=True)
+class KyutaiParts:
+    """A loaded model and what recognizing with it needs besides: its tokenizer, its info."""
+
+    model: KyutaiModel
+    tokenizer: Tokenizer
+    info: ModelInfo
+
+
 def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiRecognizer:
+    parts = load_parts(folder, name, options)
+    # Mimi beside the LM needs a core of its own: on 2 busy cores it cost 5-19 % per frame
+    # (the LM's two threads already fill them), so only where a third core is free for it.
+    overlap = parts.info.device == "cpu" and (os.cpu_count() or 1) >= 3
+    return KyutaiRecognizer(
+        parts.model, parts.tokenizer, parts.info, options.pause_flush, overlap=overlap
+    )
+
+
+def load_parts(folder: Path, name: str, options: LoadOptions) -> KyutaiParts:
+    """The model on the device and dtype `options` resolve to, its tokenizer and its info."""
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device, folder)
     if options.progress:
@@ -357,12 +259,7 @@ def load_recognizer(folder: Path, name: str, options: LoadOptions) -> KyutaiReco
     )
     if options.progress:
         options.progress("loading", 1.0)
-    # Mimi beside the LM needs a core of its own: on 2 busy cores it cost 5-19 % per frame
-    # (the LM's two threads already fill them), so only where a third core is free for it.
-    overlap = device == "cpu" and (os.cpu_count() or 1) >= 3
-    return KyutaiRecognizer(
-        model, tokenizer, info, pause_flush=options.pause_flush, overlap=overlap
-    )
+    return KyutaiParts(model, tokenizer, info)
 
 
 def model_languages(folder: Path, name: str) -> tuple[str, ...]:

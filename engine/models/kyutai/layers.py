@@ -3,6 +3,8 @@ rotary embeddings at absolute positions, and the KV ring that bounds attention m
 
 from __future__ import annotations
 
+from math import inf
+
 import torch
 import torch.nn.functional as F
 
@@ -51,52 +53,134 @@ class Rotary:
         return self._block[2][offset : offset + length], self._block[3][offset : offset + length]
 
     def cos_sin(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        positions = torch.arange(start, start + length, device=self.inv_freq.device).float()
-        freqs = positions[:, None] * self.inv_freq[None, :]
-        angles = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
+        positions = torch.arange(start, start + length, device=self.inv_freq.device)
+        return self._angles(positions, dtype)
+
+    def at_rows(self, rows: Rows, dtype: torch.dtype, length: int) -> tuple[torch.Tensor, ...]:
+        """cos/sin [rows, 1, length, head_dim]: each row's `length` positions from its start,
+        shaped to broadcast over heads."""
+        positions = rows.starts[:, None] + torch.arange(length, device=rows.starts.device)
+        cos, sin = self._angles(positions, dtype)
+        return cos[:, None], sin[:, None]
+
+    def _angles(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        freqs = positions.float()[..., None] * self.inv_freq
+        angles = torch.cat((freqs, freqs), dim=-1)  # [..., T, head_dim]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [..., T, D] rotated by the angles of its T positions (cos/sin [T, D])."""
+    """x [..., T, D] rotated by the angles of its T positions (cos/sin [T, D], or one row of
+    angles per batch row: [rows, 1, T, D])."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
 
 
+class RowZero:
+    """A batched state's per-row list attribute seen as one stream's value: its row 0 (a
+    single stream is a batch of one)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, state: object, owner: type | None = None) -> int:
+        return getattr(state, self.name)[0]
+
+    def __set__(self, state: object, value: int) -> None:
+        getattr(state, self.name)[0] = value
+
+
+class Rows:
+    """The rows of a batched state that one pass steps, each at its own position.
+
+    `index`: the state rows (ascending), one per row of the pass; `starts`: the absolute
+    position of each one's first step in the pass. A pass leaves the other rows untouched,
+    and a run of consecutive rows is read as one view, never copied out of the state."""
+
+    def __init__(self, index: list[int], starts: list[int], device: torch.device) -> None:
+        self.index, self.first_positions = index, starts
+        self.rows = torch.tensor(index, device=device)
+        self.starts = torch.tensor(starts, device=device)
+        self.runs: list[tuple[int, int, int]] = []  # (first state row, stop, first pass row)
+        for at, row in enumerate(index):
+            if self.runs and self.runs[-1][1] == row:
+                first, _, offset = self.runs[-1]
+                self.runs[-1] = (first, row + 1, offset)
+            else:
+                self.runs.append((row, row + 1, at))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def shifted(self, steps: int) -> Rows:
+        """The same rows, `steps` positions later."""
+        later = [start + steps for start in self.first_positions]
+        return Rows(self.index, later, self.rows.device)
+
+
 class KVRing:
-    """Keys and values of one attention layer for the last `size` positions, written in place.
+    """Keys and values of one attention layer for the last `size` positions of each of `rows`
+    streams, written in place.
 
     Position p lives in slot p % size and `positions` records which position each slot holds
-    (-1: empty), so positions grow without bound while memory stays fixed.
+    (-1: empty), so positions grow without bound while memory stays fixed. A single stream is
+    one row stepped at an int position; a batch passes `Rows`, each row at its own position.
     """
 
     def __init__(
-        self, heads: int, size: int, head_dim: int, dtype: torch.dtype, device: torch.device
+        self,
+        heads: int,
+        size: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        rows: int = 1,
     ) -> None:
         self.size = size
-        self.keys = torch.zeros(1, heads, size, head_dim, dtype=dtype, device=device)
+        self.keys = torch.zeros(rows, heads, size, head_dim, dtype=dtype, device=device)
         self.values = torch.zeros_like(self.keys)
-        self.positions = torch.full((size,), -1, dtype=torch.long, device=device)
+        self.positions = torch.full((rows, size), -1, dtype=torch.long, device=device)
 
-    def write(self, keys: torch.Tensor, values: torch.Tensor, start: int) -> None:
-        """Store T ≤ size new positions start..start+T-1 ([1, heads, T, head_dim])."""
+    def clear(self, row: int) -> None:
+        """Row `row` holds no position: a new stream starts there."""
+        self.positions[row] = -1
+
+    def copy_row(self, row: int, source: KVRing) -> None:
+        """Row `row` becomes row 0 of `source` (a ring of the same shape)."""
+        self.keys[row] = source.keys[0]
+        self.values[row] = source.values[0]
+        self.positions[row] = source.positions[0]
+
+    def write(self, keys: torch.Tensor, values: torch.Tensor, start: int | Rows) -> None:
+        """Store T ≤ size new positions start..start+T-1 ([rows, heads, T, head_dim]): of
+        every row from one int position, or of `Rows` from their own."""
+        if isinstance(start, Rows):
+            return self._write_rows(keys, values, start)
         length = keys.shape[2]
         first = start % self.size
         if length == 1:  # the LM's every step: no index tensors
             self.keys[:, :, first] = keys[:, :, 0]
             self.values[:, :, first] = values[:, :, 0]
-            self.positions[first] = start
+            self.positions[:, first] = start
             return
         if first + length <= self.size:  # the common case: one contiguous block
             self.keys[:, :, first : first + length] = keys
             self.values[:, :, first : first + length] = values
-            self.positions[first : first + length] = torch.arange(start, start + length)
+            self.positions[:, first : first + length] = torch.arange(start, start + length)
             return
         slots = torch.arange(start, start + length, device=keys.device) % self.size
-        self.keys.index_copy_(2, slots, keys)
-        self.values.index_copy_(2, slots, values)
-        self.positions[slots] = torch.arange(start, start + length, device=keys.device)
+        self.keys.index_copy_(2, slots, keys.to(self.keys.dtype))  # bfloat16 into float32
+        self.values.index_copy_(2, slots, values.to(self.values.dtype))
+        self.positions[:, slots] = torch.arange(start, start + length, device=keys.device)
+
+    def _write_rows(self, keys: torch.Tensor, values: torch.Tensor, rows: Rows) -> None:
+        positions = rows.starts[:, None] + torch.arange(keys.shape[2], device=keys.device)
+        slots, index = positions % self.size, rows.rows[:, None]  # [n, T], [n, 1]
+        # indexed as [n, T, heads, D]; bfloat16 steps widen into a float32 ring (_attend_wide)
+        self.keys[index, :, slots] = keys.transpose(1, 2).to(self.keys.dtype)
+        self.values[index, :, slots] = values.transpose(1, 2).to(self.values.dtype)
+        self.positions[index, slots] = positions
 
     def mask(self, start: int, length: int, window: int) -> torch.Tensor | None:
         """Which slots queries start..start+length-1 may see: causal, within `window`
@@ -104,31 +188,50 @@ class KVRing:
         if length == 1 and self.size == window and start >= self.size - 1:
             return None
         queries = torch.arange(start, start + length, device=self.positions.device)[:, None]
-        held = self.positions[None, :]
+        return self._visible(self.positions, queries, window)
+
+    @staticmethod
+    def _visible(held: torch.Tensor, queries: torch.Tensor, window: int) -> torch.Tensor:
         return (held >= 0) & (held <= queries) & (held > queries - window)
 
-    def attend(self, queries: torch.Tensor, start: int, window: int) -> torch.Tensor:
-        """Attention of queries [1, heads, T, D] (already written to the ring) over the ring."""
-        mask = self.mask(start, queries.shape[2], window)
-        if queries.dtype != self.keys.dtype:  # bfloat16 steps, float32 ring: see _attend_wide
-            return self._attend_wide(queries.to(self.keys.dtype), mask).to(queries.dtype)
-        grouped = queries.shape[1] != self.keys.shape[1]
+    def attend(self, queries: torch.Tensor, start: int | Rows, window: int) -> torch.Tensor:
+        """Attention of queries [rows, heads, T, D] (already written to the ring) over the
+        ring: every row from one int position, or `Rows` from their own."""
+        if not isinstance(start, Rows):
+            mask = self.mask(start, queries.shape[2], window)
+            return self._attend(queries, self.keys, self.values, mask)
+        steps = torch.arange(queries.shape[2], device=queries.device)
+        outputs = []
+        for first, stop, offset in start.runs:  # each run over a view of its rows
+            count = stop - first
+            at = start.starts[offset : offset + count, None] + steps  # [n, T]
+            held = self.positions[first:stop, None, None, :]  # [n, 1, 1, size]
+            mask = self._visible(held, at[:, None, :, None], window)  # [n, 1, T, size]
+            part = queries[offset : offset + count]
+            outputs.append(self._attend(part, self.keys[first:stop], self.values[first:stop], mask))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _attend(self, queries, keys, values, mask: torch.Tensor | None) -> torch.Tensor:
+        if queries.dtype != keys.dtype:  # bfloat16 steps, float32 ring: see _attend_wide
+            return self._attend_wide(queries.to(keys.dtype), keys, values, mask).to(queries.dtype)
+        grouped = queries.shape[1] != keys.shape[1]
         return F.scaled_dot_product_attention(
-            queries, self.keys, self.values, attn_mask=mask, enable_gqa=grouped
+            queries, keys, values, attn_mask=mask, enable_gqa=grouped
         )
 
-    def _attend_wide(self, queries: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Queries [1, heads, T, D] over a float32 ring as two matrix products. On a CPU
+    @staticmethod
+    def _attend_wide(queries, keys, values, mask: torch.Tensor | None) -> torch.Tensor:
+        """Queries [rows, heads, T, D] over a float32 ring as two matrix products. On a CPU
         without native bfloat16 the fused attention kernel reads a bfloat16 ring at about
         1 GB/s (a third of a 1B int8 step) and bfloat16 matmul at about 2; float32 matmul reads
         the ring, though twice the bytes, several times faster. Keys and values are the
         bfloat16 projections widened exactly; query heads sharing a key head multiply it
         together."""
-        kv_heads, size, dim = self.keys.shape[1:]
+        rows, kv_heads, size, dim = keys.shape
         steps = queries.shape[2]
-        grouped = queries.view(kv_heads, -1, steps, dim)  # [kv heads, group, T, D]
-        scores = torch.matmul(grouped, self.keys[0, :, None].transpose(2, 3)) * dim**-0.5
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))  # mask [T, size]
+        grouped = queries.view(rows, kv_heads, -1, steps, dim)  # [rows, kv heads, group, T, D]
+        scores = torch.matmul(grouped, keys[:, :, None].transpose(3, 4)) * dim**-0.5
+        if mask is not None:  # [T, size], or [rows, 1, T, size]: broadcast over the group
+            scores = scores.masked_fill(~(mask if mask.dim() == 2 else mask[:, :, None]), -inf)
         weights = scores.softmax(dim=-1)
-        return torch.matmul(weights, self.values[0, :, None]).view(queries.shape)
+        return torch.matmul(weights, values[:, :, None]).view(queries.shape)

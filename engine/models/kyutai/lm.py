@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from engine.models.kernels import native_bfloat16
 from engine.models.kyutai.config import KyutaiConfig
-from engine.models.kyutai.layers import KVRing, Linear, Rotary, apply_rotary
+from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
 
 LinearSource = Callable[[list[str]], Linear]  # weights named (fused in order) → a Linear
 TensorSource = Callable[[str], torch.Tensor]
@@ -24,8 +24,11 @@ TensorSource = Callable[[str], torch.Tensor]
 
 @dataclass
 class LMState:
+    """One stream's rings and position, or a batch's: rings of `len(positions)` rows."""
+
     rings: list[KVRing] = field(default_factory=list)
-    position: int = 0  # absolute position of the next step; grows without bound
+    positions: list[int] = field(default_factory=lambda: [0])  # each row's next step
+    position = RowZero("positions")  # one stream's next position; grows without bound
 
 
 class Embedding:
@@ -59,18 +62,19 @@ class DecoderLayer:
         self.norm2 = tensor(f"{p}post_attention_layernorm.weight")
         self.heads = (config.num_heads, config.num_kv_heads)
 
-    def __call__(self, x: torch.Tensor, ring: KVRing, position: int, cos, sin) -> torch.Tensor:
-        """x [1, T, hidden]: T consecutive steps from `position` (cos/sin [T, head_dim])."""
+    def __call__(self, x: torch.Tensor, ring: KVRing, at: int | Rows, cos, sin) -> torch.Tensor:
+        """x [rows, T, hidden]: T consecutive steps of each row, from position `at` (one
+        stream) or from each row's own (`Rows`); cos/sin as `Rotary` gives them for `at`."""
         c = self.config
         heads, kv_heads = self.heads
-        steps = x.shape[1]
-        qkv = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).view(steps, -1, c.head_dim)
-        qkv = qkv.transpose(0, 1)  # [heads + 2 kv, T, head_dim]
-        qk = apply_rotary(qkv[: heads + kv_heads], cos, sin)
-        q, k, v = qk[None, :heads], qk[None, heads:], qkv[None, heads + kv_heads :]
-        ring.write(k, v, position)
-        attended = ring.attend(q, position, c.sliding_window)  # [1, heads, T, head_dim]
-        x = x + self.out(attended.transpose(1, 2).reshape(1, steps, -1))
+        rows, steps = x.shape[:2]
+        qkv = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).view(rows, steps, -1, c.head_dim)
+        qkv = qkv.transpose(1, 2)  # [rows, heads + 2 kv, T, head_dim]
+        qk = apply_rotary(qkv[:, : heads + kv_heads], cos, sin)
+        q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+        ring.write(k, v, at)
+        attended = ring.attend(q, at, c.sliding_window)  # [rows, heads, T, head_dim]
+        x = x + self.out(attended.transpose(1, 2).reshape(rows, steps, -1))
         gate, value = self.fc1(rms_norm(x, self.norm2, c.rms_norm_eps)).chunk(2, dim=-1)
         return x + self.fc2(F.silu(gate) * value)
 
@@ -97,17 +101,25 @@ class TextLM:
         emulated = dtype == torch.bfloat16 and self.device.type == "cpu" and not native_bfloat16()
         self.ring_dtype = torch.float32 if emulated else dtype
 
-    def new_state(self, max_steps: int = 1) -> LMState:
-        """A fresh stream whose `steps` may take up to `max_steps` rows at once. Rows a caller
-        rolls back are overwritten later, so the rings hold that many slots beyond the window:
-        a rejected row never evicts a key the rows after the rollback still see."""
+    def new_state(self, max_steps: int = 1, rows: int = 1) -> LMState:
+        """A fresh stream whose `steps` may take up to `max_steps` rows at once, or `rows`
+        streams stepped together by `step_rows`. Rows a caller rolls back are overwritten
+        later, so the rings hold that many slots beyond the window: a rejected row never
+        evicts a key the rows after the rollback still see."""
         c = self.config
         size = c.sliding_window + max_steps - 1
         rings = [
-            KVRing(c.num_kv_heads, size, c.head_dim, self.ring_dtype, self.device)
+            KVRing(c.num_kv_heads, size, c.head_dim, self.ring_dtype, self.device, rows)
             for _ in self.layers
         ]
-        return LMState(rings=rings)
+        return LMState(rings=rings, positions=[0] * rows)
+
+    def restart_row(self, state: LMState, row: int, started: LMState) -> None:
+        """Row `row` of a batch becomes a copy of the one-stream state `started` (of the same
+        ring size): a new stream joins without stepping anything."""
+        for ring, source in zip(state.rings, started.rings, strict=True):
+            ring.copy_row(row, source)
+        state.positions[row] = started.position
 
     def start_inputs(self) -> tuple[int, torch.Tensor]:
         """The first step's text token and audio codes: the start-of-stream markers."""
@@ -126,6 +138,24 @@ class TextLM:
         ids[:, 0] = torch.tensor(text_tokens)
         ids[:, 1:] = codes.cpu() + self.code_offsets.cpu()
         return self.head(self._forward(ids.to(self.device), state))[0]
+
+    def step_rows(
+        self, text_tokens: list[int], codes: torch.Tensor, state: LMState, rows: list[int]
+    ) -> torch.Tensor:
+        """One frame for each of `rows` (ascending rows of a batched state), each with its
+        previous text token and this frame's codes (codes [rows, codebooks]), in one pass:
+        logits [rows, vocab]. The other rows are neither read nor written."""
+        ids = torch.empty(len(rows), 1 + self.config.num_codebooks, dtype=torch.long)
+        ids[:, 0] = torch.tensor(text_tokens)
+        ids[:, 1:] = codes.cpu() + self.code_offsets.cpu()
+        at = Rows(rows, [state.positions[row] for row in rows], self.device)
+        x = self.embedding.sum(ids.to(self.device))[:, None]  # [rows, 1, hidden]
+        cos, sin = self.rotary.at_rows(at, x.dtype, 1)
+        for layer, ring in zip(self.layers, state.rings, strict=True):
+            x = layer(x, ring, at, cos, sin)
+        for row in rows:
+            state.positions[row] += 1
+        return self.head(rms_norm(x, self.norm, self.config.rms_norm_eps))[:, 0]
 
     def rollback(self, state: LMState, steps: int) -> None:
         """Forget the last `steps` steps (at most `max_steps` - 1 of one `steps` call): their

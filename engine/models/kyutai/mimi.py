@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.models.kyutai.config import MimiConfig
-from engine.models.kyutai.layers import KVRing, Linear, Rotary, apply_rotary
+from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
 
 TensorSource = Callable[[str], torch.Tensor]
 _MAX_CHUNK = 16  # 25 Hz steps the transformer takes at once (offline input is cut to this)
@@ -27,11 +27,22 @@ _MATMUL_MAX_INPUT = 640
 
 @dataclass
 class MimiState:
-    """Everything Mimi remembers between calls."""
+    """Everything Mimi remembers between calls, for one stream or a batch of `len(steps)`
+    rows (`encode_rows`)."""
 
     tails: dict[int, torch.Tensor] = field(default_factory=dict)  # conv index → last inputs
     rings: list[KVRing] = field(default_factory=list)  # one per transformer layer
-    step: int = 0  # 25 Hz steps seen by the transformer (its next absolute position)
+    steps: list[int] = field(default_factory=lambda: [0])  # each row's 25 Hz steps so far
+    starting: set[int] = field(default_factory=set)  # batch rows whose stream has no tails yet
+    step = RowZero("steps")  # one stream's 25 Hz steps so far (its next position)
+
+
+@dataclass
+class _Pass:
+    """The batch rows one `encode_rows` call steps, and which of them start their stream."""
+
+    rows: Rows
+    starting: torch.Tensor | None  # [rows] bool, None when no row starts
 
 
 class CausalConv:
@@ -45,20 +56,41 @@ class CausalConv:
         self.padding = (weight.shape[2] - 1) * dilation + 1 - stride
         self.flat_weight = weight.reshape(weight.shape[0], -1)  # [out, in * kernel], a view
 
-    def __call__(self, x: torch.Tensor, state: MimiState) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
+        """x [rows, in, length]: one stream (batch None) or the rows of `batch`."""
         if self.padding > 0:
-            tail = state.tails.get(self.index)
-            if tail is None:
-                tail = x[..., :1] if self.mode == "replicate" else x.new_zeros(1, x.shape[1], 1)
-                tail = tail.expand(-1, -1, self.padding)
-            x = torch.cat((tail, x), dim=2)
-            state.tails[self.index] = x[..., -self.padding :]
+            if batch is not None:
+                x = self._with_row_tails(x, state, batch)
+            else:
+                tail = state.tails.get(self.index)
+                x = torch.cat((self._start_tail(x) if tail is None else tail, x), dim=2)
+                state.tails[self.index] = x[..., -self.padding :]
         if self.weight.shape[2] == 1 or x.shape[2] <= _MATMUL_MAX_INPUT:
             return self._as_matmul(x)
         return F.conv1d(x, self.weight, self.bias, self.stride, dilation=self.dilation)
 
+    def _start_tail(self, x: torch.Tensor) -> torch.Tensor:
+        """What precedes a stream's first input: its first sample repeated, or zeros."""
+        start = x[..., :1] if self.mode == "replicate" else x.new_zeros(*x.shape[:2], 1)
+        return start.expand(-1, -1, self.padding)
+
+    def _with_row_tails(self, x: torch.Tensor, state: MimiState, batch: _Pass) -> torch.Tensor:
+        """x prefixed with each row's own tail (a starting row's from `_start_tail`); the
+        batch's tails [all rows, in, padding] keep each row's new one."""
+        tails = state.tails.get(self.index)
+        if tails is None:
+            rows = len(state.steps)
+            tails = state.tails[self.index] = x.new_zeros(rows, x.shape[1], self.padding)
+        index = batch.rows.rows
+        held = tails[index]
+        if batch.starting is not None:
+            held = torch.where(batch.starting[:, None, None], self._start_tail(x), held)
+        x = torch.cat((held, x), dim=2)
+        tails[index] = x[..., -self.padding :]
+        return x
+
     def _as_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """The same convolution as one matmul over the input's windows (x [1, in, length]).
+        """The same convolution as one matmul over the input's windows (x [rows, in, length]).
 
         Streaming feeds short inputs, where conv1d's kernels are slower than one matmul
         (tests/benchmarks/kyutai_vs_transformers.py times Mimi per frame). The windows copy costs
@@ -66,13 +98,15 @@ class CausalConv:
         convs, whose windows are a view of x (no copy).
         """
         span = (self.weight.shape[2] - 1) * self.dilation + 1
-        windows = x[0].unfold(1, span, self.stride)[:, :, :: self.dilation]  # [in, out, kernel]
-        windows = windows.permute(1, 0, 2).reshape(windows.shape[1], -1)  # [out, in * kernel]
-        return F.linear(windows, self.flat_weight, self.bias).T[None]  # [1, out, length]
+        windows = x.unfold(2, span, self.stride)[..., :: self.dilation]  # [rows, in, out, k]
+        rows, length = windows.shape[0], windows.shape[2]
+        windows = windows.permute(0, 2, 1, 3).reshape(rows * length, -1)  # [rows·out, in·k]
+        product = F.linear(windows, self.flat_weight, self.bias)  # [rows·out, channels]
+        return product.view(rows, length, -1).transpose(1, 2)  # [rows, channels, out]
 
 
 class SEANetEncoder:
-    """Convolutions from audio [1, 1, samples] to latents [1, hidden, samples / 960]."""
+    """Convolutions from audio [rows, 1, samples] to latents [rows, hidden, samples / 960]."""
 
     def __init__(self, config: MimiConfig, tensor: TensorSource, prefix: str) -> None:
         self.convs: list[CausalConv] = []
@@ -103,13 +137,13 @@ class SEANetEncoder:
             index += 2
         self.steps.append(("conv", conv(f"layers.{index + 1}")))
 
-    def __call__(self, x: torch.Tensor, state: MimiState) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
         for kind, layer in self.steps:
             if kind == "conv":
-                x = layer(x if layer.index == 0 else F.elu(x), state)
+                x = layer(x if layer.index == 0 else F.elu(x), state, batch)
             else:
                 first, second = layer
-                x = x + second(F.elu(first(F.elu(x), state)), state)
+                x = x + second(F.elu(first(F.elu(x), state, batch)), state, batch)
         return x
 
 
@@ -134,16 +168,17 @@ class MimiTransformerLayer:
         self.attn_scale = tensor(f"{prefix}self_attn_layer_scale.scale")
         self.mlp_scale = tensor(f"{prefix}mlp_layer_scale.scale")
 
-    def __call__(self, x, ring: KVRing, start: int, cos, sin) -> torch.Tensor:
+    def __call__(self, x, ring: KVRing, start: int | Rows, cos, sin) -> torch.Tensor:
+        """x [rows, T, hidden] from position `start`, or each row from its own (`Rows`)."""
         c = self.config
-        length = x.shape[1]
+        rows, length = x.shape[:2]
         h = F.layer_norm(x, (x.shape[-1],), *self.norm1, c.norm_eps)
-        qkv = self.qkv(h).view(1, length, -1, c.head_dim).transpose(1, 2)  # [1, heads, T, D]
+        qkv = self.qkv(h).view(rows, length, -1, c.head_dim).transpose(1, 2)  # [rows, heads, T, D]
         rotated = c.num_heads + c.num_kv_heads
         qk = apply_rotary(qkv[:, :rotated], cos, sin)  # queries and keys in one pass
         q, k, v = qk[:, : c.num_heads], qk[:, c.num_heads :], qkv[:, rotated:]
         ring.write(k, v, start)
-        attended = ring.attend(q, start, c.context).transpose(1, 2).reshape(1, length, -1)
+        attended = ring.attend(q, start, c.context).transpose(1, 2).reshape(rows, length, -1)
         x = x + self.attn_scale * self.out(attended)
         h = F.layer_norm(x, (x.shape[-1],), *self.norm2, c.norm_eps)
         return x + self.mlp_scale * self.fc2(F.gelu(self.fc1(h)))
@@ -207,27 +242,60 @@ class MimiEncoder:
         self.device = self.downsample.weight.device
         self.rotary = Rotary(config.head_dim, config.rope_theta, self.device)
 
-    def new_state(self) -> MimiState:
+    def new_state(self, rows: int = 1) -> MimiState:
+        """A fresh stream, or `rows` stream slots for `encode_rows` (each started by
+        `restart_row`)."""
         c = self.config
         size = c.context + _MAX_CHUNK - 1  # a chunk's first query still sees its whole window
         rings = [
-            KVRing(c.num_kv_heads, size, c.head_dim, torch.float32, self.device)
+            KVRing(c.num_kv_heads, size, c.head_dim, torch.float32, self.device, rows)
             for _ in self.layers
         ]
-        return MimiState(rings=rings)
+        return MimiState(rings=rings, steps=[0] * rows)
+
+    def restart_row(self, state: MimiState, row: int) -> None:
+        """Row `row` of a batch starts a new stream: empty rings, tails from its first input."""
+        for ring in state.rings:
+            ring.clear(row)
+        state.steps[row] = 0
+        state.starting.add(row)
 
     def encode(self, audio: torch.Tensor, state: MimiState) -> torch.Tensor:
         """audio [samples] float32, a whole number of frames → codes [frames, codebooks]."""
-        x = self.seanet(audio.view(1, 1, -1), state).transpose(1, 2)  # [1, steps, hidden]
+        x = self.seanet(audio.view(1, 1, -1), state, None).transpose(1, 2)  # [1, steps, hidden]
         chunks = []
         for chunk in x.split(_MAX_CHUNK, dim=1):
             length = chunk.shape[1]
             cos, sin = self.rotary.cos_sin(state.step, length, chunk.dtype)
-            for layer, ring in zip(self.layers, state.rings, strict=True):
-                chunk = layer(chunk, ring, state.step, cos, sin)
+            chunks.append(self._transformer(chunk, state.rings, state.step, cos, sin))
             state.step += length
-            chunks.append(chunk)
         x = torch.cat(chunks, dim=1).transpose(1, 2)
-        latents = self.downsample(x, state)[0].T  # [frames, hidden]
-        codes = self.semantic(latents) + self.acoustic(latents)
-        return torch.stack(codes, dim=1)
+        return self._quantize(self.downsample(x, state, None))[0]
+
+    def encode_rows(self, audio: torch.Tensor, state: MimiState, rows: list[int]) -> torch.Tensor:
+        """One frame of audio [rows, frame_size] for each of `rows` (ascending rows of a
+        batched state) in one pass → codes [rows, 1, codebooks]. Other rows are untouched."""
+        at = Rows(rows, [state.steps[row] for row in rows], self.device)
+        starting = [row in state.starting for row in rows]
+        flags = torch.tensor(starting, device=self.device) if any(starting) else None
+        batch = _Pass(at, flags)
+        x = self.seanet(audio[:, None], state, batch).transpose(1, 2)  # [rows, steps, hidden]
+        cos, sin = self.rotary.at_rows(at, x.dtype, x.shape[1])
+        x = self._transformer(x, state.rings, at, cos, sin).transpose(1, 2)
+        for row in rows:
+            state.steps[row] += x.shape[2]
+            state.starting.discard(row)
+        return self._quantize(self.downsample(x, state, batch))
+
+    def _transformer(self, x, rings: list[KVRing], start: int | Rows, cos, sin) -> torch.Tensor:
+        for layer, ring in zip(self.layers, rings, strict=True):
+            x = layer(x, ring, start, cos, sin)
+        return x
+
+    def _quantize(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [rows, hidden, frames] → codes [rows, frames, codebooks], every row's
+        frames quantized together."""
+        rows, hidden, frames = latents.shape
+        flat = latents.transpose(1, 2).reshape(rows * frames, hidden)
+        codes = torch.stack(self.semantic(flat) + self.acoustic(flat), dim=1)
+        return codes.view(rows, frames, -1)
