@@ -7,7 +7,15 @@ import ast
 from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
-ABOVE_MODELS = ("engine.streaming", "engine.recognizer", "engine.session", "engine.worker")
+ABOVE_MODELS = (
+    "engine.streaming",
+    "engine.serving",
+    "engine.recognizer",
+    "engine.session",
+    "engine.worker",
+    "engine.remote",
+    "engine.cli",
+)
 
 
 def _imports(path: Path) -> set[str]:
