@@ -27,7 +27,6 @@ from engine.catalogue import find_entry, language_name
 from engine.errors import ModelError
 from engine.events import Commit, EndOfTurn, Event, Partial
 from engine.models.contract import ModelInfo
-from engine.models.translator import Interrupted
 from engine.transcript import Segment, TranscriptBuilder, join_text
 
 if TYPE_CHECKING:
@@ -113,6 +112,8 @@ class CaptionTranslator:
         hands over the events that arrived since; if they close a segment while the
         provisional is worked out, it is given up and that final returned at once (the
         provisional for the newest text comes with the next call)."""
+        from engine.models.translator import Interrupted  # here: importing it loads torch
+
         self._take(events)
         out = self._finals()
         if not self.provisional or (out and incoming is not None):
