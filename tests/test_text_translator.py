@@ -4,6 +4,7 @@ provisionals replaced in place, the source language per segment, in a live sessi
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import numpy as np
 import pytest
@@ -76,6 +77,75 @@ def test_a_growing_segment_gets_provisionals_then_its_final(en_fr):
     text = en_fr.translate(ENGLISH, "en").text
     assert final[:2] == [Commit(text, 0.0, words[-1].end), EndOfTurn(words[-1].end)]
     assert final[2:] == []  # the EndOfTurn clears the provisional on show (the panes)
+
+
+def test_a_provisional_is_given_up_when_its_segment_closes_meanwhile(en_fr):
+    """Live: the events that arrive while a provisional is worked out are taken between its
+    decoder steps; one that closes the segment ends the provisional unfinished, and that
+    final comes at once (no provisional before it), the same as without the interruption."""
+    follower = CaptionTranslator(en_fr, info("captions", "en"))
+    words = commits(ENGLISH)
+    arriving = [words[1:]]  # the rest of the sentence, taken at the first decoder step
+    out = follower.follow(words[:1], incoming=lambda: arriving.pop() if arriving else [])
+    text = en_fr.translate(ENGLISH, "en").text
+    assert out == [Commit(text, 0.0, words[-1].end), EndOfTurn(words[-1].end)]
+
+
+def test_words_arriving_during_a_provisional_make_only_the_next_one_newer(en_fr):
+    """Words that close nothing do not interrupt a provisional (it is shown, a little stale);
+    the next call translates the newest text only, once."""
+    follower = CaptionTranslator(en_fr, info("captions", "en"))
+    words = commits(ENGLISH)
+    arriving = [words[1:3]]
+    out = follower.follow(words[:1], incoming=lambda: arriving.pop() if arriving else [])
+    assert out == [Partial(en_fr.translate("the", "en").text, 0.0)]
+    newest = [Partial(en_fr.translate("the quick brown", "en").text, 0.0)]
+    assert follower.follow([], incoming=list) == newest
+    assert follower.follow([], incoming=list) == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_live_finals_are_never_dropped_or_reordered(en_fr, seed):
+    """However the caption events are split between calls and arrivals during provisionals,
+    every segment gets exactly its final, in order, with its times."""
+    caption, at = [], 0.0
+    for sentence in (ENGLISH, "please repeat the meeting.", "we start at nine and end at noon."):
+        caption += commits(sentence, at)
+        at = caption[-1].end + 1.0
+    expected = [
+        (start, end, en_fr.translate(text, "en").text) for start, end, text in segments(caption)
+    ]
+    rng, queue = random.Random(seed), list(caption)
+
+    def take():
+        taken = queue[: rng.randint(0, 3)]
+        del queue[: len(taken)]
+        return taken
+
+    follower, out = CaptionTranslator(en_fr, info("captions", "en")), []
+    while queue:
+        out += follower.follow(take() or [queue.pop(0)], incoming=take)
+    out += follower.flush()
+    assert segments(out) == expected
+    assert len(expected) == 3
+
+
+def test_a_final_starts_from_the_last_provisional_s_tokens(en_fr, monkeypatch):
+    """The final is searched with the last provisional's tokens as its draft (fewer decoder
+    steps), and comes out as the plain translation."""
+    translate, drafts = en_fr.translate, []
+
+    def recording(text, source, draft=(), stop=None):
+        drafts.append(tuple(draft))
+        return translate(text, source, draft, stop)
+
+    monkeypatch.setattr(en_fr, "translate", recording)
+    follower = CaptionTranslator(en_fr, info("captions", "en"))
+    words = commits(ENGLISH)
+    follower.follow(words[:-1])
+    final = follower.follow(words[-1:])
+    assert drafts[-1] == translate(" ".join(ENGLISH.split()[:-1]), "en").ids != ()
+    assert final[0].text == translate(ENGLISH, "en").text
 
 
 def test_a_bilingual_caption_model_gets_each_sentence_language_identified(into_german):

@@ -37,6 +37,28 @@ class TranslationTokenizer(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
 
+class Interrupted(Exception):
+    """A translation given up between decoder steps because its caller's `stop` said so."""
+
+
+class _Stoppable:
+    """A DecoderState that asks `stop` before each step (generation.DecoderState's methods)."""
+
+    def __init__(self, state: bart.CachedDecoderState, stop: Callable[[], bool]) -> None:
+        self.state, self.stop = state, stop
+
+    def step(self, ids: torch.Tensor, outputs: int = 1):
+        if self.stop():
+            raise Interrupted
+        return self.state.step(ids, outputs)
+
+    def truncate(self, length: int) -> None:
+        self.state.truncate(length)
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        self.state.reorder(beam_idx)
+
+
 @dataclass(frozen=True)
 class Translation:
     text: str
@@ -71,9 +93,16 @@ class TextTranslator:
         return source in self.tokenizer.sources
 
     @torch.inference_mode()
-    def translate(self, text: str, source: str, draft: Sequence[int] = ()) -> Translation:
+    def translate(
+        self,
+        text: str,
+        source: str,
+        draft: Sequence[int] = (),
+        stop: Callable[[], bool] | None = None,
+    ) -> Translation:
         """`draft`: the ids a previous translation of the same sentence's beginning gave
-        (greedy search checks them several per step: faster, the same result)."""
+        (greedy search checks them several per step: faster, the same result). `stop`: asked
+        before each decoder step; True gives the translation up (raises Interrupted)."""
         if not self.supports(source):
             raise ModelError(
                 f"{self.info.name} cannot translate from '{source}'.",
@@ -84,8 +113,9 @@ class TextTranslator:
         cross = self.model.decoder.cross_kv(memory)
         forced = forced_lengths(self.generation)  # of this call's settings (they may change)
 
-        def new_state(rows: int) -> bart.CachedDecoderState:
-            return bart.CachedDecoderState(self.model.decoder, cross, rows, forced)
+        def new_state(rows: int) -> bart.CachedDecoderState | _Stoppable:
+            state = bart.CachedDecoderState(self.model.decoder, cross, rows, forced)
+            return state if stop is None else _Stoppable(state, stop)
 
         sequence = generate(new_state, self.generation, draft=draft)
         return Translation(self.tokenizer.decode(sequence[1:]), tuple(sequence[1:]))

@@ -7,7 +7,11 @@ end, then an EndOfTurn, so the translation's segments have the captions' times a
 panes, history, exports and overlay line them up. While a segment grows, a provisional
 translation of it (committed words and the caption's partial) comes as a Partial, which
 replaces the previous one in place; it is only worked out for the newest state of a batch,
-so a translator that falls behind skips stale provisionals, never a final.
+so a translator that falls behind skips stale provisionals, never a final. Live, a
+provisional never delays a final: the caption events that arrive while it is worked out are
+taken in between its decoder steps, and one that closes a segment ends it unfinished, so
+that segment's final is translated at once (a final is never interrupted). A final starts
+from the last provisional's tokens as its draft (the same result, in fewer steps).
 
 The source language is the caption model's, or the user's; for a caption model that hears
 several (Kyutai 1B: English and French) each segment's language is identified with lingua,
@@ -16,7 +20,7 @@ restricted to those languages. A segment the translation model cannot read says 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from engine.catalogue import find_entry, language_name
@@ -27,6 +31,8 @@ from engine.transcript import Segment, TranscriptBuilder, join_text
 
 if TYPE_CHECKING:
     from engine.models.translator import TextTranslator
+
+Incoming = Callable[[], Sequence[Event]]  # the caption events queued since, without waiting
 
 
 def caption_languages(caption: ModelInfo) -> tuple[str, ...]:
@@ -98,11 +104,32 @@ class CaptionTranslator:
         self._partial = ""
         self._shown = ""  # the source text of the provisional translation on show
         self._draft: tuple[int, ...] = ()
+        self._closed: list[Segment] = []  # segments closed, their finals not yet made
 
-    def follow(self, events: Sequence[Event]) -> list[Event]:
-        """Caption events → translation events (the finals of the segments they close, then
-        one provisional for where the captions now stand)."""
-        out: list[Event] = []
+    def follow(self, events: Sequence[Event], incoming: Incoming | None = None) -> list[Event]:
+        """Caption events → translation events: the finals of the segments they close, in
+        order, then one provisional for where the captions now stand. `incoming` (live use)
+        hands over the events that arrived since; if they close a segment while the
+        provisional is worked out, it is given up and that final returned at once (the
+        provisional for the newest text comes with the next call)."""
+        from engine.models.translator import Interrupted  # here: importing it loads torch
+
+        self._take(events)
+        out = self._finals()
+        if not self.provisional or (out and incoming is not None):
+            return out
+        try:
+            return out + self._provisional(incoming)
+        except Interrupted:
+            return self._finals()
+
+    def flush(self) -> list[Event]:
+        closed = self._builder.close()
+        if closed is not None:
+            self._closed.append(closed)
+        return self._finals()
+
+    def _take(self, events: Sequence[Event]) -> None:
         for event in events:
             if isinstance(event, Partial):
                 self._partial = event.text
@@ -116,32 +143,33 @@ class CaptionTranslator:
             else:
                 continue
             if closed is not None:
-                out += self._final(closed)
-        if self.provisional:
-            out += self._provisional()
+                self._closed.append(closed)
+
+    def _closed_meanwhile(self, incoming: Incoming) -> bool:
+        """Take the events that arrived; whether a segment closed (its final is due)."""
+        self._take(incoming())
+        return bool(self._closed)
+
+    def _finals(self) -> list[Event]:
+        out: list[Event] = []
+        while self._closed:
+            segment = self._closed.pop(0)
+            text = self._translate(segment.text, final=True)
+            self._shown, self._draft = "", ()
+            out += [Commit(text, segment.start, segment.end), EndOfTurn(segment.end)]
         return out
 
-    def flush(self) -> list[Event]:
-        closed = self._builder.close()
-        return self._final(closed) if closed is not None else []
-
-    def _final(self, segment: Segment) -> list[Event]:
-        self._shown, self._draft = "", ()
-        text = self._translate(segment.text, final=True)
-        return [Commit(text, segment.start, segment.end), EndOfTurn(segment.end)]
-
-    def _provisional(self) -> list[Event]:
+    def _provisional(self, incoming: Incoming | None) -> list[Event]:
         current = self._builder.current
         source = join_text(current.text if current else "", self._partial)
         if source == self._shown:
             return []
-        self._shown = source
-        if not source:
-            return [Partial("", current.start if current else 0.0)]
         start = current.start if current else 0.0
-        return [Partial(self._translate(source, final=False), start)]
+        text = self._translate(source, final=False, incoming=incoming) if source else ""
+        self._shown = source
+        return [Partial(text, start)]
 
-    def _translate(self, text: str, final: bool) -> str:
+    def _translate(self, text: str, final: bool, incoming: Incoming | None = None) -> str:
         language = self._language
         if self._languages is not None:
             language = self._languages.guess(text, self._language)
@@ -152,7 +180,8 @@ class CaptionTranslator:
         if not self.translator.supports(language):
             reads = ", ".join(language_name(code) for code in self.translator.sources[:5])
             return f"[{language_name(language)}: not translated — {self.info.name} reads {reads}]"
-        result = self.translator.translate(text, language, draft=() if final else self._draft)
+        stop = None if incoming is None else lambda: self._closed_meanwhile(incoming)
+        result = self.translator.translate(text, language, draft=self._draft, stop=stop)
         if not final:
             self._draft = result.ids
         return result.text

@@ -12,11 +12,19 @@ encoder, as theirs does.
 `--live S` also replays S seconds of captions as a streaming caption model commits them (a
 word every 0.3 s, sentences of 6-20 words, a 0.8 s pause after some) through the live
 session's translation thread, in real time, and reports how long after a caption segment
-closes its final translation arrives (provisionals are worked out too, as live).
+closes its final translation arrives (provisionals are worked out too, as live; no drafts,
+the worst case, since random weights would make every draft match). Beside it runs a
+stand-in caption engine (no Kyutai checkpoint is built here): every 80 ms a frame of
+one-row int8 products over 100 MB of weights, bandwidth-bound like a streaming LM step; its
+mean frame time alone (10 s before the replay) against beside the translator is the cost
+of translation to the captions. Each of LIVE_SETUPS (`--live-setups`) is replayed in turn:
+engine.session's follower as it is ("plain"), the follower handing CaptionTranslator the
+events that arrive meanwhile ("incoming", the change proposed to engine.session), and that
+with the translation thread on 1 torch thread or at nice 10.
 
 Run (2 cores):
     .venv/bin/python tests/benchmarks/translation_vs_transformers.py [--m2m100] [--repeats N]
-        [--live S [--live-dtype int8]]
+        [--live S [--live-dtype int8] [--live-setups plain,incoming,...]]
 Prints one JSON object.
 """
 
@@ -30,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -179,42 +188,170 @@ def compare(name: str, repeats: int) -> dict:
             "int8_same_tokens": list(int8.translate("", "en").ids) == expected,
             "ours_ms_each": [round(t * 1000) for t in ours_times],
             "transformers_ms_each": [round(t * 1000) for t in theirs_times],
+            "where_ours_goes": {"float32": stages(translator, ids), "int8": stages(int8, ids)},
         }
 
 
-def live(seconds: float, dtype: str) -> dict:
-    """The translation thread behind captions replayed in real time: lag of each final."""
+def stages(translator, ids: list[int], repeats: int = 5) -> dict:
+    """Where our time for one sentence goes: the encoder, the cross-attention keys and values,
+    a decoder step without and with its output layer (each a median), the rest (search,
+    Python, small ops); the weight bytes a greedy step reads and the rate that implies."""
+    from engine.models import bart, kernels
+
+    model, decoder = translator.model, translator.model.decoder
+    source = torch.tensor([ids])
+
+    def steps(head: bool) -> None:
+        state = bart.CachedDecoderState(decoder, cross, 1)
+        for token in range(TARGET_LENGTH - 1):
+            decoder.step(torch.tensor([[7 + token]]), state.caches, state.cross, head)
+
+    with torch.inference_mode():
+        memory = model.encode(source)
+        cross = decoder.cross_kv(memory)
+        runs = {
+            "encoder": lambda: model.encode(source),
+            "cross": lambda: decoder.cross_kv(memory),
+            "body": lambda: steps(False),
+            "step": lambda: steps(True),
+            "total": lambda: translator.translate("", "en"),
+        }
+        times = {name: [] for name in runs}
+        for _ in range(repeats):  # in turn, so that each stage sees the same load
+            for name, run in runs.items():
+                began = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - began)
+    encoder, cross_ms, body, step, total = (statistics.median(t) * 1000 for t in times.values())
+    body, step = body / (TARGET_LENGTH - 1), step / (TARGET_LENGTH - 1)
+    once = {id(layer.cross_attn.kv) for layer in decoder.layers}  # the memory's, per sentence
+    forms = (kernels.RowLinear, kernels.Int8Linear)
+    matrices = [m for m in decoder.layers.modules() if isinstance(m, forms) and id(m) not in once]
+    body_bytes = sum(m.weight.nbytes for m in matrices)
+    head = decoder.lm_head
+    int8_head = isinstance(head, kernels.ScreenedHead | kernels.PackedInt8Linear)
+    head_bytes = decoder.embed_tokens.weight.numel() if int8_head else head.weight.nbytes
+    generated = len(translator.translate("", "en").ids)
+    return {
+        "total_ms": round(total, 1),
+        "encoder_ms": round(encoder, 1),
+        "cross_kv_ms": round(cross_ms, 1),
+        "step_without_head_ms": round(body, 2),
+        "head_ms": round(step - body, 2),
+        "steps": generated,
+        "rest_ms": round(total - encoder - cross_ms - generated * step, 1),
+        "step_weight_mb": round((body_bytes + head_bytes) / 1e6, 1),
+        "step_read_gb_s": round((body_bytes + head_bytes) / step / 1e6, 1),
+    }
+
+
+LIVE_SETUPS = {  # name: (follower, the translation thread's torch threads, its nice)
+    "plain": ("plain", None, 0),  # engine.session's follower: follow(batch) alone
+    "incoming": ("incoming", None, 0),  # follow(batch, incoming): finals preempt provisionals
+    "incoming-1-thread": ("incoming", 1, 0),
+    "incoming-nice": ("incoming", None, 10),
+}
+CAPTION_FRAME_S = 0.08  # Kyutai's frame: 80 ms of audio
+CAPTION_FRAME_MATRICES = 24  # int8 2048 x 2048 each: 100 MB read per frame
+
+
+def caption_engine(stop, frames: list[float], weights: list) -> None:
+    """A stand-in for a caption engine: every 80 ms one frame of one-row int8 products
+    (bandwidth-bound like a streaming LM step), its time recorded."""
+    from engine.models.kernels import int8_weight_mm
+
+    x = torch.randn(1, 2048).to(torch.bfloat16)
+    due = time.perf_counter()
+    with torch.inference_mode():
+        while not stop.is_set():
+            began = time.perf_counter()
+            for codes, scales in weights:
+                int8_weight_mm(x, codes, scales)
+            frames.append(time.perf_counter() - began)
+            due = max(due + CAPTION_FRAME_S, time.perf_counter())
+            time.sleep(max(0.0, due - time.perf_counter()))
+
+
+def live_follower(setup: str, translator, on_event):
+    """The translation thread for one of LIVE_SETUPS."""
+    from engine.session import _Follower
+
+    kind, threads, nice = LIVE_SETUPS[setup]
+
+    class Follower(_Follower):
+        def _run(self) -> None:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            if kind == "plain":
+                return super()._run()
+            # the change proposed to engine.session._Follower: follow() is handed the events
+            # that arrive while it translates (finals first, then the newest provisional)
+            self._ended = False
+            while not self._ended:
+                events = self._take([self._queue.get()])
+                self._emit(self.translator.follow(events, incoming=lambda: self._take([])))
+            self._emit(self.translator.flush())
+
+        def _take(self, batch: list) -> list:
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            self._ended = self._ended or any(e is self._END for e in batch)
+            return [e for e in batch if e is not self._END]
+
+    return Follower(translator, on_event)
+
+
+def live(seconds: float, dtype: str, setups: list[str], baseline_s: float = 10.0) -> dict:
+    """The translation thread behind captions replayed in real time, beside a stand-in
+    caption engine: lag of each final behind its caption segment, and the engine's frame
+    time alone (before the replay) and with the translator beside it."""
     import numpy as np
 
     from engine.events import Commit, EndOfTurn
     from engine.models.contract import ModelInfo
-    from engine.session import _Follower
+    from engine.models.kernels import quantize_rows
     from engine.streaming.text_translator import CaptionTranslator
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         build("opus-mt-en-de", folder)
         translator = ours("opus-mt-en-de", folder, [0], None, dtype)
-        tokenizer = translator.tokenizer
-        base = translator.generation
-        plain_translate = translator.translate
+    tokenizer = translator.tokenizer
+    base = translator.generation
+    plain_translate = translator.translate
 
-        def translate(text: str, source: str, draft=()):
-            words = len(text.split())  # ~1.3 tokens a word in, ~1.5 out
-            tokenizer.ids = [7 + i for i in range(max(1, round(1.3 * words)))] + [0]
-            length = 1 + max(2, round(1.5 * words))
-            translator.generation = replace(base, min_length=length, max_length=length)
-            return plain_translate(text, source, draft)
+    def translate(text: str, source: str, draft=(), stop=None):
+        words = len(text.split())  # ~1.3 tokens a word in, ~1.5 out
+        tokenizer.ids = [7 + i for i in range(max(1, round(1.3 * words)))] + [0]
+        length = 1 + max(2, round(1.5 * words))
+        translator.generation = replace(base, min_length=length, max_length=length)
+        # no draft: random weights repeat one token, so every draft would match (a real
+        # translation's seldom does): the replay takes the worst case, every step searched
+        return plain_translate(text, source, (), stop)
 
-        translator.translate = translate
-        caption = ModelInfo("captions", "double", ("en",), "en", 0.0, "cpu", "float32")
+    translator.translate = translate
+    caption = ModelInfo("captions", "double", ("en",), "en", 0.0, "cpu", "float32")
+    generator = torch.Generator().manual_seed(0)
+    weights = []
+    for _ in range(CAPTION_FRAME_MATRICES):
+        codes, scales = quantize_rows(torch.randn(2048, 2048, generator=generator))
+        weights.append((codes, scales.to(torch.bfloat16)))
+    results = {}
+    for setup in setups:
+        stop, frames = threading.Event(), []
+        engine = threading.Thread(target=caption_engine, args=(stop, frames, weights), daemon=True)
+        engine.start()
+        time.sleep(baseline_s)
+        alone = len(frames)
         lags, began = [], time.perf_counter()
 
-        def on_event(event) -> None:  # caption time is wall time in this replay
+        def on_event(event, began=began, lags=lags) -> None:  # caption time is wall time
             if isinstance(event, Commit):
                 lags.append(time.perf_counter() - began - event.end)
 
-        follower = _Follower(CaptionTranslator(translator, caption), on_event)
+        follower = live_follower(setup, CaptionTranslator(translator, caption), on_event)
         follower.start()
         rng, at, word = np.random.default_rng(0), 0.0, 0
         while at < seconds:
@@ -229,12 +366,22 @@ def live(seconds: float, dtype: str) -> dict:
                 time.sleep(max(0.0, at - (time.perf_counter() - began)))
                 follower.put(EndOfTurn(at))
         follower.finish()
-        return {
+        stop.set()
+        engine.join()
+        beside = frames[alone:]
+        frame_alone, frame_beside = statistics.mean(frames[:alone]), statistics.mean(beside)
+        results[setup] = {
             "caption_seconds": round(at, 1),
             "finals": len(lags),
             "lag_median_s": round(statistics.median(lags), 3),
             "lag_p95_s": round(float(np.percentile(lags, 95)), 3),
+            "caption_frame_ms_alone": round(frame_alone * 1000, 1),
+            "caption_frame_ms_beside_translator": round(frame_beside * 1000, 1),
+            "caption_frame_ms_median_alone": round(statistics.median(frames[:alone]) * 1000, 1),
+            "caption_frame_ms_median_beside": round(statistics.median(beside) * 1000, 1),
+            "caption_cost": round(frame_beside / frame_alone - 1, 3),
         }
+    return results
 
 
 def main() -> None:
@@ -244,6 +391,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--live", type=float, default=0.0, metavar="S")
     parser.add_argument("--live-dtype", choices=("float32", "int8"), default="float32")
+    parser.add_argument(
+        "--live-setups", default=",".join(LIVE_SETUPS), help="of " + ", ".join(LIVE_SETUPS)
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = ["opus-mt-en-de"] + (["m2m100_418M"] if args.m2m100 else [])
@@ -254,7 +404,8 @@ def main() -> None:
         "runs": [compare(name, args.repeats) for name in names],
     }
     if args.live:
-        result["live"] = {"dtype": args.live_dtype, **live(args.live, args.live_dtype)}
+        setups = args.live_setups.split(",")
+        result["live"] = {"dtype": args.live_dtype, **live(args.live, args.live_dtype, setups)}
     print(json.dumps(result, indent=1))
 
 
