@@ -206,6 +206,7 @@ class _Follower:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="translation", daemon=True)
         self._stopped = False
+        self._ended = False  # the end marker was taken from the queue
 
     def start(self) -> None:
         self._thread.start()
@@ -219,15 +220,13 @@ class _Follower:
         self._thread.join()
 
     def _run(self) -> None:
-        ended = False
+        self._ended = False
         try:
-            while not ended:
-                batch = [self._queue.get()]
-                while not self._queue.empty():
-                    batch.append(self._queue.get())
-                ended = self._END in batch
-                events = [e for e in batch if e is not self._END]
-                self._emit(self.translator.follow(events))
+            while not self._ended:
+                events = self._take([self._queue.get()])
+                # what arrives while it translates goes along: a segment that closes during a
+                # provisional gets its final at once instead of after the provisional
+                self._emit(self.translator.follow(events, incoming=lambda: self._take([])))
             self._emit(self.translator.flush())
         except LivecapError as exc:
             self.on_event(Error(exc.message, exc.hint, fatal=False))
@@ -241,6 +240,13 @@ class _Follower:
             )
         finally:
             self._stopped = True  # no more caption events pile up for a thread that is gone
+
+    def _take(self, batch: list) -> list[Event]:
+        """`batch` and whatever else is queued, without waiting; notes the end."""
+        while not self._queue.empty():
+            batch.append(self._queue.get())
+        self._ended = self._ended or any(event is self._END for event in batch)
+        return [event for event in batch if event is not self._END]
 
     def _emit(self, events: list[Event]) -> None:
         for event in events:

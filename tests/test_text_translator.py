@@ -207,7 +207,8 @@ def test_a_live_session_saves_translations_with_the_captions_times(en_fr, tmp_pa
     follower = CaptionTranslator(en_fr, info("captions", "en"))
     events = []
     session = LiveSession(
-        FileSource(path, realtime=False),
+        # at the pace of speech: faster, every provisional would be overtaken by its final
+        FileSource(path, realtime=True),
         SentenceRecognizer(word_seconds=0.5),
         lambda role, event: events.append((role, event)),
         translation=follower,
