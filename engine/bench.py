@@ -12,6 +12,7 @@ feed's measured compute time and jumps over idle waits, so the run takes only th
 from __future__ import annotations
 
 import resource
+import sys
 import time
 
 import numpy as np
@@ -75,10 +76,25 @@ def run_bench(
         "lag_ms_p95": lag_p95,
         "keeps_up": bool(len(lags)) and lag_p95 < _MAX_LAG_MS,
         "load_seconds": round(load_seconds, 2),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_resident_bytes(),
         "cpu": kernel_choice.cpu_description()["model"],
         "kernels": kernel_choice.chosen(),
     }
+
+
+def peak_resident_bytes() -> int:
+    """This process's own peak resident memory: Linux's VmHWM where there is one. Not
+    ru_maxrss alone: Linux carries the parent's peak into a child across exec, so a bench
+    started from a process holding a large model would report that model's memory."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def replay_live(recognizer, audio: np.ndarray) -> tuple[list[float], list[float]]:
