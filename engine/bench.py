@@ -14,6 +14,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -84,15 +85,15 @@ def run_bench(
 
 def peak_resident_bytes() -> int:
     """This process's own peak resident memory: Linux's VmHWM where there is one. Not
-    ru_maxrss alone: Linux carries the parent's peak into a child across exec, so a bench
-    started from a process holding a large model would report that model's memory."""
+    ru_maxrss: a process forked from one holding a large model starts with its pages, and
+    Linux keeps that peak across exec, so the bench would report the parent's model."""
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        status = Path("/proc/self/status").read_text()
     except OSError:
-        pass
+        status = ""
+    peaks = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    if peaks:
+        return int(peaks[0]) * 1024
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
