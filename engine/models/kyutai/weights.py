@@ -149,7 +149,7 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     reader = Checkpoint(folder)
     reader.check(checkpoint_layout(config), lambda name: is_skipped(name, config))
     target = torch.device(device)
-    compute = torch.float32 if dtype == "float32" else torch.bfloat16
+    compute = compute_dtype(dtype, target)
 
     def mimi_tensor(name: str) -> torch.Tensor:
         return reader.read(name).to(target, torch.float32)
@@ -172,6 +172,18 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
 
     lm = TextLM(config, embedding, lm_linear, lm_tensor, compute)
     return KyutaiModel(config, mimi, lm, dtype, target)
+
+
+def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The activations' dtype. int8 and int4 weights take float32 activations where the CPU
+    only emulates bfloat16: their kernels get them rounded to bfloat16, while the residual
+    stream, norms and attention keep float32 at no extra cost there (the key/value ring is
+    float32 on such CPUs either way). Where bfloat16 is native, a float32 ring would double
+    the bytes attention reads, so activations stay bfloat16."""
+    if dtype == "float32":
+        return torch.float32
+    quantized = dtype in ("int8", "int4") and device.type == "cpu"
+    return torch.float32 if quantized and not kernels.native_bfloat16() else torch.bfloat16
 
 
 def step_matrix_shapes(config: KyutaiConfig) -> list[tuple[int, int]]:
@@ -204,7 +216,9 @@ def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target)
     else:
         stored = torch.int8 if form == "int8" else compute
         weight = torch.empty(total, width, dtype=stored, device=target)
-        scales = torch.empty(total, dtype=compute, device=target) if form == "int8" else None
+        scales = None  # int8: bfloat16, as the int8 kernel takes them
+        if form == "int8":
+            scales = torch.empty(total, dtype=torch.bfloat16, device=target)
     row = 0
     for name in names:
         count = reader.shapes[name][0]
@@ -215,7 +229,7 @@ def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target)
                 weight[row:end], scales[:, row:end] = kernels.quantize_int4_groups(block)
             elif form == "int8":
                 quantized, block_scales = kernels.quantize_rows(block)
-                weight[row:end], scales[row:end] = quantized, block_scales.to(compute)
+                weight[row:end], scales[row:end] = quantized, block_scales.to(scales.dtype)
             else:
                 weight[row:end] = block.to(target, compute)
             row = end

@@ -1,0 +1,73 @@
+"""Which dtype the quantized Kyutai LM computes in, and how `livecap bench` counts memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import engine.bench as bench
+from engine.models import kernels
+from engine.models.kyutai import kernel_choice, weights
+from tests.kyutai_fixtures import SHAPES, build_tiny_model
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("kyutai-precision"), SHAPES["gqa"])
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_quantized_lm_computes_in_float32_where_bfloat16_is_emulated(
+    tiny, monkeypatch, native, dtype
+) -> None:
+    """int8 and int4 weights with float32 activations (residual stream, norms, key/value ring,
+    logits) where the CPU has no native bfloat16, bfloat16 where it has; a step runs either
+    way and gives finite logits."""
+    monkeypatch.setattr(kernels, "native_bfloat16", lambda: native)
+    model = weights.load_model(tiny, "cpu", dtype)
+    expected = torch.bfloat16 if native else torch.float32
+    assert model.lm.dtype == expected
+    state = model.lm.new_state()
+    with torch.inference_mode():
+        logits = model.lm.step(*model.lm.start_inputs(), state)
+    assert logits.dtype == expected and torch.isfinite(logits).all()
+    assert state.rings[0].keys.dtype == torch.float32  # float32 on emulated, and ...
+    assert weights.compute_dtype("float32", torch.device("cpu")) == torch.float32
+    assert weights.compute_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_int8_product_takes_float32_activations() -> None:
+    """The int8-weight kernel gets float32 rows rounded to bfloat16 (it reads float32 ones
+    several times slower, with bfloat16 scales not at all) and returns float32."""
+    torch.manual_seed(0)
+    codes, scales = kernels.quantize_rows(torch.randn(96, 64) * 0.02)
+    scales = scales.to(torch.bfloat16)
+    x = torch.randn(1, 2, 64)
+    with torch.inference_mode():
+        got = kernel_choice.product("int8pack", codes, scales)(x)
+    exact = x.double() @ (codes.double() * scales.double()[:, None]).T
+    assert got.dtype == torch.float32 and got.shape == (1, 2, 96)
+    assert (got.double() - exact).norm() <= 1e-2 * exact.norm()
+
+
+def test_bench_peak_memory_is_the_process_own() -> None:
+    """A bench started from a process holding a large model reports its own peak, not the
+    parent's (Linux carries a forked parent's pages into ru_maxrss across exec)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    held = np.ones(2**27)  # 1 GiB, touched, in this (the parent) process
+    child = "import engine.bench as b; print(b.peak_resident_bytes())"
+    peak = int(
+        subprocess.run(
+            [sys.executable, "-c", child], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert 0 < peak < held.nbytes / 2
+    assert bench.peak_resident_bytes() > held.nbytes
