@@ -261,15 +261,22 @@ class MimiEncoder:
         state.starting.add(row)
 
     def encode(self, audio: torch.Tensor, state: MimiState) -> torch.Tensor:
-        """audio [samples] float32, a whole number of frames → codes [frames, codebooks]."""
+        """audio [samples] float32, a whole number of frames → codes [frames, codebooks].
+
+        Long audio (a file, or a stream that fell behind) goes through in slices of
+        _MAX_CHUNK transformer steps: the state carries every conv tail and key across
+        slices, so the codes are those of one pass, and memory stays that of one slice
+        (the convolutions' activations of 20 s at once took 0.6 GB)."""
+        slice_samples = _MAX_CHUNK * self.config.frame_size // 2  # two 25 Hz steps a frame
+        codes = [self._encode_slice(piece, state) for piece in audio.split(slice_samples)]
+        return torch.cat(codes) if len(codes) != 1 else codes[0]
+
+    def _encode_slice(self, audio: torch.Tensor, state: MimiState) -> torch.Tensor:
         x = self.seanet(audio.view(1, 1, -1), state, None).transpose(1, 2)  # [1, steps, hidden]
-        chunks = []
-        for chunk in x.split(_MAX_CHUNK, dim=1):
-            length = chunk.shape[1]
-            cos, sin = self.rotary.cos_sin(state.step, length, chunk.dtype)
-            chunks.append(self._transformer(chunk, state.rings, state.step, cos, sin))
-            state.step += length
-        x = torch.cat(chunks, dim=1).transpose(1, 2)
+        length = x.shape[1]
+        cos, sin = self.rotary.cos_sin(state.step, length, x.dtype)
+        x = self._transformer(x, state.rings, state.step, cos, sin).transpose(1, 2)
+        state.step += length
         return self._quantize(self.downsample(x, state, None))[0]
 
     def encode_rows(self, audio: torch.Tensor, state: MimiState, rows: list[int]) -> torch.Tensor:
