@@ -23,6 +23,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -49,11 +50,15 @@ def _free_port() -> int:
 def start_server(args, port: int) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "main.py"), "serve", "--model", args.model]
     command += ["--batch", str(max(args.streams)), "--port", str(port), "--dtype", args.dtype]
-    server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    # its log goes to a file: on our standard output it would mix into the JSON, and an
+    # unread pipe would fill up and stall the server
+    log = tempfile.TemporaryFile("w+")
+    server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the server exited: {server.stderr.read()}")
+            log.seek(0)
+            raise SystemExit(f"the server exited: {log.read()}")
         try:
             _metrics(port)
             return server
