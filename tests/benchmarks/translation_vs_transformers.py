@@ -18,9 +18,10 @@ stand-in caption engine (no Kyutai checkpoint is built here): every 80 ms a fram
 one-row int8 products over 100 MB of weights, bandwidth-bound like a streaming LM step; its
 mean frame time alone (10 s before the replay) against beside the translator is the cost
 of translation to the captions. Each of LIVE_SETUPS (`--live-setups`) is replayed in turn:
-engine.session's follower as it is ("plain"), the follower handing CaptionTranslator the
-events that arrive meanwhile ("incoming", the change proposed to engine.session), and that
-with the translation thread on 1 torch thread or at nice 10.
+engine.session's follower before finals could preempt provisionals ("plain": follow() sees
+only the events queued when it begins), the follower as it is, handing CaptionTranslator the
+events that arrive meanwhile ("incoming"), and that with the translation thread on 1 torch
+thread or at nice 10.
 
 Run (2 cores):
     .venv/bin/python tests/benchmarks/translation_vs_transformers.py [--m2m100] [--repeats N]
@@ -246,8 +247,8 @@ def stages(translator, ids: list[int], repeats: int = 5) -> dict:
 
 
 LIVE_SETUPS = {  # name: (follower, the translation thread's torch threads, its nice)
-    "plain": ("plain", None, 0),  # engine.session's follower: follow(batch) alone
-    "incoming": ("incoming", None, 0),  # follow(batch, incoming): finals preempt provisionals
+    "plain": ("plain", None, 0),  # follow(batch) alone, as before
+    "incoming": ("incoming", None, 0),  # engine.session's: finals preempt provisionals
     "incoming-1-thread": ("incoming", 1, 0),
     "incoming-nice": ("incoming", None, 10),
 }
@@ -284,21 +285,13 @@ def live_follower(setup: str, translator, on_event):
                 torch.set_num_threads(threads)
             if nice:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-            if kind == "plain":
-                return super()._run()
-            # the change proposed to engine.session._Follower: follow() is handed the events
-            # that arrive while it translates (finals first, then the newest provisional)
+            if kind == "incoming":
+                return super()._run()  # engine.session's follower as it is
+            # as it was before: follow() saw only the events queued when it began
             self._ended = False
             while not self._ended:
-                events = self._take([self._queue.get()])
-                self._emit(self.translator.follow(events, incoming=lambda: self._take([])))
+                self._emit(self.translator.follow(self._take([self._queue.get()])))
             self._emit(self.translator.flush())
-
-        def _take(self, batch: list) -> list:
-            while not self._queue.empty():
-                batch.append(self._queue.get())
-            self._ended = self._ended or any(e is self._END for e in batch)
-            return [e for e in batch if e is not self._END]
 
     return Follower(translator, on_event)
 
