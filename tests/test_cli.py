@@ -23,7 +23,7 @@ from engine.errors import AudioError
 from tests.recognizer_doubles import RecordingRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("devices", "transcribe", "live", "models", "bench")
+SUBCOMMANDS = ("devices", "transcribe", "live", "models", "bench", "translate", "serve")
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
