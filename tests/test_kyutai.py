@@ -92,13 +92,13 @@ def _recognizer(folder: Path, dtype: str = "float32"):
 def _run_with_tokens(recognizer, pieces: list[np.ndarray]) -> tuple[list, list[int]]:
     """Feed pieces then flush; also capture every text token the LM produced, in order."""
     tokens: list[int] = []
-    push = recognizer._words.push
+    push = recognizer._front.words.push
 
     def spy(token: int, at: float):
         tokens.append(token)
         return push(token, at)
 
-    recognizer._words.push = spy
+    recognizer._front.words.push = spy
     events = []
     for piece in pieces:
         events += recognizer.feed(piece)
@@ -238,7 +238,7 @@ def test_pause_flush_commits_at_once_without_loss_or_repeat(tiny):
     cut = int(4.5 * SAMPLE_RATE)  # where the pause is confirmed (0.5 s of quiet)
     before, tokens_before = _run_partial(recognizer, sound[:cut])
     assert any(isinstance(e, EndOfTurn) and abs(e.time - 4.0) < 0.05 for e in before)
-    inserts = list(recognizer._timeline.inserts)
+    inserts = list(recognizer._front.timeline.inserts)
     assert len(inserts) == 1
     events, tokens = _run_with_tokens(recognizer, [sound[cut:]])
 
@@ -265,15 +265,15 @@ def test_pause_flush_commits_at_once_without_loss_or_repeat(tiny):
 
 def _run_partial(recognizer, sound):
     tokens: list[int] = []
-    push = recognizer._words.push
+    push = recognizer._front.words.push
 
     def spy(token: int, at: float):
         tokens.append(token)
         return push(token, at)
 
-    recognizer._words.push = spy
+    recognizer._front.words.push = spy
     events = recognizer.feed(sound)
-    recognizer._words.push = push
+    recognizer._front.words.push = push
     return events, tokens
 
 
@@ -478,7 +478,7 @@ def _state_bytes(recognizer) -> int:
     for ring in recognizer._mimi.rings + recognizer._lm.rings:
         tensors += [ring.keys, ring.values, ring.positions]
     held = sum(t.numel() * t.element_size() for t in tensors)
-    return held + recognizer._pending.nbytes + 16 * len(recognizer._timeline.inserts)
+    return held + recognizer._front.pending.nbytes + 16 * len(recognizer._front.timeline.inserts)
 
 
 def _resident_bytes() -> int:

@@ -21,7 +21,7 @@ from engine.models.kernels import available_memory
 from engine.models.kyutai.config import SAMPLE_RATE, load_config
 from engine.models.kyutai.kernel_choice import AUTO_DTYPES, BYTES, step_seconds
 from engine.models.kyutai.weights import KyutaiModel, load_model, step_matrix_shapes
-from engine.streaming.kyutai_front import StreamFront, Timeline, Words, skipped_ids
+from engine.streaming.kyutai_front import StreamFront, skipped_ids
 
 _FLUSH_EXTRA_SECONDS = 1.0  # past the delay, as transformers' feature extractor pads
 # Speculative passes pay off while enough steps emit pads (speech gives 55 % or more; a pass
@@ -67,18 +67,6 @@ class KyutaiRecognizer:
         self._pad_share = 1.0  # recent share of pad tokens (a stream starts in silence)
         self._waiting = torch.empty(0, config.num_codebooks, dtype=torch.long)
 
-    @property
-    def _words(self) -> Words:
-        return self._front.words
-
-    @property
-    def _timeline(self) -> Timeline:
-        return self._front.timeline
-
-    @property
-    def _pending(self) -> np.ndarray:
-        return self._front.pending
-
     def feed(self, samples: np.ndarray) -> list[Event]:
         events: list[Event] = []
         for audio, drain in self._front.push(samples):
@@ -91,7 +79,7 @@ class KyutaiRecognizer:
         silence = self.delay_samples + round(_FLUSH_EXTRA_SECONDS * SAMPLE_RATE)
         frames = self._front.frames(np.zeros(silence, dtype=np.float32))
         events = self._consume(frames, drain=True)
-        events += self._words.finish(end)
+        events += self._front.words.finish(end)
         self.reset()
         return events
 
@@ -109,7 +97,7 @@ class KyutaiRecognizer:
             if len(audio) and self._token is None:  # the start step: start markers in, first out
                 text, start_codes = model.lm.start_inputs()
                 self._token = int(model.lm.step(text, start_codes, self._lm).argmax())
-                events += self._words.push(self._token, 0.0)
+                events += self._front.words.push(self._token, 0.0)
             chunk = torch.from_numpy(audio).to(model.device)
             if self._mimi_worker is None:
                 events += self._step_frames(self._encode(chunk))

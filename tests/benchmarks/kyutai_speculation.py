@@ -86,8 +86,8 @@ def transcribe(model: KyutaiModel, rows: int, audio: np.ndarray) -> tuple[float,
     """The whole audio in one feed: seconds, tokens, rows stepped ahead, rows rolled back."""
     recognizer = _recognizer(model, rows)
     tokens: list[int] = []
-    push = recognizer._words.push
-    recognizer._words.push = lambda token, at: tokens.append(token) or push(token, at)
+    push = recognizer._front.words.push
+    recognizer._front.words.push = lambda token, at: tokens.append(token) or push(token, at)
     start = time.perf_counter()
     recognizer.feed(audio)
     return time.perf_counter() - start, tokens, recognizer.speculated, recognizer.rejected

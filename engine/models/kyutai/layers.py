@@ -99,7 +99,6 @@ class Rows:
     and a run of consecutive rows is read as one view, never copied out of the state."""
 
     def __init__(self, index: list[int], starts: list[int], device: torch.device) -> None:
-        self.index, self.first_positions = index, starts
         self.rows = torch.tensor(index, device=device)
         self.starts = torch.tensor(starts, device=device)
         self.runs: list[tuple[int, int, int]] = []  # (first state row, stop, first pass row)
@@ -109,14 +108,6 @@ class Rows:
                 self.runs[-1] = (first, row + 1, offset)
             else:
                 self.runs.append((row, row + 1, at))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def shifted(self, steps: int) -> Rows:
-        """The same rows, `steps` positions later."""
-        later = [start + steps for start in self.first_positions]
-        return Rows(self.index, later, self.rows.device)
 
 
 class KVRing:

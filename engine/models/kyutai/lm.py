@@ -134,10 +134,7 @@ class TextLM:
         """T frames in one pass, as if stepped one by one with these text tokens as inputs
         (codes [T, codebooks]) → logits [T, vocab]. The weights are read once for all T rows,
         which costs little more than one row on a memory-bound CPU (see `rollback`)."""
-        ids = torch.empty(len(text_tokens), 1 + self.config.num_codebooks, dtype=torch.long)
-        ids[:, 0] = torch.tensor(text_tokens)
-        ids[:, 1:] = codes.cpu() + self.code_offsets.cpu()
-        return self.head(self._forward(ids.to(self.device), state))[0]
+        return self.head(self._forward(self._table_rows(text_tokens, codes), state))[0]
 
     def step_rows(
         self, text_tokens: list[int], codes: torch.Tensor, state: LMState, rows: list[int]
@@ -145,17 +142,22 @@ class TextLM:
         """One frame for each of `rows` (ascending rows of a batched state), each with its
         previous text token and this frame's codes (codes [rows, codebooks]), in one pass:
         logits [rows, vocab]. The other rows are neither read nor written."""
-        ids = torch.empty(len(rows), 1 + self.config.num_codebooks, dtype=torch.long)
-        ids[:, 0] = torch.tensor(text_tokens)
-        ids[:, 1:] = codes.cpu() + self.code_offsets.cpu()
         at = Rows(rows, [state.positions[row] for row in rows], self.device)
-        x = self.embedding.sum(ids.to(self.device))[:, None]  # [rows, 1, hidden]
+        x = self.embedding.sum(self._table_rows(text_tokens, codes))[:, None]  # [rows, 1, hidden]
         cos, sin = self.rotary.at_rows(at, x.dtype, 1)
         for layer, ring in zip(self.layers, state.rings, strict=True):
             x = layer(x, ring, at, cos, sin)
         for row in rows:
             state.positions[row] += 1
         return self.head(rms_norm(x, self.norm, self.config.rms_norm_eps))[:, 0]
+
+    def _table_rows(self, text_tokens: list[int], codes: torch.Tensor) -> torch.Tensor:
+        """Each step's rows of the shared table [T, 1 + codebooks]: its text input, then its
+        codes offset to their codebook's block."""
+        ids = torch.empty(len(text_tokens), 1 + self.config.num_codebooks, dtype=torch.long)
+        ids[:, 0] = torch.tensor(text_tokens)
+        ids[:, 1:] = codes.cpu() + self.code_offsets.cpu()
+        return ids.to(self.device)
 
     def rollback(self, state: LMState, steps: int) -> None:
         """Forget the last `steps` steps (at most `max_steps` - 1 of one `steps` call): their

@@ -269,7 +269,7 @@ class MimiEncoder:
         (the convolutions' activations of 20 s at once took 0.6 GB)."""
         slice_samples = _MAX_CHUNK * self.config.frame_size // 2  # two 25 Hz steps a frame
         codes = [self._encode_slice(piece, state) for piece in audio.split(slice_samples)]
-        return torch.cat(codes) if len(codes) != 1 else codes[0]
+        return torch.cat(codes)
 
     def _encode_slice(self, audio: torch.Tensor, state: MimiState) -> torch.Tensor:
         x = self.seanet(audio.view(1, 1, -1), state, None).transpose(1, 2)  # [1, steps, hidden]
