@@ -229,7 +229,7 @@ def small_timing(monkeypatch, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("kernel", ["linear", "mv", "int8pack", "int4"])
+@pytest.mark.parametrize("kernel", ["linear", "mv", "matmul", "int8pack", "int4"])
 @pytest.mark.parametrize("rows", [1, 3])
 def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None:
     torch.manual_seed(0)
@@ -247,8 +247,9 @@ def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None
     else:
         stored, restored, dtype = (weight.bfloat16(), None), weight.bfloat16(), torch.bfloat16
     x = torch.randn(1, rows, 64).to(dtype)
+    weight, scales = stored
     with torch.inference_mode():
-        got = kernel_choice.product(kernel, *stored)(x)
+        got = kernel_choice.product(kernel, kernel_choice.held(kernel, weight), scales)(x)
     exact = x.double() @ restored.double().T
     assert got.shape == (1, rows, 96)
     assert (got.double() - exact).norm() <= 1e-2 * exact.norm()
@@ -266,16 +267,16 @@ def test_measured_choice_keeps_only_correct_kernels(small_timing, monkeypatch) -
 
     monkeypatch.setattr(kernel_choice, "product", product)
     rates = kernel_choice.measured_rates("bfloat16", (256, 64))
-    assert set(rates) == {"linear"} and rates["linear"] > 0
-    assert kernel_choice.kernel_for("bfloat16", (256, 64), torch.device("cpu")) == "linear"
+    assert set(rates) == {"linear", "matmul"} and min(rates.values()) > 0
+    assert kernel_choice.kernel_for("bfloat16", (256, 64), torch.device("cpu")) != "mv"
 
 
 def test_kernel_rates_are_measured_once_per_machine(small_timing, monkeypatch) -> None:
     timed = []
 
-    def time_candidates(form, shape):
+    def time_candidates(form, shape, rows=1):
         timed.append((form, shape))
-        return {"linear": 5.0, "mv": 7.0}
+        return {"linear": 5.0, "mv": 7.0, "matmul": 0.0}  # matmul unusable here
 
     monkeypatch.setattr(kernel_choice, "_time_candidates", time_candidates)
     for _ in range(2):
@@ -284,10 +285,27 @@ def test_kernel_rates_are_measured_once_per_machine(small_timing, monkeypatch) -
     cached = json.loads((small_timing / "livecap" / "kernel_rates.json").read_text())
     (machine,) = cached
     assert kernel_choice.cpu_description()["model"] in machine
-    assert cached[machine] == {"float32 512x64": {"linear": 5.0, "mv": 7.0}}
+    assert cached[machine] == {"float32 512x64": {"linear": 5.0, "mv": 7.0, "matmul": 0.0}}
+    assert kernel_choice.measured_rates("float32", (512, 64)) == {"linear": 5.0, "mv": 7.0}
     monkeypatch.setattr(torch, "__version__", "0.0-other")  # another torch measures anew
     kernel_choice.kernel_for("float32", (512, 64), torch.device("cpu"))
     assert len(timed) == 2
+
+
+def test_figures_cached_before_a_candidate_existed_are_measured_again(
+    small_timing, monkeypatch
+) -> None:
+    timed = []
+    monkeypatch.setattr(
+        kernel_choice,
+        "_time_candidates",
+        lambda form, shape, rows=1: (
+            timed.append(shape) or {"linear": 5.0, "mv": 7.0, "matmul": 9.0}
+        ),
+    )
+    monkeypatch.setattr(kernel_choice, "_read_cache", lambda: {"float32 512x64": {"linear": 5.0}})
+    assert kernel_choice.kernel_for("float32", (512, 64), torch.device("cpu")) == "matmul"
+    assert timed == [(512, 64)]
 
 
 def test_auto_dtype_is_the_shortest_measured_step(small_timing, monkeypatch) -> None:
@@ -303,7 +321,7 @@ def test_auto_dtype_is_the_shortest_measured_step(small_timing, monkeypatch) -> 
         monkeypatch.setattr(
             kernel_choice,
             "_time_candidates",
-            lambda form, shape, r=rates: {kernel_choice.DEFAULTS[form]: r[form]},
+            lambda form, shape, rows=1, r=rates: {kernel_choice.DEFAULTS[form]: r[form]},
         )
         monkeypatch.setenv("XDG_CACHE_HOME", str(small_timing / expected))
         assert kyutai_stream.resolve_dtype("auto", "cpu", small_timing) == expected

@@ -508,3 +508,30 @@ def test_thirty_minutes_flat_memory_and_step_time(tmp_path):
     assert np.median(compute[-30:]) < 2.5 * np.median(compute[6:36])
     assert sum(compute) < 1800.0  # faster than the 30 minutes of audio it was fed
     assert sum(words[-30:]) > 30
+
+
+def test_mimi_codes_on_the_transposed_matmul_kernel_equal_transformers(tiny, audio, monkeypatch):
+    """Where the machine measures `matmul` fastest, Mimi's transformer holds its matrices
+    transposed; the codes stay those of transformers."""
+    from engine.models.kyutai import mimi
+
+    chosen = []
+
+    def kernel_for(form, shape, device, rows=1):
+        chosen.append((shape, rows))
+        return "matmul"
+
+    monkeypatch.setattr(mimi, "kernel_for", kernel_for)
+    name = PARITY_SHAPES[0]
+    whole = audio[: len(audio) // FRAME * FRAME]
+    model = load_model(tiny[name], DEVICE)
+    assert chosen and all(rows == 2 for _, rows in chosen)  # two 25 Hz steps a frame
+    layer = model.mimi.layers[0]
+    assert layer.fc1.weight.shape == tuple(reversed(chosen[2][0]))  # held as [in, out]
+    state = model.mimi.new_state()
+    with torch.inference_mode():
+        frames = [
+            model.mimi.encode(torch.from_numpy(whole[i : i + FRAME]).to(DEVICE), state)
+            for i in range(0, len(whole), FRAME)
+        ]
+    assert torch.equal(torch.cat(frames).cpu(), reference_codes(tiny[name], whole))

@@ -33,8 +33,8 @@ Shape = tuple[int, int]  # (out, in)
 # The kernel each weight form uses where nothing was measured (small matrices, a GPU).
 DEFAULTS = {"float32": "linear", "bfloat16": "mv", "int8": "int8pack", "int4": "int4"}
 _CANDIDATES = {
-    "float32": ("linear", "mv"),
-    "bfloat16": ("linear", "mv"),
+    "float32": ("linear", "mv", "matmul"),
+    "bfloat16": ("linear", "mv", "matmul"),
     # fbgemm's int8 x int8 kernel (kernels.PackedInt8Linear) read the 1B's larger matrices up
     # to 38 % faster here, but its packed copies took peak RSS from 1.21x to 1.26-1.31x the
     # weights (over the 1.2x bound): int8 keeps the int8-weight kernel alone.
@@ -42,7 +42,7 @@ _CANDIDATES = {
 }
 BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}  # per weight
 AUTO_DTYPES = ("float32", "bfloat16", "int8")  # what `--dtype auto` chooses among
-_MEASURED_FROM_BYTES = 4 * 2**20  # smaller matrices sit in cache: their kernel matters little
+_MEASURED_FROM_BYTES = 2**20  # smaller matrices sit in cache: their kernel matters little
 _MIN_TIMED_BYTES = 64 * 2**20  # timed set at least this, and twice the last-level cache
 _REPEATS = 5
 # A candidate is correct when its product is this close to the float64 one, relative to the
@@ -52,9 +52,16 @@ _TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2, "int8": 1e-2}
 _chosen: dict[str, dict] = {}  # this process's choices, for `livecap bench --json`
 
 
+def held(kernel: str, weight: torch.Tensor) -> torch.Tensor:
+    """W [out, in] in the layout `kernel` reads it in: `matmul` holds Wᵀ [in, out] (a few rows
+    times a contiguous [in, out] matrix reads faster than times the transposed view of
+    [out, in] on some CPUs, slower on others); every other kernel holds W as given."""
+    return weight.T.contiguous() if kernel == "matmul" else weight
+
+
 def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
-    """x · Wᵀ on `kernel` for float weights, int8 codes with per-row `scales`, or int4 codes
-    with their scales and zeros."""
+    """x · Wᵀ on `kernel` for float weights (as `held` lays them out), int8 codes with per-row
+    `scales`, or int4 codes with their scales and zeros."""
     if kernel == "linear":
         return lambda x: F.linear(x, weight)
     if kernel == "mv":
@@ -65,6 +72,8 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
             return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], -1)
 
         return one_row_mv
+    if kernel == "matmul":
+        return lambda x: x @ weight
     if kernel == "int8pack":
         # bfloat16 activations: the kernel reads float32 ones several times slower
         return lambda x: kernels.int8_weight_mm(x.to(torch.bfloat16), weight, scales).to(x.dtype)
@@ -73,15 +82,16 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
-def kernel_for(form: str, shape: Shape, device: torch.device) -> str:
-    """The kernel for one matrix of `shape` held as `form` (float32, bfloat16, int8)."""
+def kernel_for(form: str, shape: Shape, device: torch.device, rows: int = 1) -> str:
+    """The kernel for one matrix of `shape` held as `form` (float32, bfloat16, int8) that
+    multiplies `rows` rows at a time."""
     if form not in _CANDIDATES or device.type != "cpu":
         return DEFAULTS[form]
     if shape[0] * shape[1] * BYTES[form] < _MEASURED_FROM_BYTES:
         return DEFAULTS[form]
-    rates = measured_rates(form, shape)
+    rates = measured_rates(form, shape, rows)
     best = max(rates, key=rates.get) if rates else DEFAULTS[form]
-    _chosen[f"{form} {shape[0]}x{shape[1]}"] = {"kernel": best, "gb_per_s": rates}
+    _chosen[_key(form, shape, rows)] = {"kernel": best, "gb_per_s": rates}
     return best
 
 
@@ -119,14 +129,21 @@ def cpu_description() -> dict[str, str]:
     return {"model": model, "flags": flags}
 
 
-def measured_rates(form: str, shape: Shape) -> dict[str, float]:
-    """GB/s of each correct candidate for `form` × `shape`, from the cache or timed now."""
-    key = f"{form} {shape[0]}x{shape[1]}"
+def measured_rates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]:
+    """GB/s of each correct candidate for `form` × `shape` times `rows` rows, from the cache
+    or timed now (also when the cached figures predate a candidate: an unusable one is cached
+    at 0)."""
+    key = _key(form, shape, rows)
     cache = _read_cache()
-    if key not in cache:
-        cache[key] = _time_candidates(form, shape)
+    if not set(_CANDIDATES[form]) <= set(cache.get(key, {})):
+        cache[key] = _time_candidates(form, shape, rows)
         _write_cache(cache)
-    return {name: rate for name, rate in cache[key].items() if name in _CANDIDATES[form]}
+    rates = cache[key].items()
+    return {name: rate for name, rate in rates if name in _CANDIDATES[form] and rate > 0}
+
+
+def _key(form: str, shape: Shape, rows: int) -> str:
+    return f"{form} {shape[0]}x{shape[1]}" + (f" by {rows} rows" if rows > 1 else "")
 
 
 def _machine_key() -> str:
@@ -173,7 +190,7 @@ def _last_level_cache_bytes() -> int:
     return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
 
 
-def _time_candidates(form: str, shape: Shape) -> dict[str, float]:
+def _time_candidates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]:
     """Time every candidate on random matrices of `shape` (round robin, so a change of load
     on a shared CPU touches all alike); the rates of those whose products are correct."""
     matrix_bytes = shape[0] * shape[1] * BYTES[form]
@@ -184,11 +201,11 @@ def _time_candidates(form: str, shape: Shape) -> dict[str, float]:
     # (which took a cold first load's peak memory 0.4 GB past the model's).
     stored = [_stored(form, torch.randn(shape, generator=generator) * 0.02) for _ in range(count)]
     dtype = torch.float32 if form == "float32" else torch.bfloat16
-    x = torch.randn(1, shape[1], generator=generator).to(dtype)
+    x = torch.randn(rows, shape[1], generator=generator).to(dtype)
     runs: dict[str, list[Product]] = {}
     for name in _CANDIDATES[form]:
         try:
-            products = [product(name, *s) for s in stored]
+            products = [product(name, held(name, weight), scales) for weight, scales in stored]
             if _correct(products[0], stored[0], x, form):
                 runs[name] = products
         except (RuntimeError, NotImplementedError, AttributeError):
@@ -202,7 +219,8 @@ def _time_candidates(form: str, shape: Shape) -> dict[str, float]:
                     run(x)
                 if repeat:  # the first pass warms up (page faults, kernel selection)
                     times[name].append(time.perf_counter() - start)
-    return {name: count * matrix_bytes / statistics.median(t) / 1e9 for name, t in times.items()}
+    rates = {name: count * matrix_bytes / statistics.median(t) / 1e9 for name, t in times.items()}
+    return {name: rates.get(name, 0.0) for name in _CANDIDATES[form]}
 
 
 def _stored(form: str, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

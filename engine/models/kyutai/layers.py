@@ -15,7 +15,7 @@ class Linear:
     """y = x Wᵀ. W is float, int8 with one scale per output row, or int4 with a scale and zero
     per 32 inputs (weight-only quantization: activations stay bfloat16), multiplied on
     `kernel` (kernel_choice.py measures which reads fastest here; the form's default
-    otherwise)."""
+    otherwise) and held in the layout that kernel reads."""
 
     def __init__(
         self, weight: torch.Tensor, scales: torch.Tensor | None = None, kernel: str | None = None
@@ -23,8 +23,9 @@ class Linear:
         forms = {torch.int8: "int8", torch.uint8: "int4"}  # int4: two codes per byte
         form = forms.get(weight.dtype) or str(weight.dtype).removeprefix("torch.")
         self.kernel = kernel or kernel_choice.DEFAULTS.get(form, "linear")
-        self.product = kernel_choice.product(self.kernel, weight, scales)
-        self.weight, self.scales = weight, scales  # [out, in], [out] or None
+        self.weight = kernel_choice.held(self.kernel, weight)  # [out, in]; matmul's [in, out]
+        self.scales = scales  # [out] or None
+        self.product = kernel_choice.product(self.kernel, self.weight, scales)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.product(x)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.models.kyutai.config import MimiConfig
+from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
 
 TensorSource = Callable[[str], torch.Tensor]
@@ -23,6 +24,7 @@ _MAX_CHUNK = 16  # 25 Hz steps the transformer takes at once (offline input is c
 # Longest (padded) conv input computed as a matmul: a streamed 1920-sample frame's convs after
 # the first downsampling (and the 1x1 convs at any length).
 _MATMUL_MAX_INPUT = 640
+_STEPS_PER_FRAME = 2  # 25 Hz transformer steps in an 80 ms frame: the rows its matmuls take
 
 
 @dataclass
@@ -151,12 +153,12 @@ class MimiTransformerLayer:
     def __init__(self, config: MimiConfig, tensor: TensorSource, prefix: str) -> None:
         self.config = config
         attn = f"{prefix}self_attn."
-        self.qkv = Linear(
+        self.qkv = _measured_linear(
             torch.cat([tensor(f"{attn}{p}_proj.weight") for p in "qkv"], dim=0)  # fused
         )
-        self.out = Linear(tensor(f"{attn}o_proj.weight"))
-        self.fc1 = Linear(tensor(f"{prefix}mlp.fc1.weight"))
-        self.fc2 = Linear(tensor(f"{prefix}mlp.fc2.weight"))
+        self.out = _measured_linear(tensor(f"{attn}o_proj.weight"))
+        self.fc1 = _measured_linear(tensor(f"{prefix}mlp.fc1.weight"))
+        self.fc2 = _measured_linear(tensor(f"{prefix}mlp.fc2.weight"))
         self.norm1 = (
             tensor(f"{prefix}input_layernorm.weight"),
             tensor(f"{prefix}input_layernorm.bias"),
@@ -184,6 +186,13 @@ class MimiTransformerLayer:
         return x + self.mlp_scale * self.fc2(F.gelu(self.fc1(h)))
 
 
+def _measured_linear(weight: torch.Tensor) -> Linear:
+    """A transformer matrix on the kernel measured fastest here for a streamed frame's rows:
+    together the layers' matrices outgrow the cache, so each frame reads them from memory."""
+    kernel = kernel_for("float32", tuple(weight.shape), weight.device, _STEPS_PER_FRAME)
+    return Linear(weight, kernel=kernel)
+
+
 class ResidualQuantizer:
     """Projection then residual vector quantization by nearest codebook entry."""
 
@@ -191,22 +200,25 @@ class ResidualQuantizer:
         proj_name = f"{prefix}input_proj.weight"
         needs_proj = config.quantizer_dim != config.hidden_size
         self.proj = Linear(tensor(proj_name)[:, :, 0]) if needs_proj else None
+        # Entries are held transposed, [dim, size]: a streamed frame multiplies one row by
+        # every codebook, and the matmul reads a contiguous [dim, size] operand about twice as
+        # fast as the transposed view of [size, dim] on the CPUs measured.
         self.codebooks: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i in range(count):
             book = f"{prefix}layers.{i}.codebook."
             usage = tensor(f"{book}cluster_usage").clamp(min=1e-5)
             entries = tensor(f"{book}embed_sum") / usage[:, None]  # [size, dim]
-            self.codebooks.append((entries, (entries * entries).sum(dim=1)))
+            self.codebooks.append((entries.T.contiguous(), (entries * entries).sum(dim=1)))
 
     def __call__(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """latents [frames, hidden] → one code tensor [frames] per codebook."""
         residual = self.proj(latents) if self.proj is not None else latents
         codes = []
-        for entries, norms in self.codebooks:
+        for columns, norms in self.codebooks:
             # argmin |r - e|² = argmin |e|² - 2 r·e (|r|² is the same for every entry); addmm
             # does it in one pass without temporaries (scaling by -2, a power of two, is exact)
-            index = torch.addmm(norms, residual, entries.T, alpha=-2.0).argmin(dim=1)
-            residual = residual - entries[index]
+            index = torch.addmm(norms, residual, columns, alpha=-2.0).argmin(dim=1)
+            residual = residual - columns[:, index].T
             codes.append(index)
         return codes
 
