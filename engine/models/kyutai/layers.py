@@ -102,6 +102,7 @@ class Rows:
     def __init__(self, index: list[int], starts: list[int], device: torch.device) -> None:
         self.rows = torch.tensor(index, device=device)
         self.starts = torch.tensor(starts, device=device)
+        self.latest = max(starts)  # the furthest row's start
         self.runs: list[tuple[int, int, int]] = []  # (first state row, stop, first pass row)
         for at, row in enumerate(index):
             if self.runs and self.runs[-1][1] == row:
@@ -174,13 +175,14 @@ class KVRing:
         self.values[index, :, slots] = values.transpose(1, 2).to(self.values.dtype)
         self.positions[index, slots] = positions
 
-    def mask(self, start: int, length: int, window: int) -> torch.Tensor | None:
-        """Which slots queries start..start+length-1 may see: causal, within `window`
-        positions (themselves included). None when every slot is visible to the query."""
-        if length == 1 and self.size == window and start >= self.size - 1:
+    def mask(self, start: int, length: int, window: int, seen: int) -> torch.Tensor | None:
+        """Which of the first `seen` slots queries start..start+length-1 may see: causal,
+        within `window` positions (themselves included). None when every one is visible: one
+        query over a ring no larger than the window (so no rolled-back slot) sees them all."""
+        if length == 1 and self.size == window:
             return None
         queries = torch.arange(start, start + length, device=self.positions.device)[:, None]
-        return self._visible(self.positions, queries, window)
+        return self._visible(self.positions[:, :seen], queries, window)
 
     @staticmethod
     def _visible(held: torch.Tensor, queries: torch.Tensor, window: int) -> torch.Tensor:
@@ -189,19 +191,28 @@ class KVRing:
     def attend(self, queries: torch.Tensor, start: int | Rows, window: int) -> torch.Tensor:
         """Attention of queries [rows, heads, T, D] (already written to the ring) over the
         ring: every row from one int position, or `Rows` from their own."""
+        length = queries.shape[2]
         if not isinstance(start, Rows):
-            mask = self.mask(start, queries.shape[2], window)
-            return self._attend(queries, self.keys, self.values, mask)
-        steps = torch.arange(queries.shape[2], device=queries.device)
+            seen = self._seen(start + length)
+            mask = self.mask(start, length, window, seen)
+            return self._attend(queries, self.keys[:, :, :seen], self.values[:, :, :seen], mask)
+        steps = torch.arange(length, device=queries.device)
+        seen = self._seen(start.latest + length)
         outputs = []
         for first, stop, offset in start.runs:  # each run over a view of its rows
             count = stop - first
             at = start.starts[offset : offset + count, None] + steps  # [n, T]
-            held = self.positions[first:stop, None, None, :]  # [n, 1, 1, size]
-            mask = self._visible(held, at[:, None, :, None], window)  # [n, 1, T, size]
-            part = queries[offset : offset + count]
-            outputs.append(self._attend(part, self.keys[first:stop], self.values[first:stop], mask))
+            held = self.positions[first:stop, None, None, :seen]  # [n, 1, 1, seen]
+            mask = self._visible(held, at[:, None, :, None], window)  # [n, 1, T, seen]
+            keys, values = self.keys[first:stop, :, :seen], self.values[first:stop, :, :seen]
+            outputs.append(self._attend(queries[offset : offset + count], keys, values, mask))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _seen(self, end: int) -> int:
+        """How many leading slots queries before position `end` can see: all of them once
+        the ring has wrapped; before, slot s ≥ end holds a position ≥ s (or none), later
+        than every query, so a young stream attends over its own few slots only."""
+        return min(end, self.size)
 
     def _attend(self, queries, keys, values, mask: torch.Tensor | None) -> torch.Tensor:
         if queries.dtype != keys.dtype:  # bfloat16 steps, float32 ring: see _attend_wide
