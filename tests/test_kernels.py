@@ -314,7 +314,9 @@ def test_auto_dtype_is_the_shortest_measured_step(small_timing, monkeypatch) -> 
     from engine.streaming import kyutai_stream
 
     shapes = [(512, 64)] * 3
-    monkeypatch.setattr(kyutai_stream, "step_matrix_shapes", lambda config: shapes)
+    monkeypatch.setattr(
+        kyutai_stream, "step_matrices", lambda config, dtype: [(dtype, s) for s in shapes]
+    )
     monkeypatch.setattr(kyutai_stream, "load_config", lambda folder: None)
     for int8_rate, expected in ((1.0, "float32"), (8.0, "int8")):
         rates = {"float32": 8.0, "bfloat16": 2.0, "int8": int8_rate}

@@ -20,7 +20,7 @@ from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.kernels import available_memory
 from engine.models.kyutai.config import SAMPLE_RATE, load_config
 from engine.models.kyutai.kernel_choice import AUTO_DTYPES, BYTES, step_seconds
-from engine.models.kyutai.weights import KyutaiModel, load_model, step_matrix_shapes
+from engine.models.kyutai.weights import KyutaiModel, load_model, step_matrices
 from engine.streaming.kyutai_front import StreamFront, skipped_ids
 
 _FLUSH_EXTRA_SECONDS = 1.0  # past the delay, as transformers' feature extractor pads
@@ -197,11 +197,15 @@ def resolve_dtype(requested: str, device: str, folder: Path) -> str:
         return requested
     if device == "cuda":
         return "bfloat16"
-    shapes = step_matrix_shapes(load_config(folder))
-    spare = available_memory()
-    weights = sum(out * width for out, width in shapes)
-    forms = [f for f in AUTO_DTYPES if spare is None or weights * BYTES[f] * 1.3 < spare]
-    return min(forms or ["int8"], key=lambda form: step_seconds(form, shapes))
+    config, spare = load_config(folder), available_memory()
+    steps = {dtype: step_matrices(config, dtype) for dtype in AUTO_DTYPES}
+
+    def fits(dtype: str) -> bool:
+        held = sum(out * width * BYTES[form] for form, (out, width) in steps[dtype])
+        return spare is None or held * 1.3 < spare
+
+    fitting = [dtype for dtype in AUTO_DTYPES if fits(dtype)]
+    return min(fitting or ["int8"], key=lambda dtype: step_seconds(steps[dtype]))
 
 
 @dataclass(frozen=True)

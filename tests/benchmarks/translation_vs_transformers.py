@@ -14,18 +14,21 @@ word every 0.3 s, sentences of 6-20 words, a 0.8 s pause after some) through the
 session's translation thread, in real time, and reports how long after a caption segment
 closes its final translation arrives (provisionals are worked out too, as live; no drafts,
 the worst case, since random weights would make every draft match). Beside it runs a
-stand-in caption engine (no Kyutai checkpoint is built here): every 80 ms a frame of
-one-row int8 products over 100 MB of weights, bandwidth-bound like a streaming LM step; its
-mean frame time alone (10 s before the replay) against beside the translator is the cost
-of translation to the captions. Each of LIVE_SETUPS (`--live-setups`) is replayed in turn:
-engine.session's follower before finals could preempt provisionals ("plain": follow() sees
-only the events queued when it begins), the follower as it is, handing CaptionTranslator the
-events that arrive meanwhile ("incoming"), and that with the translation thread on 1 torch
-thread or at nice 10.
+caption engine: with `--caption-model FOLDER` a real Kyutai model (for example the
+full-size random one `kyutai_vs_transformers.py --keep FOLDER` saves) stepping Mimi and its
+LM one 80 ms frame at a time, back to back where it is slower than real time; otherwise a
+stand-in, every 80 ms a frame of one-row int8 products over 100 MB of weights,
+bandwidth-bound like a streaming LM step. Its mean frame time alone (10 s before the replay)
+against beside the translator is the cost of translation to the captions. Each of
+LIVE_SETUPS (`--live-setups`) is replayed in turn: engine.session's follower before finals
+could preempt provisionals ("plain": follow() sees only the events queued when it begins),
+the follower as it is, handing CaptionTranslator the events that arrive meanwhile
+("incoming"), and that with the translation thread on 1 torch thread or at nice 10.
 
 Run (2 cores):
     .venv/bin/python tests/benchmarks/translation_vs_transformers.py [--m2m100] [--repeats N]
-        [--live S [--live-dtype int8] [--live-setups plain,incoming,...]]
+        [--live S [--live-dtype int8] [--live-setups plain,incoming,...]
+         [--caption-model FOLDER [--caption-dtype int8]]]
 Prints one JSON object.
 """
 
@@ -256,18 +259,52 @@ CAPTION_FRAME_S = 0.08  # Kyutai's frame: 80 ms of audio
 CAPTION_FRAME_MATRICES = 24  # int8 2048 x 2048 each: 100 MB read per frame
 
 
-def caption_engine(stop, frames: list[float], weights: list) -> None:
-    """A stand-in for a caption engine: every 80 ms one frame of one-row int8 products
-    (bandwidth-bound like a streaming LM step), its time recorded."""
-    from engine.models.kernels import int8_weight_mm
+def stand_in_frame():
+    """One frame of a stand-in caption engine: one-row int8 products over 100 MB of weights
+    (bandwidth-bound like a streaming LM step)."""
+    from engine.models.kernels import int8_weight_mm, quantize_rows
 
+    generator = torch.Generator().manual_seed(0)
+    weights = []
+    for _ in range(CAPTION_FRAME_MATRICES):
+        codes, scales = quantize_rows(torch.randn(2048, 2048, generator=generator))
+        weights.append((codes, scales.to(torch.bfloat16)))
     x = torch.randn(1, 2048).to(torch.bfloat16)
+
+    def frame() -> None:
+        for codes, scales in weights:
+            int8_weight_mm(x, codes, scales)
+
+    return frame
+
+
+def kyutai_frame(folder: Path, dtype: str):
+    """One frame of a real Kyutai engine: Mimi encodes 80 ms of noise, the LM steps once."""
+    import numpy as np
+
+    from engine.models.kyutai.weights import load_model
+
+    model = load_model(folder, "cpu", dtype)
+    mimi_state, lm_state = model.mimi.new_state(), model.lm.new_state()
+    token, codes = model.lm.start_inputs()
+    noise = np.random.default_rng(0).standard_normal(1920).astype(np.float32) * 0.1
+    audio = torch.from_numpy(noise)
+    with torch.inference_mode():
+        model.lm.step(token, codes, lm_state)
+
+    def frame() -> None:
+        model.lm.step(token, model.mimi.encode(audio, mimi_state)[0], lm_state)
+
+    return frame
+
+
+def caption_engine(stop, frames: list[float], frame) -> None:
+    """A caption engine: a frame every 80 ms (at once when behind), its time recorded."""
     due = time.perf_counter()
     with torch.inference_mode():
         while not stop.is_set():
             began = time.perf_counter()
-            for codes, scales in weights:
-                int8_weight_mm(x, codes, scales)
+            frame()
             frames.append(time.perf_counter() - began)
             due = max(due + CAPTION_FRAME_S, time.perf_counter())
             time.sleep(max(0.0, due - time.perf_counter()))
@@ -296,15 +333,14 @@ def live_follower(setup: str, translator, on_event):
     return Follower(translator, on_event)
 
 
-def live(seconds: float, dtype: str, setups: list[str], baseline_s: float = 10.0) -> dict:
-    """The translation thread behind captions replayed in real time, beside a stand-in
-    caption engine: lag of each final behind its caption segment, and the engine's frame
-    time alone (before the replay) and with the translator beside it."""
+def live(seconds: float, dtype: str, setups: list[str], frame, baseline_s: float = 10.0) -> dict:
+    """The translation thread behind captions replayed in real time, beside a caption
+    engine stepping `frame`: lag of each final behind its caption segment, and the engine's
+    frame time alone (before the replay) and with the translator beside it."""
     import numpy as np
 
     from engine.events import Commit, EndOfTurn
     from engine.models.contract import ModelInfo
-    from engine.models.kernels import quantize_rows
     from engine.streaming.text_translator import CaptionTranslator
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -326,15 +362,10 @@ def live(seconds: float, dtype: str, setups: list[str], baseline_s: float = 10.0
 
     translator.translate = translate
     caption = ModelInfo("captions", "double", ("en",), "en", 0.0, "cpu", "float32")
-    generator = torch.Generator().manual_seed(0)
-    weights = []
-    for _ in range(CAPTION_FRAME_MATRICES):
-        codes, scales = quantize_rows(torch.randn(2048, 2048, generator=generator))
-        weights.append((codes, scales.to(torch.bfloat16)))
     results = {}
     for setup in setups:
         stop, frames = threading.Event(), []
-        engine = threading.Thread(target=caption_engine, args=(stop, frames, weights), daemon=True)
+        engine = threading.Thread(target=caption_engine, args=(stop, frames, frame), daemon=True)
         engine.start()
         time.sleep(baseline_s)
         alone = len(frames)
@@ -387,6 +418,8 @@ def main() -> None:
     parser.add_argument(
         "--live-setups", default=",".join(LIVE_SETUPS), help="of " + ", ".join(LIVE_SETUPS)
     )
+    parser.add_argument("--caption-model", metavar="FOLDER", help="a Kyutai model folder")
+    parser.add_argument("--caption-dtype", default="int8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = ["opus-mt-en-de"] + (["m2m100_418M"] if args.m2m100 else [])
@@ -398,7 +431,13 @@ def main() -> None:
     }
     if args.live:
         setups = args.live_setups.split(",")
-        result["live"] = {"dtype": args.live_dtype, **live(args.live, args.live_dtype, setups)}
+        if args.caption_model:
+            frame = kyutai_frame(Path(args.caption_model), args.caption_dtype)
+            engine = {"caption_engine": f"Kyutai {args.caption_model} {args.caption_dtype}"}
+        else:
+            frame, engine = stand_in_frame(), {"caption_engine": "stand-in"}
+        runs = live(args.live, args.live_dtype, setups, frame)
+        result["live"] = {"dtype": args.live_dtype, **engine, **runs}
     print(json.dumps(result, indent=1))
 
 

@@ -62,18 +62,21 @@ def held(kernel: str, weight: torch.Tensor) -> torch.Tensor:
 def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
     """x · Wᵀ on `kernel` for float weights (as `held` lays them out), int8 codes with per-row
     `scales`, or int4 codes with their scales and zeros."""
+    # Float weights take activations of another dtype too (an int8 model's bfloat16
+    # projections beside float32 activations): in the weight's dtype, out in the input's.
     if kernel == "linear":
-        return lambda x: F.linear(x, weight)
+        return lambda x: F.linear(x.to(weight.dtype), weight).to(x.dtype)
     if kernel == "mv":
 
         def one_row_mv(x: torch.Tensor) -> torch.Tensor:
             if x.numel() != x.shape[-1] or x.is_cuda:
-                return F.linear(x, weight)
-            return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], -1)
+                return F.linear(x.to(weight.dtype), weight).to(x.dtype)
+            product = torch.mv(weight, x.reshape(-1).to(weight.dtype))
+            return product.view(*x.shape[:-1], -1).to(x.dtype)
 
         return one_row_mv
     if kernel == "matmul":
-        return lambda x: x @ weight
+        return lambda x: (x.to(weight.dtype) @ weight).to(x.dtype)
     if kernel == "int8pack":
         # bfloat16 activations: the kernel reads float32 ones several times slower
         return lambda x: kernels.int8_weight_mm(x.to(torch.bfloat16), weight, scales).to(x.dtype)
@@ -95,11 +98,11 @@ def kernel_for(form: str, shape: Shape, device: torch.device, rows: int = 1) -> 
     return best
 
 
-def step_seconds(form: str, shapes: list[Shape]) -> float:
-    """A one-row pass over `shapes` (each matrix once) on each shape's fastest kernel; 0 for
-    matrices small enough to stay in cache."""
+def step_seconds(matrices: list[tuple[str, Shape]]) -> float:
+    """A one-row pass over `matrices` (form, shape: each matrix once) on each one's fastest
+    kernel; 0 for matrices small enough to stay in cache."""
     total = 0.0
-    for shape in shapes:
+    for form, shape in matrices:
         if shape[0] * shape[1] * BYTES[form] < _MEASURED_FROM_BYTES:
             continue  # in cache: a small share of a step whichever the form
         rates = measured_rates(form, shape)

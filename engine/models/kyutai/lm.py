@@ -39,9 +39,9 @@ class Embedding:
 
     def sum(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [T, n] → the sum of each step's n rows [T, hidden]."""
-        rows = self.table[ids]
+        rows = self.table[ids].to(self.dtype)  # a bfloat16 table sums in float32 for int8
         if self.scales is not None:
-            rows = rows.to(self.dtype) * self.scales[ids][..., None]
+            rows = rows * self.scales[ids][..., None]
         return rows.sum(dim=-2)
 
 
