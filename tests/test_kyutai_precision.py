@@ -74,14 +74,17 @@ def test_bench_peak_memory_is_the_process_own() -> None:
 
 
 @pytest.mark.parametrize("native", [False, True])
-def test_int8_holds_attention_inputs_and_the_table_in_bfloat16(tiny, monkeypatch, native) -> None:
-    """int8 keeps each layer's fused query/key/value projection and the embedding table in
-    bfloat16, the other matrices in int8; its step stays close to float32's either way."""
+def test_int8_holds_the_table_and_where_native_attention_inputs_in_bfloat16(
+    tiny, monkeypatch, native
+) -> None:
+    """int8 keeps the embedding table in bfloat16 and, where bfloat16 is native, each layer's
+    fused query/key/value projection too; the other matrices are int8 and its step stays
+    close to float32's either way."""
     monkeypatch.setattr(kernels, "native_bfloat16", lambda: native)
     model = weights.load_model(tiny, "cpu", "int8")
     reference = weights.load_model(tiny, "cpu", "float32")
     layer = model.lm.layers[0]
-    assert layer.qkv.weight.dtype == torch.bfloat16 and layer.qkv.scales is None
+    assert layer.qkv.weight.dtype == (torch.bfloat16 if native else torch.int8)
     assert {layer.out.weight.dtype, layer.fc1.weight.dtype, layer.fc2.weight.dtype} == {torch.int8}
     assert model.lm.head.weight.dtype == torch.int8
     assert model.lm.embedding.table.dtype == torch.bfloat16 and model.lm.embedding.scales is None
@@ -94,9 +97,11 @@ def test_int8_holds_attention_inputs_and_the_table_in_bfloat16(tiny, monkeypatch
     assert torch.nn.functional.cosine_similarity(*outputs, dim=0) > 0.99
 
 
-def test_step_matrices_name_each_form_int8_holds(tiny) -> None:
-    """What `--dtype auto` times for int8: per layer a bfloat16 query/key/value projection and
-    three int8 matrices, then the int8 text head; the other dtypes hold one form."""
+def test_step_matrices_name_each_form_int8_holds(tiny, monkeypatch) -> None:
+    """What `--dtype auto` times for int8 where bfloat16 is native: per layer a bfloat16
+    query/key/value projection and three int8 matrices, then the int8 text head; the other
+    dtypes hold one form."""
+    monkeypatch.setattr(kernels, "native_bfloat16", lambda: True)
     config = weights.load_config(tiny)
     forms = [form for form, _ in weights.step_matrices(config, "int8")]
     assert forms == ["bfloat16", "int8", "int8", "int8"] * config.num_layers + ["int8"]

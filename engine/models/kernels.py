@@ -135,9 +135,11 @@ def native_bfloat16() -> bool:
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per output row: w ≈ codes * scale, codes in [-127, 127], float32
-    scales [rows]."""
+    scales [rows]. The scales are rounded to bfloat16 before the codes are chosen: the int8
+    kernels take bfloat16 scales, and codes chosen for the unrounded scale would be off by
+    its rounding (up to 2⁻⁹ of the row) once it is converted."""
     weight = weight.float()
-    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0).bfloat16().float()
     codes = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
     return codes, scales
 

@@ -204,13 +204,16 @@ def step_matrices(config: KyutaiConfig, dtype: str) -> list[tuple[str, tuple[int
 
 
 def stored_form(dtype: str, shape: tuple[int, int], attention_input: bool) -> str:
-    """The form an LM matrix is held in for `dtype`. int8 keeps each layer's query/key/value
-    projection in bfloat16: int8's per-row rounding spreads its error evenly over every
-    matrix, and this quarter of the weights, held closer, takes int8's final hidden state
-    from cosine 0.9988 to 0.9991 of float32 for a few milliseconds a step. int4 holds int8
-    where its CPU kernel cannot take the shape (rows not a multiple of 16, inputs not of its
-    groups: the text head's 8001 rows), a small share of the bytes."""
-    if dtype == "int8" and attention_input:
+    """The form an LM matrix is held in for `dtype`. Where the CPU has native bfloat16, int8
+    keeps each layer's query/key/value projection in bfloat16: int8's per-row rounding
+    spreads its error evenly over every matrix, and this quarter of the weights, held closer,
+    takes int8's final hidden state from cosine 0.9989 to 0.9992 of float32 for a few
+    milliseconds a step. Where bfloat16 is emulated, a bfloat16 product costs as much per
+    row as one row does, so the passes of several rows (a batch of streams, speculation) would
+    pay 2-3x int8's time for it: there it stays int8. int4 holds int8 where its CPU kernel
+    cannot take the shape (rows not a multiple of 16, inputs not of its groups: the text
+    head's 8001 rows), a small share of the bytes."""
+    if dtype == "int8" and attention_input and kernels.native_bfloat16():
         return "bfloat16"
     if dtype == "int4" and (shape[0] % 16 or shape[1] % kernels.INT4_GROUP):
         return "int8"
