@@ -276,7 +276,7 @@ def test_kernel_rates_are_measured_once_per_machine(small_timing, monkeypatch) -
 
     def time_candidates(form, shape, rows=1):
         timed.append((form, shape))
-        return {"linear": 5.0, "mv": 7.0, "matmul": 0.0}  # matmul unusable here
+        return {"linear": 5.0, "mv": 7.0}  # matmul unusable here
 
     monkeypatch.setattr(kernel_choice, "_time_candidates", time_candidates)
     for _ in range(2):
@@ -285,27 +285,26 @@ def test_kernel_rates_are_measured_once_per_machine(small_timing, monkeypatch) -
     cached = json.loads((small_timing / "livecap" / "kernel_rates.json").read_text())
     (machine,) = cached
     assert kernel_choice.cpu_description()["model"] in machine
-    assert cached[machine] == {"float32 512x64": {"linear": 5.0, "mv": 7.0, "matmul": 0.0}}
-    assert kernel_choice.measured_rates("float32", (512, 64)) == {"linear": 5.0, "mv": 7.0}
+    assert cached[machine] == {"float32 512x64": {"linear": 5.0, "mv": 7.0}}
     monkeypatch.setattr(torch, "__version__", "0.0-other")  # another torch measures anew
     kernel_choice.kernel_for("float32", (512, 64), torch.device("cpu"))
     assert len(timed) == 2
 
 
-def test_figures_cached_before_a_candidate_existed_are_measured_again(
-    small_timing, monkeypatch
-) -> None:
+def test_a_new_candidate_has_every_form_measured_again(small_timing, monkeypatch) -> None:
+    """`auto` compares forms by their figures, so when any form gains a candidate all are
+    timed anew (together), not the new one alone beside figures from another day."""
     timed = []
     monkeypatch.setattr(
-        kernel_choice,
-        "_time_candidates",
-        lambda form, shape, rows=1: (
-            timed.append(shape) or {"linear": 5.0, "mv": 7.0, "matmul": 9.0}
-        ),
+        kernel_choice, "_time_candidates", lambda form, shape, rows=1: timed.append(form) or {}
     )
-    monkeypatch.setattr(kernel_choice, "_read_cache", lambda: {"float32 512x64": {"linear": 5.0}})
-    assert kernel_choice.kernel_for("float32", (512, 64), torch.device("cpu")) == "matmul"
-    assert timed == [(512, 64)]
+    for form in ("int8", "float32"):
+        kernel_choice.measured_rates(form, (512, 64))
+    candidates = {**kernel_choice._CANDIDATES, "float32": ("linear",)}
+    monkeypatch.setattr(kernel_choice, "_CANDIDATES", candidates)
+    for form in ("int8", "float32"):
+        kernel_choice.measured_rates(form, (512, 64))
+    assert timed == ["int8", "float32", "int8", "float32"]
 
 
 def test_auto_dtype_is_the_shortest_measured_step(small_timing, monkeypatch) -> None:

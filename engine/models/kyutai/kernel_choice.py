@@ -1,11 +1,12 @@
-"""Which kernel multiplies the LM's one-row steps by each of its matrices, measured here.
+"""Which kernel multiplies a streaming step's few rows by each matrix, measured here.
 
 A streaming step reads every weight once, so its time is the bytes read over the rate the
 kernel reads them at, and that rate depends on the CPU far more than the bytes do: on one
 CPU bfloat16 `torch.mv` reads fastest, on another `F.linear`. So nothing is assumed: for each
-dtype and matrix shape a model uses, every candidate is timed once per machine on random
-matrices of that shape (together larger than the last-level cache, as a step's are), checked
-against a float64 product, and the fastest correct one is kept. The figures are cached in the
+dtype, matrix shape and row count a model uses (the LM's one-row steps, Mimi's two-row
+frames), every candidate is timed once per machine on random matrices of that shape
+(together larger than the last-level cache, as a step's are), checked against a float64
+product, and the fastest correct one is kept. The figures are cached in the
 user's cache folder under the CPU's model and flags, the torch version and the thread count,
 so later loads only read them. `--dtype auto` picks the dtype whose best kernels give the
 shortest step from the same figures.
@@ -134,15 +135,13 @@ def cpu_description() -> dict[str, str]:
 
 def measured_rates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]:
     """GB/s of each correct candidate for `form` × `shape` times `rows` rows, from the cache
-    or timed now (also when the cached figures predate a candidate: an unusable one is cached
-    at 0)."""
+    or timed now."""
     key = _key(form, shape, rows)
     cache = _read_cache()
-    if not set(_CANDIDATES[form]) <= set(cache.get(key, {})):
+    if key not in cache:
         cache[key] = _time_candidates(form, shape, rows)
         _write_cache(cache)
-    rates = cache[key].items()
-    return {name: rate for name, rate in rates if name in _CANDIDATES[form] and rate > 0}
+    return {name: rate for name, rate in cache[key].items() if name in _CANDIDATES[form]}
 
 
 def _key(form: str, shape: Shape, rows: int) -> str:
@@ -153,7 +152,13 @@ def _machine_key() -> str:
     cpu = cpu_description()
     flags = hashlib.sha256(cpu["flags"].encode()).hexdigest()[:12]
     threads = torch.get_num_threads()
-    return f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"
+    # The candidates too: `auto` compares forms by their figures, so all of them are measured
+    # anew, together, when any form gains a candidate (not some now and some on a busier day).
+    candidates = hashlib.sha256(repr(sorted(_CANDIDATES.items())).encode()).hexdigest()[:8]
+    return (
+        f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"
+        f" | candidates {candidates}"
+    )
 
 
 def _cache_file() -> Path:
@@ -222,8 +227,7 @@ def _time_candidates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]
                     run(x)
                 if repeat:  # the first pass warms up (page faults, kernel selection)
                     times[name].append(time.perf_counter() - start)
-    rates = {name: count * matrix_bytes / statistics.median(t) / 1e9 for name, t in times.items()}
-    return {name: rates.get(name, 0.0) for name in _CANDIDATES[form]}
+    return {name: count * matrix_bytes / statistics.median(t) / 1e9 for name, t in times.items()}
 
 
 def _stored(form: str, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
