@@ -201,8 +201,8 @@ class ResidualQuantizer:
         needs_proj = config.quantizer_dim != config.hidden_size
         self.proj = Linear(tensor(proj_name)[:, :, 0]) if needs_proj else None
         # Entries are held transposed, [dim, size]: a streamed frame multiplies one row by
-        # every codebook, and the matmul reads a contiguous [dim, size] operand about twice as
-        # fast as the transposed view of [size, dim] on the CPUs measured.
+        # every codebook, and the matmul reads a contiguous [dim, size] operand faster than
+        # the transposed view of [size, dim] (the codes are the same either way).
         self.codebooks: list[tuple[torch.Tensor, torch.Tensor]] = []
         for i in range(count):
             book = f"{prefix}layers.{i}.codebook."

@@ -37,8 +37,7 @@ _SKIPPED = re.compile(
 _ROWS_PER_READ = 2048  # large matrices are converted in slices of this many rows
 # The embedding table's form where it differs from the LM's dtype. A step reads 33 of its
 # rows, not the whole table, so its form costs no time: int8 keeps it in bfloat16 (33 int8
-# rows summed were the largest error at the logits: top-1 agreement with float32 0.81 →
-# 0.96 on random full-size weights), int4 in int8.
+# rows summed each step were the largest error at the logits), int4 in int8.
 _TABLE_FORMS = {"int8": "bfloat16", "int4": "int8"}
 
 
@@ -207,10 +206,10 @@ def stored_form(dtype: str, shape: tuple[int, int], attention_input: bool) -> st
     """The form an LM matrix is held in for `dtype`. Where the CPU has native bfloat16, int8
     keeps each layer's query/key/value projection in bfloat16: int8's per-row rounding
     spreads its error evenly over every matrix, and this quarter of the weights, held closer,
-    takes int8's final hidden state from cosine 0.9989 to 0.9992 of float32 for a few
-    milliseconds a step. Where bfloat16 is emulated, a bfloat16 product costs as much per
-    row as one row does, so the passes of several rows (a batch of streams, speculation) would
-    pay 2-3x int8's time for it: there it stays int8. int4 holds int8 where its CPU kernel
+    brings int8's final hidden state nearest float32's for the least time. Where bfloat16 is
+    emulated, a bfloat16 product costs as much per row as one row does, so the passes of
+    several rows (a batch of streams, speculation) would pay several times int8's time for
+    it: there it stays int8. int4 holds int8 where its CPU kernel
     cannot take the shape (rows not a multiple of 16, inputs not of its groups: the text
     head's 8001 rows), a small share of the bytes."""
     if dtype == "int8" and attention_input and kernels.native_bfloat16():
