@@ -195,11 +195,11 @@ def step_matrices(config: KyutaiConfig, dtype: str) -> list[tuple[str, tuple[int
     as the loader fuses it."""
     c = config
     d, q, kv = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
-    layer = [(q + 2 * kv, d), (d, q), (c.ffn_dim, d), (d, c.ffn_dim // 2)]
-    shapes = layer * c.num_layers + [(c.vocab_size, d)]
-    return [
-        (stored_form(dtype, s, i % 4 == 0 and i < len(shapes) - 1), s) for i, s in enumerate(shapes)
-    ]
+    qkv, *rest = [(q + 2 * kv, d), (d, q), (c.ffn_dim, d), (d, c.ffn_dim // 2)]
+    layer = [(stored_form(dtype, qkv, attention_input=True), qkv)]
+    layer += [(stored_form(dtype, shape, attention_input=False), shape) for shape in rest]
+    head = (c.vocab_size, d)
+    return layer * c.num_layers + [(stored_form(dtype, head, attention_input=False), head)]
 
 
 def stored_form(dtype: str, shape: tuple[int, int], attention_input: bool) -> str:
