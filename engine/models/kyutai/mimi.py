@@ -279,7 +279,7 @@ class MimiEncoder:
         _MAX_CHUNK transformer steps: the state carries every conv tail and key across
         slices, so the codes are those of one pass, and memory stays that of one slice
         (the convolutions' activations of 20 s at once took 0.6 GB)."""
-        slice_samples = _MAX_CHUNK * self.config.frame_size // 2  # two 25 Hz steps a frame
+        slice_samples = _MAX_CHUNK * self.config.frame_size // _STEPS_PER_FRAME
         codes = [self._encode_slice(piece, state) for piece in audio.split(slice_samples)]
         return torch.cat(codes)
 
