@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models import bart, kernels
+from engine.models import bart, int8_panels, kernels
 from engine.models.generation import Screened
 from engine.models.kyutai import kernel_choice
 
@@ -229,9 +229,11 @@ def small_timing(monkeypatch, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("kernel", ["linear", "mv", "matmul", "int8pack", "int4"])
+@pytest.mark.parametrize("kernel", ["linear", "mv", "matmul", "int8pack", "panels", "int4"])
 @pytest.mark.parametrize("rows", [1, 3])
 def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None:
+    if kernel == "panels" and not int8_panels.available():
+        pytest.skip("the int8 panels kernel does not build here")
     torch.manual_seed(0)
     weight = torch.randn(96, 64) * 0.02
     if kernel == "int4":
@@ -240,7 +242,7 @@ def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None
         low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
         step = (high - low) / 15
         restored = (torch.round((groups - low) / step) * step + low).reshape(96, 64)
-    elif kernel == "int8pack":
+    elif kernel in ("int8pack", "panels"):
         codes, scales = kernels.quantize_rows(weight)
         stored, restored = (codes, scales.to(torch.bfloat16)), codes * scales.bfloat16()[:, None]
         dtype = torch.bfloat16

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import statistics
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.models import kernels
+from engine.models import int8_panels, kernels
+from engine.models.machine_cache import cache_folder
 
 Product = Callable[[torch.Tensor], torch.Tensor]  # x [..., in] → x · Wᵀ [..., out]
 Shape = tuple[int, int]  # (out, in)
@@ -37,9 +37,9 @@ _CANDIDATES = {
     "float32": ("linear", "mv", "matmul"),
     "bfloat16": ("linear", "mv", "matmul"),
     # fbgemm's int8 x int8 kernel (kernels.PackedInt8Linear) read the 1B's larger matrices up
-    # to 38 % faster here, but its packed copies took peak RSS from 1.21x to 1.26-1.31x the
-    # weights (over the 1.2x bound): int8 keeps the int8-weight kernel alone.
-    "int8": ("int8pack",),
+    # to 38 % faster on one CPU, but its packed copies took peak RSS from 1.21x to 1.26-1.31x
+    # the weights (over the 1.2x bound); the panels (int8_panels.py) replace the codes.
+    "int8": ("int8pack", "panels"),
 }
 BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}  # per weight
 AUTO_DTYPES = ("float32", "bfloat16", "int8")  # what `--dtype auto` chooses among
@@ -56,8 +56,13 @@ _chosen: dict[str, dict] = {}  # this process's choices, for `livecap bench --js
 def held(kernel: str, weight: torch.Tensor) -> torch.Tensor:
     """W [out, in] in the layout `kernel` reads it in: `matmul` holds Wᵀ [in, out] (a few rows
     times a contiguous [in, out] matrix reads faster than times the transposed view of
-    [out, in] on some CPUs, slower on others); every other kernel holds W as given."""
-    return weight.T.contiguous() if kernel == "matmul" else weight
+    [out, in] on some CPUs, slower on others), `panels` int8 codes in panels of 8 outputs;
+    every other kernel holds W as given."""
+    if kernel == "matmul":
+        return weight.T.contiguous()
+    if kernel == "panels":
+        return int8_panels.pack(weight)
+    return weight
 
 
 def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
@@ -81,6 +86,11 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
     if kernel == "int8pack":
         # bfloat16 activations: the kernel reads float32 ones several times slower
         return lambda x: kernels.int8_weight_mm(x.to(torch.bfloat16), weight, scales).to(x.dtype)
+    if kernel == "panels":
+        if not int8_panels.available():
+            raise RuntimeError("the int8 panels kernel cannot be built on this machine")
+        out, scale = len(scales), int8_panels.padded_scale(scales)
+        return lambda x: int8_panels.mm(x, weight, scale, out)
     if kernel == "int4":
         return lambda x: kernels.int4_mm(x, weight, scales)
     raise ValueError(f"unknown kernel {kernel!r}")
@@ -89,7 +99,7 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
 def kernel_for(form: str, shape: Shape, device: torch.device, rows: int = 1) -> str:
     """The kernel for one matrix of `shape` held as `form` (float32, bfloat16, int8) that
     multiplies `rows` rows at a time."""
-    if form not in _CANDIDATES or device.type != "cpu":
+    if not _candidates(form) or device.type != "cpu":
         return DEFAULTS[form]
     if shape[0] * shape[1] * BYTES[form] < _MEASURED_FROM_BYTES:
         return DEFAULTS[form]
@@ -141,7 +151,13 @@ def measured_rates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]:
     if key not in cache:
         cache[key] = _time_candidates(form, shape, rows)
         _write_cache(cache)
-    return {name: rate for name, rate in cache[key].items() if name in _CANDIDATES[form]}
+    return {name: rate for name, rate in cache[key].items() if name in _candidates(form)}
+
+
+def _candidates(form: str) -> tuple[str, ...]:
+    """The kernels `form` can run on here: the panels only where their C kernel builds."""
+    names = _CANDIDATES.get(form, ())
+    return tuple(n for n in names if n != "panels" or int8_panels.available())
 
 
 def _key(form: str, shape: Shape, rows: int) -> str:
@@ -154,7 +170,8 @@ def _machine_key() -> str:
     threads = torch.get_num_threads()
     # The candidates too: `auto` compares forms by their figures, so all of them are measured
     # anew, together, when any form gains a candidate (not some now and some on a busier day).
-    candidates = hashlib.sha256(repr(sorted(_CANDIDATES.items())).encode()).hexdigest()[:8]
+    here = sorted((form, _candidates(form)) for form in _CANDIDATES)
+    candidates = hashlib.sha256(repr(here).encode()).hexdigest()[:8]
     return (
         f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"
         f" | candidates {candidates}"
@@ -162,8 +179,7 @@ def _machine_key() -> str:
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "livecap" / "kernel_rates.json"
+    return cache_folder() / "kernel_rates.json"
 
 
 def _read_cache() -> dict[str, dict[str, float]]:
@@ -211,7 +227,7 @@ def _time_candidates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]
     dtype = torch.float32 if form == "float32" else torch.bfloat16
     x = torch.randn(rows, shape[1], generator=generator).to(dtype)
     runs: dict[str, list[Product]] = {}
-    for name in _CANDIDATES[form]:
+    for name in _candidates(form):
         try:
             products = [product(name, held(name, weight), scales) for weight, scales in stored]
             if _correct(products[0], stored[0], x, form):

@@ -25,7 +25,7 @@ from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
 from engine.models.kyutai.lm import Embedding, TextLM
 from engine.models.kyutai.mimi import MimiEncoder
-from engine.models.loading import Checkpoint
+from engine.models.loading import Checkpoint, return_freed_blocks
 
 Shape = tuple[int, ...]
 DTYPES = ("float32", "bfloat16", "int8", "int4")  # int4: explicit only, never `auto`
@@ -150,6 +150,7 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     if dtype in ("int8", "int4") and device != "cpu":
         raise ModelError(f"{dtype} weights run on the CPU only.", "Use --dtype bfloat16 on a GPU.")
     config = load_config(folder)
+    return_freed_blocks()
     reader = Checkpoint(folder)
     reader.check(checkpoint_layout(config), lambda name: is_skipped(name, config))
     target = torch.device(device)
