@@ -242,7 +242,10 @@ def test_every_row_kernel_gives_the_product_of_its_weights(kernel, rows) -> None
         low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
         step = (high - low) / 15
         restored = (torch.round((groups - low) / step) * step + low).reshape(96, 64)
-    elif kernel in ("int8pack", "panels"):
+    elif kernel == "panels":
+        stored = (int8_panels.quantize(weight), None)
+        restored, dtype = stored[0].dequantized(), torch.bfloat16
+    elif kernel == "int8pack":
         codes, scales = kernels.quantize_rows(weight)
         stored, restored = (codes, scales.to(torch.bfloat16)), codes * scales.bfloat16()[:, None]
         dtype = torch.bfloat16

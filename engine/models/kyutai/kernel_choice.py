@@ -56,18 +56,16 @@ _chosen: dict[str, dict] = {}  # this process's choices, for `livecap bench --js
 def held(kernel: str, weight: torch.Tensor) -> torch.Tensor:
     """W [out, in] in the layout `kernel` reads it in: `matmul` holds Wᵀ [in, out] (a few rows
     times a contiguous [in, out] matrix reads faster than times the transposed view of
-    [out, in] on some CPUs, slower on others), `panels` int8 codes in panels of 8 outputs;
-    every other kernel holds W as given."""
+    [out, in] on some CPUs, slower on others); every other kernel holds W as given."""
     if kernel == "matmul":
         return weight.T.contiguous()
-    if kernel == "panels":
-        return int8_panels.pack(weight)
-    return weight
+    return weight  # `panels` come as int8_panels.Int8Panels, already in their layout
 
 
 def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
     """x · Wᵀ on `kernel` for float weights (as `held` lays them out), int8 codes with per-row
-    `scales`, or int4 codes with their scales and zeros."""
+    `scales`, int8 panels (int8_panels.Int8Panels, their scales inside), or int4 codes with
+    their scales and zeros."""
     # Float weights take activations of another dtype too (an int8 model's bfloat16
     # projections beside float32 activations): in the weight's dtype, out in the input's.
     if kernel == "linear":
@@ -89,8 +87,7 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
     if kernel == "panels":
         if not int8_panels.available():
             raise RuntimeError("the int8 panels kernel cannot be built on this machine")
-        out, scale = len(scales), int8_panels.padded_scale(scales)
-        return lambda x: int8_panels.mm(x, weight, scale, out)
+        return lambda x: int8_panels.mm(x, weight)
     if kernel == "int4":
         return lambda x: kernels.int4_mm(x, weight, scales)
     raise ValueError(f"unknown kernel {kernel!r}")
@@ -169,8 +166,10 @@ def _machine_key() -> str:
     flags = hashlib.sha256(cpu["flags"].encode()).hexdigest()[:12]
     threads = torch.get_num_threads()
     # The candidates too: `auto` compares forms by their figures, so all of them are measured
-    # anew, together, when any form gains a candidate (not some now and some on a busier day).
+    # anew, together, when any form gains a candidate or the panels kernel changes (not some
+    # now and some on a busier day).
     here = sorted((form, _candidates(form)) for form in _CANDIDATES)
+    here += [int8_panels.source_digest()]
     candidates = hashlib.sha256(repr(here).encode()).hexdigest()[:8]
     return (
         f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"
@@ -220,18 +219,24 @@ def _time_candidates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]
     matrix_bytes = shape[0] * shape[1] * BYTES[form]
     timed_bytes = max(_MIN_TIMED_BYTES, 2 * _last_level_cache_bytes())
     count = max(2, -(-timed_bytes // matrix_bytes))
-    generator = torch.Generator().manual_seed(0)
-    # One float32 matrix at a time: only the stored set is held, not a float copy of it too
-    # (which took a cold first load's peak memory 0.4 GB past the model's).
-    stored = [_stored(form, torch.randn(shape, generator=generator) * 0.02) for _ in range(count)]
     dtype = torch.float32 if form == "float32" else torch.bfloat16
-    x = torch.randn(rows, shape[1], generator=generator).to(dtype)
+    x = torch.randn(rows, shape[1], generator=torch.Generator().manual_seed(count)).to(dtype)
+
+    def stored(index: int, kernel: str) -> tuple[object, torch.Tensor | None]:
+        # The same matrices for every candidate, made one at a time: only the stored sets are
+        # held, never a float32 copy of them (which took a cold first load's peak memory
+        # 0.4 GB past the model's).
+        matrix = torch.randn(shape, generator=torch.Generator().manual_seed(index)) * 0.02
+        return _stored(form, kernel, matrix)
+
     runs: dict[str, list[Product]] = {}
     for name in _candidates(form):
         try:
-            products = [product(name, held(name, weight), scales) for weight, scales in stored]
-            if _correct(products[0], stored[0], x, form):
-                runs[name] = products
+            sets = [stored(0, name)]
+            if not _correct(product(name, held(name, sets[0][0]), sets[0][1]), sets[0], x, form):
+                continue
+            sets += [stored(index, name) for index in range(1, count)]
+            runs[name] = [product(name, held(name, weight), scales) for weight, scales in sets]
         except (RuntimeError, NotImplementedError, AttributeError):
             continue  # a kernel this build or CPU lacks
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -246,16 +251,24 @@ def _time_candidates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]
     return {name: count * matrix_bytes / statistics.median(t) / 1e9 for name, t in times.items()}
 
 
-def _stored(form: str, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _stored(form: str, kernel: str, weight: torch.Tensor) -> tuple[object, torch.Tensor | None]:
+    """`weight` as `form` in what `kernel` takes: (weight, per-row scales or None)."""
     if form != "int8":
         return weight.to(getattr(torch, form)), None
+    if kernel == "panels":
+        return int8_panels.quantize(weight), None
     codes, scales = kernels.quantize_rows(weight)
     return codes, scales.to(torch.bfloat16)
 
 
 def _correct(run: Product, stored: tuple, x: torch.Tensor, form: str) -> bool:
     weight, scales = stored
-    restored = weight.double() if scales is None else weight.double() * scales.double()[:, None]
+    if isinstance(weight, int8_panels.Int8Panels):
+        restored = weight.dequantized()
+    elif scales is None:
+        restored = weight.double()
+    else:
+        restored = weight.double() * scales.double()[:, None]
     exact = x.double() @ restored.T
     with torch.inference_mode():
         got = run(x).double()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import ModelError
-from engine.models import kernels
+from engine.models import int8_panels, kernels
 from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
 from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
@@ -162,8 +162,8 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     def lm_tensor(name: str) -> torch.Tensor:
         return reader.read(name).to(target, compute)
 
-    def rows(names: list[str], form: str = dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return _read_rows(reader, names, form, compute, target)
+    def rows(names: list[str], form: str = dtype, kernel: str = "") -> tuple:
+        return _read_rows(reader, names, form, compute, target, kernel)
 
     mimi = MimiEncoder(config.mimi, config.num_codebooks, mimi_tensor)
     table = rows(["model.embed_tokens.embed_tokens.weight"], _TABLE_FORMS.get(dtype, dtype))
@@ -172,8 +172,9 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     def lm_linear(names: list[str]) -> Linear:
         shape = (sum(reader.shapes[n][0] for n in names), reader.shapes[names[0]][1])
         form = stored_form(dtype, shape, attention_input="self_attn.q_proj" in names[0])
-        weight, scales = rows(names, form)
-        return Linear(weight, scales, kernel_for(form, shape, target))
+        kernel = kernel_for(form, shape, target)
+        weight, scales = rows(names, form, kernel)
+        return Linear(weight, scales, kernel)
 
     lm = TextLM(config, embedding, lm_linear, lm_tensor, compute)
     return KyutaiModel(config, mimi, lm, dtype, target)
@@ -220,12 +221,20 @@ def stored_form(dtype: str, shape: tuple[int, int], attention_input: bool) -> st
     return dtype
 
 
-def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target):
+def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target, kernel: str):
     """Matrices `names` stacked by rows (fused QKV), in `compute` dtype, int8 with per-row
-    scales or int4 with its scales and zeros (`form`). Converted a slice of rows at a time
-    straight into the final tensors, so no full-size temporary copy ever exists."""
+    scales (or as int8 panels, for that `kernel`) or int4 with its scales and zeros (`form`).
+    Converted a slice of rows at a time straight into the final tensors, so no full-size
+    temporary copy ever exists."""
     total = sum(reader.shapes[n][0] for n in names)
     width = reader.shapes[names[0]][1]
+    if form == "int8" and kernel == "panels":
+        panels = int8_panels.empty(total, width)
+        row = 0
+        for block in _blocks(reader, names):
+            int8_panels.quantize_into(panels, row, block)
+            row += len(block)
+        return panels, None
     if form == "int4":
         weight = torch.empty(total, width // 2, dtype=torch.uint8, device=target)
         groups = width // kernels.INT4_GROUP
@@ -237,17 +246,22 @@ def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target)
         if form == "int8":
             scales = torch.empty(total, dtype=torch.bfloat16, device=target)
     row = 0
+    for block in _blocks(reader, names):
+        end = row + block.shape[0]
+        if form == "int4":
+            weight[row:end], scales[:, row:end] = kernels.quantize_int4_groups(block)
+        elif form == "int8":
+            quantized, block_scales = kernels.quantize_rows(block)
+            weight[row:end], scales[row:end] = quantized, block_scales.to(scales.dtype)
+        else:
+            weight[row:end] = block.to(target, compute)
+        row = end
+    return weight, scales
+
+
+def _blocks(reader: Checkpoint, names: list[str]) -> Iterator[torch.Tensor]:
+    """The rows of matrices `names`, one after another, in slices of at most _ROWS_PER_READ."""
     for name in names:
         count = reader.shapes[name][0]
         for start in range(0, count, _ROWS_PER_READ):
-            block = reader.read(name, slice(start, min(count, start + _ROWS_PER_READ)))
-            end = row + block.shape[0]
-            if form == "int4":
-                weight[row:end], scales[:, row:end] = kernels.quantize_int4_groups(block)
-            elif form == "int8":
-                quantized, block_scales = kernels.quantize_rows(block)
-                weight[row:end], scales[row:end] = quantized, block_scales.to(scales.dtype)
-            else:
-                weight[row:end] = block.to(target, compute)
-            row = end
-    return weight, scales
+            yield reader.read(name, slice(start, min(count, start + _ROWS_PER_READ)))
