@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.models import int8_panels, kernels
+from engine.models import kernels, panels
 from engine.models.machine_cache import cache_folder
 
 Product = Callable[[torch.Tensor], torch.Tensor]  # x [..., in] → x · Wᵀ [..., out]
@@ -34,11 +34,11 @@ Shape = tuple[int, int]  # (out, in)
 # The kernel each weight form uses where nothing was measured (small matrices, a GPU).
 DEFAULTS = {"float32": "linear", "bfloat16": "mv", "int8": "int8pack", "int4": "int4"}
 _CANDIDATES = {
-    "float32": ("linear", "mv", "matmul"),
-    "bfloat16": ("linear", "mv", "matmul"),
+    "float32": ("linear", "mv", "matmul", "panels"),
+    "bfloat16": ("linear", "mv", "matmul", "panels"),
     # fbgemm's int8 x int8 kernel (kernels.PackedInt8Linear) read the 1B's larger matrices up
     # to 38 % faster on one CPU, but its packed copies took peak RSS from 1.21x to 1.26-1.31x
-    # the weights (over the 1.2x bound); the panels (int8_panels.py) replace the codes.
+    # the weights (over the 1.2x bound); the panels (panels.py) replace the codes.
     "int8": ("int8pack", "panels"),
 }
 BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}  # per weight
@@ -56,16 +56,19 @@ _chosen: dict[str, dict] = {}  # this process's choices, for `livecap bench --js
 def held(kernel: str, weight: torch.Tensor) -> torch.Tensor:
     """W [out, in] in the layout `kernel` reads it in: `matmul` holds Wᵀ [in, out] (a few rows
     times a contiguous [in, out] matrix reads faster than times the transposed view of
-    [out, in] on some CPUs, slower on others); every other kernel holds W as given."""
+    [out, in] on some CPUs, slower on others), `panels` W as panels.Panels (int8 ones come
+    quantized into them); every other kernel holds W as given."""
     if kernel == "matmul":
         return weight.T.contiguous()
-    return weight  # `panels` come as int8_panels.Int8Panels, already in their layout
+    if kernel == "panels" and not isinstance(weight, panels.Panels):
+        return panels.arrange(weight)
+    return weight
 
 
 def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
     """x · Wᵀ on `kernel` for float weights (as `held` lays them out), int8 codes with per-row
-    `scales`, int8 panels (int8_panels.Int8Panels, their scales inside), or int4 codes with
-    their scales and zeros."""
+    `scales`, panels (panels.Panels, an int8 one's scales inside), or int4 codes with their
+    scales and zeros."""
     # Float weights take activations of another dtype too (an int8 model's bfloat16
     # projections beside float32 activations): in the weight's dtype, out in the input's.
     if kernel == "linear":
@@ -85,9 +88,9 @@ def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> P
         # bfloat16 activations: the kernel reads float32 ones several times slower
         return lambda x: kernels.int8_weight_mm(x.to(torch.bfloat16), weight, scales).to(x.dtype)
     if kernel == "panels":
-        if not int8_panels.available():
-            raise RuntimeError("the int8 panels kernel cannot be built on this machine")
-        return lambda x: int8_panels.mm(x, weight)
+        if not panels.available():
+            raise RuntimeError("the panels kernel cannot be built on this machine")
+        return lambda x: panels.mm(x, weight)
     if kernel == "int4":
         return lambda x: kernels.int4_mm(x, weight, scales)
     raise ValueError(f"unknown kernel {kernel!r}")
@@ -154,7 +157,7 @@ def measured_rates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]:
 def _candidates(form: str) -> tuple[str, ...]:
     """The kernels `form` can run on here: the panels only where their C kernel builds."""
     names = _CANDIDATES.get(form, ())
-    return tuple(n for n in names if n != "panels" or int8_panels.available())
+    return tuple(n for n in names if n != "panels" or panels.available())
 
 
 def _key(form: str, shape: Shape, rows: int) -> str:
@@ -169,7 +172,7 @@ def _machine_key() -> str:
     # anew, together, when any form gains a candidate or the panels kernel changes (not some
     # now and some on a busier day).
     here = sorted((form, _candidates(form)) for form in _CANDIDATES)
-    here += [int8_panels.source_digest()]
+    here += [panels.source_digest()]
     candidates = hashlib.sha256(repr(here).encode()).hexdigest()[:8]
     return (
         f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"
@@ -256,14 +259,14 @@ def _stored(form: str, kernel: str, weight: torch.Tensor) -> tuple[object, torch
     if form != "int8":
         return weight.to(getattr(torch, form)), None
     if kernel == "panels":
-        return int8_panels.quantize(weight), None
+        return panels.quantize(weight), None
     codes, scales = kernels.quantize_rows(weight)
     return codes, scales.to(torch.bfloat16)
 
 
 def _correct(run: Product, stored: tuple, x: torch.Tensor, form: str) -> bool:
     weight, scales = stored
-    if isinstance(weight, int8_panels.Int8Panels):
+    if isinstance(weight, panels.Panels):
         restored = weight.dequantized()
     elif scales is None:
         restored = weight.double()

@@ -51,12 +51,16 @@ class CausalConv:
     """Conv1d that sees only the past: the input is prefixed with the previous call's last
     `kernel - stride` samples (zeros, or the first sample repeated, at the very start)."""
 
-    def __init__(self, index: int, weight, bias, stride: int, dilation: int, mode: str) -> None:
+    def __init__(
+        self, index: int, weight, bias, stride: int, dilation: int, mode: str, frame_rows: int
+    ) -> None:
         self.index = index  # key of its tail in MimiState.tails
         self.weight, self.bias = weight, bias  # [out, in, kernel], [out] or None
         self.stride, self.dilation, self.mode = stride, dilation, mode
         self.padding = (weight.shape[2] - 1) * dilation + 1 - stride
-        self.flat_weight = weight.reshape(weight.shape[0], -1)  # [out, in * kernel], a view
+        # [out, in * kernel], times a frame's `frame_rows` windows of input on the kernel
+        # measured fastest here for that many
+        self.flat = _measured_linear(weight.reshape(weight.shape[0], -1), frame_rows)
 
     def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
         """x [rows, in, length]: one stream (batch None) or the rows of `batch`."""
@@ -103,7 +107,9 @@ class CausalConv:
         windows = x.unfold(2, span, self.stride)[..., :: self.dilation]  # [rows, in, out, k]
         rows, length = windows.shape[0], windows.shape[2]
         windows = windows.permute(0, 2, 1, 3).reshape(rows * length, -1)  # [rows·out, in·k]
-        product = F.linear(windows, self.flat_weight, self.bias)  # [rows·out, channels]
+        product = self.flat(windows)  # [rows·out, channels]
+        if self.bias is not None:
+            product = product + self.bias
         return product.view(rows, length, -1).transpose(1, 2)  # [rows, channels, out]
 
 
@@ -112,8 +118,11 @@ class SEANetEncoder:
 
     def __init__(self, config: MimiConfig, tensor: TensorSource, prefix: str) -> None:
         self.convs: list[CausalConv] = []
+        samples = config.frame_size  # a streamed frame's, at the next conv's input
 
         def conv(name: str, stride: int = 1, dilation: int = 1) -> CausalConv:
+            nonlocal samples
+            samples //= stride
             layer = CausalConv(
                 len(self.convs),
                 tensor(f"{prefix}{name}.conv.weight"),
@@ -121,6 +130,7 @@ class SEANetEncoder:
                 stride,
                 dilation,
                 config.pad_mode,
+                samples,
             )
             self.convs.append(layer)
             return layer
@@ -186,10 +196,11 @@ class MimiTransformerLayer:
         return x + self.mlp_scale * self.fc2(F.gelu(self.fc1(h)))
 
 
-def _measured_linear(weight: torch.Tensor) -> Linear:
-    """A transformer matrix on the kernel measured fastest here for a streamed frame's rows:
-    together the layers' matrices outgrow the cache, so each frame reads them from memory."""
-    kernel = kernel_for("float32", tuple(weight.shape), weight.device, _STEPS_PER_FRAME)
+def _measured_linear(weight: torch.Tensor, frame_rows: int = _STEPS_PER_FRAME) -> Linear:
+    """A matrix on the kernel measured fastest here for the rows a streamed frame gives it
+    (the transformer's: a frame's steps): together Mimi's matrices outgrow the cache, so each
+    frame reads them from memory."""
+    kernel = kernel_for("float32", tuple(weight.shape), weight.device, frame_rows)
     return Linear(weight, kernel=kernel)
 
 
@@ -240,6 +251,7 @@ class MimiEncoder:
             2,
             1,
             "replicate",
+            1,  # a frame's one code step
         )
         quantizer = "codec_model.quantizer."
         self.semantic = ResidualQuantizer(

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import ModelError
-from engine.models import int8_panels, kernels
+from engine.models import kernels, panels
 from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
 from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
@@ -229,12 +229,12 @@ def _read_rows(reader: Checkpoint, names: list[str], form: str, compute, target,
     total = sum(reader.shapes[n][0] for n in names)
     width = reader.shapes[names[0]][1]
     if form == "int8" and kernel == "panels":
-        panels = int8_panels.empty(total, width)
+        held = panels.empty_int8(total, width)
         row = 0
         for block in _blocks(reader, names):
-            int8_panels.quantize_into(panels, row, block)
+            panels.quantize_into(held, row, block)
             row += len(block)
-        return panels, None
+        return held, None
     if form == "int4":
         weight = torch.empty(total, width // 2, dtype=torch.uint8, device=target)
         groups = width // kernels.INT4_GROUP

@@ -1,4 +1,4 @@
-"""The int8 panels kernel (engine/models/int8_panels.py): the exact product of its codes for
+"""The int8 panels kernel (engine/models/panels.py): the exact product of its codes for
 any rows, shapes and thread count, each row's sums independent of the rows beside it, and
 PyTorch's kernels kept where it cannot be built."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.models import int8_panels
+from engine.models import panels
 from engine.models.kyutai import kernel_choice
 
 needs_kernel = pytest.mark.skipif(
-    not int8_panels.available(),
-    reason="the int8 panels kernel needs Linux on x86 with AVX2 and FMA, and a C compiler",
+    not panels.available(),
+    reason="the panels kernel needs Linux on x86 with AVX2 and FMA, and a C compiler",
 )
 
 
@@ -23,14 +23,14 @@ def matrix(out: int, width: int) -> torch.Tensor:
 def test_quantized_panels_stand_for_the_weights_within_half_a_step() -> None:
     """One scale per output and run of GROUP inputs (the last run shorter), each run's largest
     weight exactly ±127 codes; dequantized, every weight within half its run's step."""
-    out, width = 20, int8_panels.GROUP * 2 + 40
+    out, width = 20, panels.GROUP * 2 + 40
     weight = matrix(out, width)
     weight[3, 5] = 1.0  # one large weight coarsens its own run only
-    panels = int8_panels.quantize(weight)
-    restored = panels.dequantized()
+    held = panels.quantize(weight)
+    restored = held.dequantized()
     steps = torch.stack(
-        [run.abs().amax(dim=1) / 127 for run in weight.split(int8_panels.GROUP, dim=1)], dim=1
-    ).repeat_interleave(int8_panels.GROUP, dim=1)[:, :width]
+        [run.abs().amax(dim=1) / 127 for run in weight.split(panels.GROUP, dim=1)], dim=1
+    ).repeat_interleave(panels.GROUP, dim=1)[:, :width]
     assert restored.shape == (out, width)
     assert ((restored - weight.double()).abs() <= steps.double() / 2 + 1e-9).all()
     assert steps[3, 5] > 10 * steps[3, -1] and steps[3, 5] > 10 * steps[4, 5]
@@ -38,25 +38,28 @@ def test_quantized_panels_stand_for_the_weights_within_half_a_step() -> None:
 
 def test_row_blocks_fill_the_panels_of_the_whole_matrix() -> None:
     weight = matrix(44, 24)
-    whole, filled = int8_panels.quantize(weight), int8_panels.empty(44, 24)
+    whole, filled = panels.quantize(weight), panels.empty_int8(44, 24)
     for row in range(0, 44, 16):
-        int8_panels.quantize_into(filled, row, weight[row : row + 16])
-    assert torch.equal(filled.codes, whole.codes) and torch.equal(filled.scales, whole.scales)
+        panels.quantize_into(filled, row, weight[row : row + 16])
+    assert torch.equal(filled.values, whole.values) and torch.equal(filled.scales, whole.scales)
     with pytest.raises(ValueError, match="multiples of 8"):
-        int8_panels.quantize_into(filled, 4, weight[4:12])
+        panels.quantize_into(filled, 4, weight[4:12])
 
 
 @needs_kernel
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
 @pytest.mark.parametrize(("out", "width"), [(8, 16), (52, 40), (100, 300), (392, 24)])
-def test_panels_give_the_product_of_their_codes(rows, out, width) -> None:
-    """Every tile shape (rows in pairs, fours and singles; panels in groups and one by one;
-    outputs not a multiple of 8; runs of inputs whole and short) sums in float32 to the float64
-    product of the weights the codes stand for."""
-    panels = int8_panels.quantize(matrix(out, width))
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16, torch.float32])
+def test_panels_give_the_product_of_their_weights(rows, out, width, dtype) -> None:
+    """Every kind of weight and tile shape (rows in pairs, fours and singles; panels in groups
+    and one by one; outputs not a multiple of 8; int8's runs of inputs whole and short) sums in
+    float32 to the float64 product of the weights the panels stand for."""
+    weight = matrix(out, width)
+    held = panels.quantize(weight) if dtype == torch.int8 else panels.arrange(weight.to(dtype))
+    assert held.dtype == dtype
     x = torch.randn(2, rows, width, generator=torch.Generator().manual_seed(rows))
-    got = int8_panels.mm(x, panels)
-    exact = x.double() @ panels.dequantized().T
+    got = panels.mm(x, held)
+    exact = x.double() @ held.dequantized().T
     assert got.shape == (2, rows, out) and got.dtype == torch.float32
     assert (got.double() - exact).norm() <= 1e-6 * exact.norm()
 
@@ -66,14 +69,14 @@ def test_a_rows_sums_do_not_depend_on_the_rows_beside_it_or_the_threads() -> Non
     """Each output is summed in input order whatever tile its row falls in and however the
     panels are split between threads, so a stream's step in a batch is bit for bit its step
     alone (the server's batched-equals-single parity rests on it)."""
-    panels = int8_panels.quantize(matrix(392, 200))
+    held = panels.quantize(matrix(392, 200))
     x = torch.randn(9, 200, generator=torch.Generator().manual_seed(0))
-    together = int8_panels.mm(x, panels)
-    alone = torch.cat([int8_panels.mm(row[None], panels) for row in x])
+    together = panels.mm(x, held)
+    alone = torch.cat([panels.mm(row[None], held) for row in x])
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one_thread = int8_panels.mm(x, panels)
+        one_thread = panels.mm(x, held)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(together, alone) and torch.equal(together, one_thread)
@@ -81,22 +84,23 @@ def test_a_rows_sums_do_not_depend_on_the_rows_beside_it_or_the_threads() -> Non
 
 @needs_kernel
 def test_panels_return_the_input_dtype() -> None:
-    panels = int8_panels.quantize(matrix(16, 32))
+    held = panels.quantize(matrix(16, 32))
     x = torch.randn(3, 32).bfloat16()
-    got = kernel_choice.product("panels", kernel_choice.held("panels", panels), None)(x)
-    exact = x.double() @ panels.dequantized().T
+    got = kernel_choice.product("panels", kernel_choice.held("panels", held), None)(x)
+    exact = x.double() @ held.dequantized().T
     assert got.dtype == torch.bfloat16 and got.shape == (3, 16)
     assert (got.double() - exact).norm() <= 1e-2 * exact.norm()
 
 
 def test_a_machine_that_cannot_build_it_keeps_pytorchs_kernels(monkeypatch, tmp_path) -> None:
-    """A compiler that fails (or none) leaves the kernel unavailable, and int8 matrices are
-    measured and multiplied on PyTorch's own kernel alone."""
+    """A compiler that fails (or none) leaves the kernel unavailable, and every matrix is
+    measured and multiplied on PyTorch's own kernels alone."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a "compiler" that fails every build
-    assert int8_panels._library.__wrapped__() is None
-    monkeypatch.setattr(int8_panels, "available", lambda: False)
+    assert panels._library.__wrapped__() is None
+    monkeypatch.setattr(panels, "available", lambda: False)
     assert kernel_choice._candidates("int8") == ("int8pack",)
-    panels = int8_panels.quantize(matrix(16, 32))
+    assert kernel_choice._candidates("float32") == ("linear", "mv", "matmul")
+    held = panels.quantize(matrix(16, 32))
     with pytest.raises(RuntimeError, match="cannot be built"):
-        kernel_choice.product("panels", panels, None)
+        kernel_choice.product("panels", held, None)

@@ -1,11 +1,14 @@
-"""int8 weights times a few rows at the speed of reading the codes, on x86 CPUs with AVX2.
+"""Weights in panels of 8 outputs, times a few rows at the speed of reading them, on x86 CPUs
+with AVX2: float32, bfloat16, or int8 codes with a scale per output and run of inputs.
 
-PyTorch's int8-weight kernel widens codes through bfloat16 and reads them well below memory
-speed on some CPUs; `int8_panels.c` widens each code to float32 once and multiplies it by
-every row at hand (see there). It is compiled on first use with the machine's C compiler into
-the user's cache folder, against the OpenMP runtime PyTorch itself loaded. Where the CPU lacks
-AVX2 and FMA, there is no compiler or the build fails, `available()` is False and callers keep
-PyTorch's kernels; kernel_choice.py times both where both exist.
+A streaming step multiplies one row (or a batch's few) by every weight once, so its time is
+the bytes over the rate its kernel reads them at. PyTorch's kernels read well below memory
+speed on some CPUs for so few rows (int8 codes widened through bfloat16, bfloat16 where it is
+emulated, float32 at two rows); `panels.c` widens each weight to float32 once and multiplies
+it by every row at hand (see there). It is compiled on first use with the machine's C compiler
+into the user's cache folder, against the OpenMP runtime PyTorch itself loaded. Where the CPU
+lacks AVX2 and FMA, there is no compiler or the build fails, `available()` is False and callers
+keep PyTorch's kernels; kernel_choice.py times them all where the panels exist.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ PANEL = 8  # outputs per panel: one AVX2 register of float32 sums
 # the weights closer (int8's relative error on the 1B's matrices: 0.0083 with one per row,
 # 0.0065 with these) for 4 bytes per 128 codes.
 GROUP = 128
-_SOURCE = Path(__file__).with_name("int8_panels.c")
+_SOURCE = Path(__file__).with_name("panels.c")
+_KINDS = {torch.int8: 0, torch.bfloat16: 1, torch.float32: 2}  # panels.c's enum
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 
 
@@ -41,68 +45,85 @@ def available() -> bool:
 
 
 @dataclass(frozen=True)
-class Int8Panels:
-    """A matrix [out, in] as symmetric int8 codes with one float32 scale per output and run of
-    GROUP inputs (its largest |w| / 127: no calibration), in the kernel's layout: codes
-    [⌈out / 8⌉, in, 8] and scales [⌈out / 8⌉, ⌈in / GROUP⌉, 8], each panel's 8 outputs side
-    by side (outputs past `out`: zero)."""
+class Panels:
+    """A matrix [out, in] in the kernel's layout: values [⌈out / 8⌉, in, 8], each panel's 8
+    outputs side by side (outputs past `out`: zero), float32 or bfloat16 weights, or int8
+    codes with float32 scales [⌈out / 8⌉, ⌈in / GROUP⌉, 8] (symmetric: each output's run of
+    GROUP inputs has its largest |w| at ±127; no calibration)."""
 
-    codes: torch.Tensor
-    scales: torch.Tensor
+    values: torch.Tensor
+    scales: torch.Tensor | None
     out: int
 
-    dtype = torch.int8  # what the codes are, for code that asks a weight its dtype
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
 
     def dequantized(self) -> torch.Tensor:
-        """The float64 matrix [out, in] the codes and scales stand for."""
-        width = self.codes.shape[1]
-        codes = self.codes.transpose(1, 2).reshape(-1, width)[: self.out].double()
+        """The float64 matrix [out, in] the panels stand for."""
+        width = self.values.shape[1]
+        values = self.values.transpose(1, 2).reshape(-1, width)[: self.out].double()
+        if self.scales is None:
+            return values
         scales = self.scales.transpose(1, 2).reshape(-1, self.scales.shape[1])[: self.out]
-        return codes * scales.double().repeat_interleave(GROUP, dim=1)[:, :width]
+        return values * scales.double().repeat_interleave(GROUP, dim=1)[:, :width]
 
 
-def quantize(weight: torch.Tensor) -> Int8Panels:
-    """`weight` [out, in] as Int8Panels. Row blocks starting at multiples of 8 give the
+def arrange(weight: torch.Tensor) -> Panels:
+    """A float32 or bfloat16 `weight` [out, in] as Panels, in its own dtype."""
+    out, width = weight.shape
+    padded = torch.zeros(_padded(out), width, dtype=weight.dtype)
+    padded[:out] = weight
+    return Panels(_panels(padded), None, out)
+
+
+def quantize(weight: torch.Tensor) -> Panels:
+    """`weight` [out, in] as int8 Panels. Row blocks starting at multiples of 8 give the
     panels of the whole matrix at the same place (`quantize_into`)."""
     out, width = weight.shape
-    padded, groups = -(-out // PANEL) * PANEL, -(-width // GROUP)
+    padded, groups = _padded(out), -(-width // GROUP)
     runs = torch.zeros(padded, groups * GROUP)
     runs[:out, :width] = weight.float()
     runs = runs.view(padded, groups, GROUP)
     scales = runs.abs().amax(dim=-1).clamp(min=1e-12) / 127.0  # [padded, groups]
     codes = torch.round(runs / scales[..., None]).clamp(-127, 127).to(torch.int8)
     scales[out:] = 0
-    return Int8Panels(_panels(codes.view(padded, -1)[:, :width]), _panels(scales), out)
+    return Panels(_panels(codes.view(padded, -1)[:, :width]), _panels(scales), out)
 
 
-def empty(out: int, width: int) -> Int8Panels:
-    """Int8Panels for a matrix [out, in] whose rows `quantize_into` will fill."""
-    panels, groups = -(-out // PANEL), -(-width // GROUP)
+def empty_int8(out: int, width: int) -> Panels:
+    """int8 Panels for a matrix [out, in] whose rows `quantize_into` will fill."""
+    panels, groups = _padded(out) // PANEL, -(-width // GROUP)
     codes = torch.empty(panels, width, PANEL, dtype=torch.int8)
-    return Int8Panels(codes, torch.empty(panels, groups, PANEL), out)
+    return Panels(codes, torch.empty(panels, groups, PANEL), out)
 
 
-def quantize_into(target: Int8Panels, row: int, block: torch.Tensor) -> None:
-    """Rows `row` onwards of `target` from the float rows `block` (`row` a multiple of 8; a
-    block that ends short of one only as the matrix's last)."""
+def quantize_into(target: Panels, row: int, block: torch.Tensor) -> None:
+    """Rows `row` onwards of int8 `target` from the float rows `block` (`row` a multiple of
+    8; a block that ends short of one only as the matrix's last)."""
     if row % PANEL:
         raise ValueError(f"panels start at multiples of {PANEL} rows, not at row {row}")
     part, first = quantize(block), row // PANEL
-    target.codes[first : first + len(part.codes)] = part.codes
+    target.values[first : first + len(part.values)] = part.values
     target.scales[first : first + len(part.scales)] = part.scales
 
 
-def mm(x: torch.Tensor, weight: Int8Panels) -> torch.Tensor:
+def mm(x: torch.Tensor, weight: Panels) -> torch.Tensor:
     """x [..., in] · Wᵀ [..., out]; float32 sums, the result in x's dtype."""
-    width = weight.codes.shape[1]
+    width = weight.values.shape[1]
     flat = x.reshape(-1, width).to(torch.float32).contiguous()
     y = torch.empty(flat.shape[0], weight.out, dtype=torch.float32)
     if flat.shape[0]:
-        _library().int8_panels_mm(
-            flat.data_ptr(), weight.codes.data_ptr(), weight.scales.data_ptr(), y.data_ptr(),
-            flat.shape[0], weight.out, width, GROUP,
+        scales = weight.scales.data_ptr() if weight.scales is not None else None
+        _library().panels_mm(
+            flat.data_ptr(), weight.values.data_ptr(), scales, y.data_ptr(),
+            flat.shape[0], weight.out, width, GROUP, _KINDS[weight.dtype],
         )  # fmt: skip
     return y.to(x.dtype).view(*x.shape[:-1], weight.out)
+
+
+def _padded(out: int) -> int:
+    return -(-out // PANEL) * PANEL
 
 
 def _panels(rows: torch.Tensor) -> torch.Tensor:
@@ -129,15 +150,15 @@ def _library() -> ctypes.CDLL | None:
         library = ctypes.CDLL(str(_built(compiler)))
     except (OSError, subprocess.SubprocessError):
         return None
-    library.int8_panels_mm.restype = None
-    library.int8_panels_mm.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
+    library.panels_mm.restype = None
+    library.panels_mm.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 5
     return library
 
 
 def _built(compiler: str) -> Path:
     """The shared library for this source, flags and compiler, built once per machine."""
     key = hashlib.sha256((source_digest() + repr((_FLAGS, compiler))).encode()).hexdigest()
-    target = cache_folder() / "native" / f"int8_panels-{key[:16]}.so"
+    target = cache_folder() / "native" / f"panels-{key[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
