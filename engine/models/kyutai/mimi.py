@@ -55,12 +55,17 @@ class CausalConv:
         self, index: int, weight, bias, stride: int, dilation: int, mode: str, frame_rows: int
     ) -> None:
         self.index = index  # key of its tail in MimiState.tails
-        self.weight, self.bias = weight, bias  # [out, in, kernel], [out] or None
+        self.bias = bias  # [out] or None
+        self.kernel_size, self.device = weight.shape[2], weight.device  # weight [out, in, k]
         self.stride, self.dilation, self.mode = stride, dilation, mode
-        self.padding = (weight.shape[2] - 1) * dilation + 1 - stride
-        # [out, in * kernel], times a frame's `frame_rows` windows of input on the kernel
-        # measured fastest here for that many
-        self.flat = _measured_linear(weight.reshape(weight.shape[0], -1), frame_rows)
+        self.padding = (self.kernel_size - 1) * dilation + 1 - stride
+        # [out, in * k], times a frame's `frame_rows` windows of input on the kernel measured
+        # fastest here for that many. A kernel holding its own copy of the weights takes
+        # inputs of any length (a frame's rows are few where the weights are large); one
+        # that reads them as given leaves long inputs to conv1d.
+        flat = weight.reshape(weight.shape[0], -1)  # a view
+        self.flat = _measured_linear(flat, frame_rows)
+        self.conv_weight = weight if self.flat.weight is flat else None
 
     def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
         """x [rows, in, length]: one stream (batch None) or the rows of `batch`."""
@@ -71,9 +76,9 @@ class CausalConv:
                 tail = state.tails.get(self.index)
                 x = torch.cat((self._start_tail(x) if tail is None else tail, x), dim=2)
                 state.tails[self.index] = x[..., -self.padding :]
-        if self.weight.shape[2] == 1 or x.shape[2] <= _MATMUL_MAX_INPUT:
+        if self.conv_weight is None or self.kernel_size == 1 or x.shape[2] <= _MATMUL_MAX_INPUT:
             return self._as_matmul(x)
-        return F.conv1d(x, self.weight, self.bias, self.stride, dilation=self.dilation)
+        return F.conv1d(x, self.conv_weight, self.bias, self.stride, dilation=self.dilation)
 
     def _start_tail(self, x: torch.Tensor) -> torch.Tensor:
         """What precedes a stream's first input: its first sample repeated, or zeros."""
@@ -103,7 +108,7 @@ class CausalConv:
         in x kernel floats per output, so long (offline) inputs keep conv1d, except 1x1
         convs, whose windows are a view of x (no copy).
         """
-        span = (self.weight.shape[2] - 1) * self.dilation + 1
+        span = (self.kernel_size - 1) * self.dilation + 1
         windows = x.unfold(2, span, self.stride)[..., :: self.dilation]  # [rows, in, out, k]
         rows, length = windows.shape[0], windows.shape[2]
         windows = windows.permute(0, 2, 1, 3).reshape(rows * length, -1)  # [rows·out, in·k]
@@ -263,7 +268,7 @@ class MimiEncoder:
             f"{quantizer}acoustic_residual_vector_quantizer.",
             num_codebooks - config.num_semantic,
         )
-        self.device = self.downsample.weight.device
+        self.device = self.downsample.device
         self.rotary = Rotary(config.head_dim, config.rope_theta, self.device)
 
     def new_state(self, rows: int = 1) -> MimiState:
