@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import engine.bench as bench
-from engine.models import kernels
+from engine.models import kernels, ring_attention
 from engine.models.kyutai import kernel_choice, weights
 from tests.kyutai_fixtures import SHAPES, build_tiny_model
 
@@ -27,9 +27,10 @@ def tiny(tmp_path_factory):
 def test_quantized_lm_computes_in_float32_where_bfloat16_is_emulated(
     tiny, monkeypatch, native, dtype
 ) -> None:
-    """int8 and int4 weights with float32 activations (residual stream, norms, key/value ring,
-    logits) where the CPU has no native bfloat16, bfloat16 where it has; a step runs either
-    way and gives finite logits."""
+    """int8 and int4 weights with float32 activations (residual stream, norms, logits) where
+    the CPU has no native bfloat16, bfloat16 where it has; a step runs either way and gives
+    finite logits. Keys and values are bfloat16, except where bfloat16 is emulated and
+    ring_attention.c cannot run (float32 there)."""
     monkeypatch.setattr(kernels, "native_bfloat16", lambda: native)
     model = weights.load_model(tiny, "cpu", dtype)
     expected = torch.bfloat16 if native else torch.float32
@@ -38,7 +39,9 @@ def test_quantized_lm_computes_in_float32_where_bfloat16_is_emulated(
     with torch.inference_mode():
         logits = model.lm.step(*model.lm.start_inputs(), state)
     assert logits.dtype == expected and torch.isfinite(logits).all()
-    assert state.rings[0].keys.dtype == torch.float32  # float32 on emulated, and ...
+    compiled = ring_attention.available(model.config.head_dim)
+    ring = torch.bfloat16 if native or compiled else torch.float32
+    assert state.rings[0].keys.dtype == ring
     assert weights.compute_dtype("float32", torch.device("cpu")) == torch.float32
     assert weights.compute_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.models import panels
+from engine.models import native, panels
 from engine.models.kyutai import kernel_choice
 
 needs_kernel = pytest.mark.skipif(
@@ -97,7 +97,7 @@ def test_a_machine_that_cannot_build_it_keeps_pytorchs_kernels(monkeypatch, tmp_
     measured and multiplied on PyTorch's own kernels alone."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a "compiler" that fails every build
-    assert panels._library.__wrapped__() is None
+    assert native.library.__wrapped__() is None
     monkeypatch.setattr(panels, "available", lambda: False)
     assert kernel_choice._candidates("int8") == ("int8pack",)
     assert kernel_choice._candidates("float32") == ("linear", "mv", "matmul")

@@ -5,43 +5,30 @@ A streaming step multiplies one row (or a batch's few) by every weight once, so 
 the bytes over the rate its kernel reads them at. PyTorch's kernels read well below memory
 speed on some CPUs for so few rows (int8 codes widened through bfloat16, bfloat16 where it is
 emulated, float32 at two rows); `panels.c` widens each weight to float32 once and multiplies
-it by every row at hand (see there). It is compiled on first use with the machine's C compiler
-into the user's cache folder, against the OpenMP runtime PyTorch itself loaded. Where the CPU
-lacks AVX2 and FMA, there is no compiler or the build fails, `available()` is False and callers
-keep PyTorch's kernels; kernel_choice.py times them all where the panels exist.
+it by every row at hand (see there), built on the machine (native.py). Where it cannot be
+built, `available()` is False and callers keep PyTorch's kernels; kernel_choice.py times them
+all where the panels exist.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from engine.models.machine_cache import cache_folder
+from engine.models import native
 
 PANEL = 8  # outputs per panel: one AVX2 register of float32 sums
 # Inputs per scale. Row scales are set by a row's largest weight; one per 128 inputs follows
 # the weights closer (int8's relative error on the 1B's matrices: 0.0083 with one per row,
 # 0.0065 with these) for 4 bytes per 128 codes.
 GROUP = 128
-_SOURCE = Path(__file__).with_name("panels.c")
 _KINDS = {torch.int8: 0, torch.bfloat16: 1, torch.float32: 2}  # panels.c's enum
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 
 
 def available() -> bool:
-    """Whether the kernel runs here (compiled now if this machine has not built it yet)."""
-    return _library() is not None
+    """Whether the kernel runs here (see native.py)."""
+    return native.library() is not None
 
 
 @dataclass(frozen=True)
@@ -58,6 +45,10 @@ class Panels:
     @property
     def dtype(self) -> torch.dtype:
         return self.values.dtype
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows `index` [n] of a float32 or bfloat16 matrix: [n, in]."""
+        return self.values[index // PANEL, :, index % PANEL]
 
     def dequantized(self) -> torch.Tensor:
         """The float64 matrix [out, in] the panels stand for."""
@@ -115,7 +106,7 @@ def mm(x: torch.Tensor, weight: Panels) -> torch.Tensor:
     y = torch.empty(flat.shape[0], weight.out, dtype=torch.float32)
     if flat.shape[0]:
         scales = weight.scales.data_ptr() if weight.scales is not None else None
-        _library().panels_mm(
+        native.library().panels_mm(
             flat.data_ptr(), weight.values.data_ptr(), scales, y.data_ptr(),
             flat.shape[0], weight.out, width, GROUP, _KINDS[weight.dtype],
         )  # fmt: skip
@@ -129,45 +120,3 @@ def _padded(out: int) -> int:
 def _panels(rows: torch.Tensor) -> torch.Tensor:
     """[8n, m] → [n, m, 8]."""
     return rows.reshape(-1, PANEL, rows.shape[1]).transpose(1, 2).contiguous()
-
-
-@functools.cache
-def source_digest() -> str:
-    """A digest of the kernel's source: a changed kernel is built, and timed, anew."""
-    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
-
-
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return None
-    compiler = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
-    if compiler is None:
-        return None
-    try:
-        library = ctypes.CDLL(str(_built(compiler)))
-    except (OSError, subprocess.SubprocessError):
-        return None
-    library.panels_mm.restype = None
-    library.panels_mm.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 5
-    return library
-
-
-def _built(compiler: str) -> Path:
-    """The shared library for this source, flags and compiler, built once per machine."""
-    key = hashlib.sha256((source_digest() + repr((_FLAGS, compiler))).encode()).hexdigest()
-    target = cache_folder() / "native" / f"panels-{key[:16]}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built under a temporary name and renamed: another process may be building it too.
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        built = Path(scratch) / target.name
-        subprocess.run(
-            [compiler, *_FLAGS, str(_SOURCE), "-o", str(built)],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        built.replace(target)
-    return target

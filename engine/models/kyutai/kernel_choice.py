@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.models import kernels, panels
+from engine.models import kernels, native, panels
 from engine.models.machine_cache import cache_folder
 
 Product = Callable[[torch.Tensor], torch.Tensor]  # x [..., in] → x · Wᵀ [..., out]
@@ -169,10 +169,10 @@ def _machine_key() -> str:
     flags = hashlib.sha256(cpu["flags"].encode()).hexdigest()[:12]
     threads = torch.get_num_threads()
     # The candidates too: `auto` compares forms by their figures, so all of them are measured
-    # anew, together, when any form gains a candidate or the panels kernel changes (not some
+    # anew, together, when any form gains a candidate or the C kernels change (not some
     # now and some on a busier day).
     here = sorted((form, _candidates(form)) for form in _CANDIDATES)
-    here += [panels.source_digest()]
+    here += [native.source_digest()]
     candidates = hashlib.sha256(repr(here).encode()).hexdigest()[:8]
     return (
         f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"

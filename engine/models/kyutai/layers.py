@@ -8,6 +8,7 @@ from math import inf
 import torch
 import torch.nn.functional as F
 
+from engine.models import kernels, panels, ring_attention
 from engine.models.kyutai import kernel_choice
 
 
@@ -29,6 +30,12 @@ class Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.product(x)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows `index` of a float W [out, in], from whatever layout its kernel holds."""
+        if isinstance(self.weight, panels.Panels):
+            return self.weight.rows(index)
+        return self.weight[:, index].T if self.kernel == "matmul" else self.weight[index]
 
 
 class Rotary:
@@ -134,6 +141,10 @@ class KVRing:
         self.keys = torch.zeros(rows, heads, size, head_dim, dtype=dtype, device=device)
         self.values = torch.zeros_like(self.keys)
         self.positions = torch.full((rows, size), -1, dtype=torch.long, device=device)
+        # A bfloat16 ring where bfloat16 is emulated is read by ring_attention.c (the loader
+        # holds one there only where that kernel runs).
+        self._compiled = dtype == torch.bfloat16 and device.type == "cpu"
+        self._compiled = self._compiled and not kernels.native_bfloat16()
 
     def clear(self, row: int) -> None:
         """Row `row` holds no position: a new stream starts there."""
@@ -192,6 +203,8 @@ class KVRing:
         """Attention of queries [rows, heads, T, D] (already written to the ring) over the
         ring: every row from one int position, or `Rows` from their own."""
         length = queries.shape[2]
+        if self._compiled:
+            return self._attend_compiled(queries, start, window)
         if not isinstance(start, Rows):
             seen = self._seen(start + length)
             mask = self.mask(start, length, window, seen)
@@ -207,6 +220,16 @@ class KVRing:
             keys, values = self.keys[first:stop, :, :seen], self.values[first:stop, :, :seen]
             outputs.append(self._attend(queries[offset : offset + count], keys, values, mask))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _attend_compiled(self, queries: torch.Tensor, start: int | Rows, window: int):
+        if isinstance(start, Rows):
+            rows, starts, latest = start.rows, start.starts, start.latest
+        else:  # every ring row from one position
+            rows = torch.arange(len(queries), device=queries.device)
+            starts, latest = torch.full_like(rows, start), start
+        seen = self._seen(latest + queries.shape[2])
+        ring = (self.keys, self.values, self.positions)
+        return ring_attention.attend(queries, *ring, rows, starts, seen, window)
 
     def _seen(self, end: int) -> int:
         """How many leading slots queries before position `end` can see: all of them once

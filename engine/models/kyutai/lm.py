@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine.models.kernels import native_bfloat16
 from engine.models.kyutai.config import KyutaiConfig
 from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
 
@@ -87,8 +86,10 @@ class TextLM:
         linear: LinearSource,
         tensor: TensorSource,
         dtype: torch.dtype,
+        ring_dtype: torch.dtype,
     ) -> None:
         self.config, self.embedding, self.dtype = config, embedding, dtype
+        self.ring_dtype = ring_dtype  # the keys' and values'; the loader's `ring_dtype`
         self.layers = [DecoderLayer(config, linear, tensor, i) for i in range(config.num_layers)]
         self.norm = tensor("model.norm.weight")
         self.head = linear(["lm_head.weight"])
@@ -97,9 +98,6 @@ class TextLM:
         books = torch.arange(config.num_codebooks, device=self.device)
         self.code_offsets = config.vocab_size + config.codebook_vocab_size * books
         self.ids = torch.empty(1 + config.num_codebooks, dtype=torch.long, device=self.device)
-        # Keys and values in float32 where the CPU only emulates bfloat16 (KVRing._attend_wide)
-        emulated = dtype == torch.bfloat16 and self.device.type == "cpu" and not native_bfloat16()
-        self.ring_dtype = torch.float32 if emulated else dtype
 
     def new_state(self, max_steps: int = 1, rows: int = 1) -> LMState:
         """A fresh stream whose `steps` may take up to `max_steps` rows at once, or `rows`

@@ -216,25 +216,25 @@ class ResidualQuantizer:
         proj_name = f"{prefix}input_proj.weight"
         needs_proj = config.quantizer_dim != config.hidden_size
         self.proj = Linear(tensor(proj_name)[:, :, 0]) if needs_proj else None
-        # Entries are held transposed, [dim, size]: a streamed frame multiplies one row by
-        # every codebook, and the matmul reads a contiguous [dim, size] operand faster than
-        # the transposed view of [size, dim] (the codes are the same either way).
-        self.codebooks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # A streamed frame multiplies one row by every codebook [size, dim], so each is a
+        # matrix on the kernel measured fastest here for one row; entries are read back by
+        # index from whatever layout that kernel holds.
+        self.codebooks: list[tuple[Linear, torch.Tensor]] = []
         for i in range(count):
             book = f"{prefix}layers.{i}.codebook."
             usage = tensor(f"{book}cluster_usage").clamp(min=1e-5)
             entries = tensor(f"{book}embed_sum") / usage[:, None]  # [size, dim]
-            self.codebooks.append((entries.T.contiguous(), (entries * entries).sum(dim=1)))
+            self.codebooks.append((_measured_linear(entries, 1), (entries * entries).sum(dim=1)))
 
     def __call__(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """latents [frames, hidden] → one code tensor [frames] per codebook."""
         residual = self.proj(latents) if self.proj is not None else latents
         codes = []
-        for columns, norms in self.codebooks:
-            # argmin |r - e|² = argmin |e|² - 2 r·e (|r|² is the same for every entry); addmm
-            # does it in one pass without temporaries (scaling by -2, a power of two, is exact)
-            index = torch.addmm(norms, residual, columns, alpha=-2.0).argmin(dim=1)
-            residual = residual - columns[:, index].T
+        for entries, norms in self.codebooks:
+            # argmin |r - e|² = argmin |e|² - 2 r·e (|r|² is the same for every entry; scaling
+            # by -2, a power of two, is exact)
+            index = torch.add(norms, entries(residual), alpha=-2.0).argmin(dim=1)
+            residual = residual - entries.rows(index)
             codes.append(index)
         return codes
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import ModelError
-from engine.models import kernels, panels
+from engine.models import kernels, panels, ring_attention
 from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
 from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
@@ -176,7 +176,8 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
         weight, scales = rows(names, form, kernel)
         return Linear(weight, scales, kernel)
 
-    lm = TextLM(config, embedding, lm_linear, lm_tensor, compute)
+    ring = ring_dtype(dtype, config.head_dim, target)
+    lm = TextLM(config, embedding, lm_linear, lm_tensor, compute, ring)
     return KyutaiModel(config, mimi, lm, dtype, target)
 
 
@@ -190,6 +191,19 @@ def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.float32
     quantized = dtype in ("int8", "int4") and device.type == "cpu"
     return torch.float32 if quantized and not kernels.native_bfloat16() else torch.bfloat16
+
+
+def ring_dtype(dtype: str, head_dim: int, device: torch.device) -> torch.dtype:
+    """The LM's keys and values: float32 for float32 weights (exact), else bfloat16 (half the
+    bytes attention reads) — the step's own dtype where bfloat16 is native; where it is
+    emulated, only where ring_attention.c runs, as PyTorch's attention reads a bfloat16 ring
+    at a fraction of memory speed there: otherwise float32 (an exact widening of a bfloat16
+    step's keys; int8 steps compute in float32 there, and their ring rounds to bfloat16)."""
+    if dtype == "float32":
+        return torch.float32
+    if device.type != "cpu" or kernels.native_bfloat16():
+        return torch.bfloat16
+    return torch.bfloat16 if ring_attention.available(head_dim) else torch.float32
 
 
 def step_matrices(config: KyutaiConfig, dtype: str) -> list[tuple[str, tuple[int, int]]]:

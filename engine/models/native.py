@@ -1,0 +1,78 @@
+"""The C kernels (`panels.c`, `ring_attention.c`), built on the machine that runs them.
+
+They are compiled on first use with the machine's C compiler into the user's cache folder
+(`machine_cache.py`), for AVX2 and FMA, against the OpenMP runtime PyTorch itself loaded (so
+PyTorch's thread count applies and no second thread pool competes for the cores), and loaded
+with ctypes. Where the CPU lacks AVX2 and FMA, there is no compiler or the build fails,
+`library()` is None and callers keep PyTorch's kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from engine.models.machine_cache import cache_folder
+
+_SOURCES = [Path(__file__).with_name(name) for name in ("panels.c", "ring_attention.c")]
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+_POINTER, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+_SIGNATURES = {
+    "panels_mm": [_POINTER] * 4 + [_INT] * 5,
+    "ring_attend": [_POINTER] * 7 + [_INT] * 8 + [_FLOAT],
+}
+
+
+@functools.cache
+def source_digest() -> str:
+    """A digest of the kernels' sources: changed kernels are built, and timed, anew."""
+    sources = b"".join(source.read_bytes() for source in _SOURCES)
+    return hashlib.sha256(sources).hexdigest()[:16]
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The kernels, or None where they cannot be built here."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    compiler = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    try:
+        loaded = ctypes.CDLL(str(_built(compiler)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for name, arguments in _SIGNATURES.items():
+        function = getattr(loaded, name)
+        function.restype, function.argtypes = None, arguments
+    return loaded
+
+
+def _built(compiler: str) -> Path:
+    """The shared library for these sources, flags and compiler, built once per machine."""
+    key = hashlib.sha256((source_digest() + repr((_FLAGS, compiler))).encode()).hexdigest()
+    target = cache_folder() / "native" / f"kernels-{key[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a temporary name and renamed: another process may be building it too.
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        subprocess.run(
+            [compiler, *_FLAGS, *map(str, _SOURCES), "-lm", "-o", str(built)],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        built.replace(target)
+    return target

@@ -1,0 +1,71 @@
+/* Attention of query rows over rings of bfloat16 keys and values, in float32, on AVX2 and FMA.
+ *
+ * A streaming step's few queries read every key and value of their ring once, so attention
+ * should take as long as reading the ring; PyTorch's kernels read a bfloat16 ring at a
+ * fraction of memory speed where bfloat16 is emulated. Here each key and value is widened to
+ * float32 (a shift: exact) as it is read; scores, softmax and sums are float32.
+ *
+ * Slot s of ring row r holds position positions[r][s] (-1: none). Query step t of query row i
+ * sits at position starts[i] + t on ring row rows[i], and sees the slots among the first
+ * `seen` whose position p has 0 <= p <= it and p > it - window. Query heads share key heads
+ * in groups (heads / kv_heads). Threads split the (row, head, step) triples.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DIM 128 /* head dimensions up to this, in multiples of 8 */
+
+static inline __m256 widened(const uint16_t *bfloat16) {
+    __m128i halves = _mm_loadu_si128((const __m128i *)bfloat16);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+
+static inline float sum_of(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* queries, out [n, heads, steps, dim] float32; keys, values [ring rows, kv_heads, size, dim]
+ * bfloat16; positions [ring rows, size]; rows, starts [n]. */
+void ring_attend(const float *queries, const uint16_t *keys, const uint16_t *values,
+                 const int64_t *positions, const int64_t *rows, const int64_t *starts,
+                 float *out, int n, int heads, int kv_heads, int steps, int size, int seen,
+                 int dim, int window, float scale) {
+    const int group = heads / kv_heads, lanes = dim / 8;
+#pragma omp parallel for schedule(static)
+    for (int job = 0; job < n * heads * steps; job++) {
+        const int step = job % steps, head = job / steps % heads, i = job / steps / heads;
+        const int64_t ring = rows[i], at = starts[i] + step;
+        const int64_t block = (ring * kv_heads + head / group) * size * dim;
+        const uint16_t *key = keys + block, *value = values + block;
+        const int64_t *held = positions + ring * size;
+        const float *query = queries + (int64_t)job * dim;
+        float scores[seen], top = -INFINITY, total = 0.0f;
+        for (int s = 0; s < seen; s++) {
+            const int64_t p = held[s];
+            scores[s] = -INFINITY;
+            if (p < 0 || p > at || p <= at - window) continue;
+            __m256 dot = _mm256_setzero_ps();
+            for (int d = 0; d < dim; d += 8)
+                dot = _mm256_fmadd_ps(_mm256_loadu_ps(query + d), widened(key + s * dim + d), dot);
+            scores[s] = sum_of(dot) * scale;
+            top = scores[s] > top ? scores[s] : top;
+        }
+        for (int s = 0; s < seen; s++) {
+            scores[s] = scores[s] == -INFINITY ? 0.0f : expf(scores[s] - top);
+            total += scores[s];
+        }
+        __m256 sums[MAX_DIM / 8];
+        for (int l = 0; l < lanes; l++) sums[l] = _mm256_setzero_ps();
+        for (int s = 0; s < seen; s++) {
+            if (scores[s] == 0.0f) continue;
+            const __m256 weight = _mm256_set1_ps(scores[s] / total);
+            for (int l = 0; l < lanes; l++)
+                sums[l] = _mm256_fmadd_ps(weight, widened(value + s * dim + 8 * l), sums[l]);
+        }
+        for (int l = 0; l < lanes; l++) _mm256_storeu_ps(out + (int64_t)job * dim + 8 * l, sums[l]);
+    }
+}
