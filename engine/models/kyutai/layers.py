@@ -145,6 +145,7 @@ class KVRing:
         # holds one there only where that kernel runs).
         self._compiled = dtype == torch.bfloat16 and device.type == "cpu"
         self._compiled = self._compiled and not kernels.native_bfloat16()
+        self._every_row = torch.arange(rows, device=device)  # what an int-position step steps
 
     def clear(self, row: int) -> None:
         """Row `row` holds no position: a new stream starts there."""
@@ -225,8 +226,8 @@ class KVRing:
         if isinstance(start, Rows):
             rows, starts, latest = start.rows, start.starts, start.latest
         else:  # every ring row from one position
-            rows = torch.arange(len(queries), device=queries.device)
-            starts, latest = torch.full_like(rows, start), start
+            rows, latest = self._every_row, start
+            starts = torch.full_like(rows, start)
         seen = self._seen(latest + queries.shape[2])
         ring = (self.keys, self.values, self.positions)
         return ring_attention.attend(queries, *ring, rows, starts, seen, window)
