@@ -7,9 +7,9 @@ dtype, matrix shape and row count a model uses (the LM's one-row steps, Mimi's t
 frames), every candidate is timed once per machine on random matrices of that shape
 (together larger than the last-level cache, as a step's are), checked against a float64
 product, and the fastest correct one is kept. The figures are cached in the
-user's cache folder under the CPU's model and flags, the torch version and the thread count,
-so later loads only read them. `--dtype auto` picks the dtype whose best kernels give the
-shortest step from the same figures.
+user's cache folder under the CPU's model and flags, the torch version, the thread count and
+the candidates (with the C kernels' source), so later loads only read them. `--dtype auto`
+picks the dtype whose best kernels give the shortest step from the same figures.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2, "int8": 1e-2}
 _chosen: dict[str, dict] = {}  # this process's choices, for `livecap bench --json`
 
 
-def held(kernel: str, weight: torch.Tensor) -> torch.Tensor:
+def held(kernel: str, weight: torch.Tensor | panels.Panels) -> torch.Tensor | panels.Panels:
     """W [out, in] in the layout `kernel` reads it in: `matmul` holds Wᵀ [in, out] (a few rows
     times a contiguous [in, out] matrix reads faster than times the transposed view of
     [out, in] on some CPUs, slower on others), `panels` W as panels.Panels (int8 ones come
@@ -65,7 +65,9 @@ def held(kernel: str, weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
-def product(kernel: str, weight: torch.Tensor, scales: torch.Tensor | None) -> Product:
+def product(
+    kernel: str, weight: torch.Tensor | panels.Panels, scales: torch.Tensor | None
+) -> Product:
     """x · Wᵀ on `kernel` for float weights (as `held` lays them out), int8 codes with per-row
     `scales`, panels (panels.Panels, an int8 one's scales inside), or int4 codes with their
     scales and zeros."""
@@ -225,7 +227,7 @@ def _time_candidates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]
     dtype = torch.float32 if form == "float32" else torch.bfloat16
     x = torch.randn(rows, shape[1], generator=torch.Generator().manual_seed(count)).to(dtype)
 
-    def stored(index: int, kernel: str) -> tuple[object, torch.Tensor | None]:
+    def stored(index: int, kernel: str) -> tuple[torch.Tensor | panels.Panels, torch.Tensor | None]:
         # The same matrices for every candidate, made one at a time: only the stored sets are
         # held, never a float32 copy of them (which took a cold first load's peak memory
         # 0.4 GB past the model's).
@@ -254,7 +256,9 @@ def _time_candidates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]
     return {name: count * matrix_bytes / statistics.median(t) / 1e9 for name, t in times.items()}
 
 
-def _stored(form: str, kernel: str, weight: torch.Tensor) -> tuple[object, torch.Tensor | None]:
+def _stored(
+    form: str, kernel: str, weight: torch.Tensor
+) -> tuple[torch.Tensor | panels.Panels, torch.Tensor | None]:
     """`weight` as `form` in what `kernel` takes: (weight, per-row scales or None)."""
     if form != "int8":
         return weight.to(getattr(torch, form)), None
