@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,11 @@ Shape = tuple[int, ...]
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+# After a load: blocks up to glibc's own ceiling for its moving threshold come from the heap,
+# and the heap's top is given back only past twice that.
+_STEADY_MMAP_THRESHOLD = 32 * 2**20
+_STEADY_TRIM_THRESHOLD = 64 * 2**20
 
 
 def from_hub_cache(folder: Path) -> bool:
@@ -113,14 +118,27 @@ def resolve_device(wanted: str) -> torch.device:
     return torch.device(wanted)
 
 
-def return_freed_blocks() -> None:
-    """Have the C library give freed blocks of 1 MiB and more back to the system at once.
-    glibc's threshold for that otherwise rises to the largest block freed so far (up to
-    32 MiB), and a loader that converts matrices one by one frees a temporary copy of each:
+@contextmanager
+def returning_freed_blocks() -> Iterator[None]:
+    """While loading, have the C library give freed blocks of 1 MiB and more back to the system
+    at once. glibc's threshold for that otherwise rises to the largest block freed so far (up
+    to 32 MiB), and a loader that converts matrices one by one frees a temporary copy of each:
     those copies then stay in its heap, unused (the 1B Kyutai model in int8: 0.15x its weights
-    of peak memory). Elsewhere (no `mallopt`) there is nothing to do."""
+    of peak memory). Afterwards the threshold is set high: a step's temporaries of a few MiB
+    (a batch's convolution windows) would otherwise be fresh pages at every call, whose page
+    faults cost more than the arithmetic on them. Elsewhere (no `mallopt`) nothing changes.
+    Also a decorator: a family's loader is wrapped in it."""
+    _mallopt(_M_MMAP_THRESHOLD, 2**20)
     try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 2**20)
+        yield
+    finally:
+        _mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP_THRESHOLD)
+        _mallopt(_M_TRIM_THRESHOLD, _STEADY_TRIM_THRESHOLD)
+
+
+def _mallopt(parameter: int, value: int) -> None:
+    try:
+        ctypes.CDLL(None).mallopt(parameter, value)
     except (OSError, AttributeError, TypeError):
         pass
 
@@ -129,8 +147,6 @@ def build(factory: Callable[[], Any], folder: Path) -> Any:
     """The model `factory` builds from config.json, on the meta device (no memory); a config
     it cannot be built from is a ModelError."""
     import torch
-
-    return_freed_blocks()
 
     try:
         with torch.device("meta"):

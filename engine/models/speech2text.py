@@ -316,6 +316,7 @@ def _target_language(
     return wanted, tokenizer.languages[wanted]
 
 
+@loading.returning_freed_blocks()
 def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[WindowDecoder, ModelInfo]:
     """Build the model from `folder` (Hub layout) for the chunked policy, with its info."""
     config = Speech2TextConfig.from_dict(loading.read_config(folder), folder / "config.json")

@@ -115,6 +115,7 @@ _COUNTS = (
 )  # fmt: skip
 
 
+@loading.returning_freed_blocks()
 def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[WindowDecoder, ModelInfo]:
     """Build the SpeechSeq2Seq for a speech encoder-decoder model folder."""
     config = loading.read_config(folder)

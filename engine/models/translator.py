@@ -139,6 +139,7 @@ def choose_language(
     return wanted
 
 
+@loading.returning_freed_blocks()
 def load_text_model(
     folder: Path,
     name: str,

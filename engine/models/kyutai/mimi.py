@@ -21,9 +21,6 @@ from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, a
 
 TensorSource = Callable[[str], torch.Tensor]
 _MAX_CHUNK = 16  # 25 Hz steps the transformer takes at once (offline input is cut to this)
-# Longest (padded) conv input computed as a matmul: a streamed 1920-sample frame's convs after
-# the first downsampling (and the 1x1 convs at any length).
-_MATMUL_MAX_INPUT = 640
 _STEPS_PER_FRAME = 2  # 25 Hz transformer steps in an 80 ms frame: the rows its matmuls take
 
 
@@ -48,8 +45,16 @@ class _Pass:
 
 
 class CausalConv:
-    """Conv1d that sees only the past: the input is prefixed with the previous call's last
-    `kernel - stride` samples (zeros, or the first sample repeated, at the very start)."""
+    """Conv1d that sees only the past, over channels-last inputs [rows, length, in]: the
+    input is prefixed with the previous call's last `kernel - stride` samples (zeros, or the
+    first sample repeated, at the very start).
+
+    It is one matrix product over the input's windows: a window of channels-last input is
+    `kernel` runs of `in` contiguous values, so gathering the windows copies whole runs, and
+    a 1x1 convolution's windows are the input itself. Each output sample is a row of the
+    product, so the output is channels-last too and the next convolution reads it as it is
+    (conv1d over channels-first activations needed them transposed, or copied, at every
+    layer)."""
 
     def __init__(
         self, index: int, weight, bias, stride: int, dilation: int, mode: str, frame_rows: int
@@ -59,67 +64,51 @@ class CausalConv:
         self.kernel_size, self.device = weight.shape[2], weight.device  # weight [out, in, k]
         self.stride, self.dilation, self.mode = stride, dilation, mode
         self.padding = (self.kernel_size - 1) * dilation + 1 - stride
-        # [out, in * k], times a frame's `frame_rows` windows of input on the kernel measured
-        # fastest here for that many. A kernel holding its own copy of the weights takes
-        # inputs of any length (a frame's rows are few where the weights are large); one
-        # that reads them as given leaves long inputs to conv1d.
-        flat = weight.reshape(weight.shape[0], -1)  # a view
+        # [out, k * in] in the windows' order (sample-major), on the kernel measured fastest
+        # here for the `frame_rows` output samples of a streamed frame
+        flat = weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
         self.flat = _measured_linear(flat, frame_rows)
-        self.conv_weight = weight if self.flat.weight is flat else None
 
     def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
-        """x [rows, in, length]: one stream (batch None) or the rows of `batch`."""
+        """x [rows, length, in]: one stream (batch None) or the rows of `batch`."""
         if self.padding > 0:
             if batch is not None:
                 x = self._with_row_tails(x, state, batch)
             else:
                 tail = state.tails.get(self.index)
-                x = torch.cat((self._start_tail(x) if tail is None else tail, x), dim=2)
-                state.tails[self.index] = x[..., -self.padding :]
-        if self.conv_weight is None or self.kernel_size == 1 or x.shape[2] <= _MATMUL_MAX_INPUT:
-            return self._as_matmul(x)
-        return F.conv1d(x, self.conv_weight, self.bias, self.stride, dilation=self.dilation)
+                x = torch.cat((self._start_tail(x) if tail is None else tail, x), dim=1)
+                state.tails[self.index] = x[:, -self.padding :]
+        span = (self.kernel_size - 1) * self.dilation + 1
+        windows = x.unfold(1, span, self.stride)[..., :: self.dilation]  # [rows, out, in, k]
+        rows, length = windows.shape[:2]
+        product = self.flat(windows.transpose(2, 3).reshape(rows * length, -1))
+        if self.bias is not None:
+            product = product + self.bias
+        return product.view(rows, length, -1)
 
     def _start_tail(self, x: torch.Tensor) -> torch.Tensor:
         """What precedes a stream's first input: its first sample repeated, or zeros."""
-        start = x[..., :1] if self.mode == "replicate" else x.new_zeros(*x.shape[:2], 1)
-        return start.expand(-1, -1, self.padding)
+        start = x[:, :1] if self.mode == "replicate" else x.new_zeros(x.shape[0], 1, x.shape[2])
+        return start.expand(-1, self.padding, -1)
 
     def _with_row_tails(self, x: torch.Tensor, state: MimiState, batch: _Pass) -> torch.Tensor:
         """x prefixed with each row's own tail (a starting row's from `_start_tail`); the
-        batch's tails [all rows, in, padding] keep each row's new one."""
+        batch's tails [all rows, padding, in] keep each row's new one."""
         tails = state.tails.get(self.index)
         if tails is None:
             rows = len(state.steps)
-            tails = state.tails[self.index] = x.new_zeros(rows, x.shape[1], self.padding)
+            tails = state.tails[self.index] = x.new_zeros(rows, self.padding, x.shape[2])
         index = batch.rows.rows
         held = tails[index]
         if batch.starting is not None:
             held = torch.where(batch.starting[:, None, None], self._start_tail(x), held)
-        x = torch.cat((held, x), dim=2)
-        tails[index] = x[..., -self.padding :]
+        x = torch.cat((held, x), dim=1)
+        tails[index] = x[:, -self.padding :]
         return x
-
-    def _as_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """The same convolution as one matmul over the input's windows (x [rows, in, length]).
-
-        Streaming feeds short inputs, where conv1d's kernels are slower than one matmul
-        (tests/benchmarks/kyutai_vs_transformers.py times Mimi per frame). The windows copy costs
-        in x kernel floats per output, so long (offline) inputs keep conv1d, except 1x1
-        convs, whose windows are a view of x (no copy).
-        """
-        span = (self.kernel_size - 1) * self.dilation + 1
-        windows = x.unfold(2, span, self.stride)[..., :: self.dilation]  # [rows, in, out, k]
-        rows, length = windows.shape[0], windows.shape[2]
-        windows = windows.permute(0, 2, 1, 3).reshape(rows * length, -1)  # [rows·out, in·k]
-        product = self.flat(windows)  # [rows·out, channels]
-        if self.bias is not None:
-            product = product + self.bias
-        return product.view(rows, length, -1).transpose(1, 2)  # [rows, channels, out]
 
 
 class SEANetEncoder:
-    """Convolutions from audio [rows, 1, samples] to latents [rows, hidden, samples / 960]."""
+    """Convolutions from audio [rows, samples, 1] to latents [rows, samples / 960, hidden]."""
 
     def __init__(self, config: MimiConfig, tensor: TensorSource, prefix: str) -> None:
         self.convs: list[CausalConv] = []
@@ -301,10 +290,10 @@ class MimiEncoder:
         return torch.cat(codes)
 
     def _encode_slice(self, audio: torch.Tensor, state: MimiState) -> torch.Tensor:
-        x = self.seanet(audio.view(1, 1, -1), state, None).transpose(1, 2)  # [1, steps, hidden]
+        x = self.seanet(audio.view(1, -1, 1), state, None)  # [1, steps, hidden]
         length = x.shape[1]
         cos, sin = self.rotary.cos_sin(state.step, length, x.dtype)
-        x = self._transformer(x, state.rings, state.step, cos, sin).transpose(1, 2)
+        x = self._transformer(x, state.rings, state.step, cos, sin)
         state.step += length
         return self._quantize(self.downsample(x, state, None))[0]
 
@@ -315,11 +304,11 @@ class MimiEncoder:
         starting = [row in state.starting for row in rows]
         flags = torch.tensor(starting, device=self.device) if any(starting) else None
         batch = _Pass(at, flags)
-        x = self.seanet(audio[:, None], state, batch).transpose(1, 2)  # [rows, steps, hidden]
+        x = self.seanet(audio[:, :, None], state, batch)  # [rows, steps, hidden]
         cos, sin = self.rotary.at_rows(at, x.dtype, x.shape[1])
-        x = self._transformer(x, state.rings, at, cos, sin).transpose(1, 2)
+        x = self._transformer(x, state.rings, at, cos, sin)
         for row in rows:
-            state.steps[row] += x.shape[2]
+            state.steps[row] += x.shape[1]
             state.starting.discard(row)
         return self._quantize(self.downsample(x, state, batch))
 
@@ -329,9 +318,9 @@ class MimiEncoder:
         return x
 
     def _quantize(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents [rows, hidden, frames] → codes [rows, frames, codebooks], every row's
+        """latents [rows, frames, hidden] → codes [rows, frames, codebooks], every row's
         frames quantized together."""
-        rows, hidden, frames = latents.shape
-        flat = latents.transpose(1, 2).reshape(rows * frames, hidden)
+        rows, frames, hidden = latents.shape
+        flat = latents.reshape(rows * frames, hidden)
         codes = torch.stack(self.semantic(flat) + self.acoustic(flat), dim=1)
         return codes.view(rows, frames, -1)

@@ -25,7 +25,7 @@ from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
 from engine.models.kyutai.lm import Embedding, TextLM
 from engine.models.kyutai.mimi import MimiEncoder
-from engine.models.loading import Checkpoint, return_freed_blocks
+from engine.models.loading import Checkpoint, returning_freed_blocks
 
 Shape = tuple[int, ...]
 DTYPES = ("float32", "bfloat16", "int8", "int4")  # int4: explicit only, never `auto`
@@ -143,6 +143,7 @@ def is_skipped(name: str, config: KyutaiConfig) -> bool:
     return used <= int(book[2]) < limit
 
 
+@returning_freed_blocks()
 def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> KyutaiModel:
     """Load a Kyutai STT folder for streaming: Mimi in float32, the LM in `dtype`."""
     if dtype not in DTYPES:
@@ -150,7 +151,6 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     if dtype in ("int8", "int4") and device != "cpu":
         raise ModelError(f"{dtype} weights run on the CPU only.", "Use --dtype bfloat16 on a GPU.")
     config = load_config(folder)
-    return_freed_blocks()
     reader = Checkpoint(folder)
     reader.check(checkpoint_layout(config), lambda name: is_skipped(name, config))
     target = torch.device(device)
