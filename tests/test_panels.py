@@ -20,6 +20,19 @@ def matrix(out: int, width: int) -> torch.Tensor:
     return torch.randn(out, width, generator=torch.Generator().manual_seed(out + width)) * 0.02
 
 
+def as_sixteen_bits(x: torch.Tensor) -> torch.Tensor:
+    """The activations int8 panels multiply: each row's run of GROUP inputs rounded (half to
+    even, in float32 as the kernel rounds) to 16-bit codes of its largest |x| / 32767."""
+    runs = x.float().split(panels.GROUP, dim=-1)
+    restored = []
+    for run in runs:
+        largest = run.abs().amax(dim=-1, keepdim=True)
+        inverse = torch.where(largest > 0, torch.tensor(32767.0) / largest, 0.0)
+        step = largest / torch.tensor(32767.0)
+        restored.append(torch.round(run * inverse).double() * step.double())
+    return torch.cat(restored, dim=-1)
+
+
 def test_quantized_panels_stand_for_the_weights_within_half_a_step() -> None:
     """One scale per output and run of GROUP inputs (the last run shorter), each run's largest
     weight exactly ±127 codes; dequantized, every weight within half its run's step."""
@@ -48,20 +61,24 @@ def test_row_blocks_fill_the_panels_of_the_whole_matrix() -> None:
 
 @needs_kernel
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
-@pytest.mark.parametrize(("out", "width"), [(8, 16), (52, 40), (100, 300), (392, 24)])
+@pytest.mark.parametrize(("out", "width"), [(8, 16), (52, 41), (100, 300), (392, 24)])
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16, torch.float32])
 def test_panels_give_the_product_of_their_weights(rows, out, width, dtype) -> None:
     """Every kind of weight and tile shape (rows in pairs, fours and singles; panels in groups
-    and one by one; outputs not a multiple of 8; int8's runs of inputs whole and short) sums in
-    float32 to the float64 product of the weights the panels stand for."""
+    and one by one; outputs not a multiple of 8; int8's runs of inputs whole and short, an odd
+    number of them) sums in float32 to the float64 product of the weights the panels stand
+    for, and int8 of the 16-bit activations it multiplies them by (its integer sums exact)."""
     weight = matrix(out, width)
     held = panels.quantize(weight) if dtype == torch.int8 else panels.arrange(weight.to(dtype))
     assert held.dtype == dtype
     x = torch.randn(2, rows, width, generator=torch.Generator().manual_seed(rows))
     got = panels.mm(x, held)
-    exact = x.double() @ held.dequantized().T
+    multiplied = as_sixteen_bits(x) if dtype == torch.int8 else x.double()
+    exact = multiplied @ held.dequantized().T
     assert got.shape == (2, rows, out) and got.dtype == torch.float32
     assert (got.double() - exact).norm() <= 1e-6 * exact.norm()
+    unrounded = x.double() @ held.dequantized().T  # 16 bits move a product by ~2⁻¹⁵ of it
+    assert (got.double() - unrounded).norm() <= 1e-4 * unrounded.norm()
 
 
 @needs_kernel

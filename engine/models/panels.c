@@ -1,6 +1,14 @@
 /* y = x · Wᵀ for a matrix held in panels of 8 outputs, on AVX2 and FMA: float32 or bfloat16
  * weights, or int8 codes with a float32 scale per run of inputs.
  *
+ * int8 codes meet the rows as integers: each row's run of `group` inputs is rounded to 16-bit
+ * codes (its largest |x| at ±32767: a relative step of 2⁻¹⁵, finer than bfloat16's 2⁻⁸), and
+ * AVX2's vpmaddwd multiplies a pair of inputs by 8 outputs' pair of codes and adds them in
+ * int32, exactly (a run's sum stays below 2³¹). Each run's integer sum is then scaled by the
+ * codes' and the activations' steps into the float32 sum, run after run. Widening a code to
+ * int16 is one instruction per 16 and each multiply does 16 products, where widening to
+ * float32 took three per 8 and an FMA does 8: past a few rows the product is compute-bound.
+ *
  * A streaming step multiplies a few rows by every weight once, so it should take as long as
  * reading the weights. Each tile turns a panel's 8 weights for one input into float32 once
  * (an int8 code times its scale, a bfloat16 shifted into place: both exact) and multiplies
@@ -9,66 +17,161 @@
  * float32, in input order, for each output, whatever the tile or thread.
  *
  * Layout: panels[p][k][j] is the weight of output 8p + j for input k (⌈out / 8⌉ panels of
- * in × 8 weights, contiguous); int8's scales[p][g][j] its scale for inputs g·group to
- * (g + 1)·group. Threads split the panels (OpenMP, the runtime PyTorch runs on, so its
+ * in × 8 weights, contiguous); int8 codes pair their inputs, codes[p][q][2j + t] being output
+ * 8p + j's for input 2q + t (⌈in / 2⌉ pairs, a missing last input zero), and scales[p][g][j]
+ * is its scale for inputs g·group to (g + 1)·group. Threads split the panels (OpenMP, the runtime PyTorch runs on, so its
  * thread count applies and no second pool competes for the cores).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { INT8, BFLOAT16, FLOAT32 };
 
 /* The 8 weights of one panel for one input (`at`: their first element), as float32. */
-static inline __attribute__((always_inline)) __m256 weights_at(
-    const void *panels, int64_t at, const float *scale, const int KIND) {
+static inline __attribute__((always_inline)) __m256 weights_at(const void *panels, int64_t at,
+                                                               const int KIND) {
     if (KIND == FLOAT32) return _mm256_loadu_ps((const float *)panels + at);
-    if (KIND == BFLOAT16) {
-        __m128i halves = _mm_loadu_si128((const __m128i *)((const uint16_t *)panels + at));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
-    }
-    __m128i codes = _mm_loadl_epi64((const __m128i *)((const int8_t *)panels + at));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), _mm256_loadu_ps(scale));
+    __m128i halves = _mm_loadu_si128((const __m128i *)((const uint16_t *)panels + at));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
 }
 
-/* ROWS rows of x times PANELS panels from `panel`; all constants where it is inlined, so the
- * sums stay in registers (ROWS × PANELS ≤ 12 of the 16). */
-static inline __attribute__((always_inline)) void tile(
-    const float *x, const void *panels, const float *scales, float *y, int panel, int out,
-    int in, int group, const int ROWS, const int PANELS, const int KIND) {
-    __m256 sums[4][6];
-    for (int r = 0; r < ROWS; r++)
-        for (int p = 0; p < PANELS; p++) sums[r][p] = _mm256_setzero_ps();
-    const int groups = (in + group - 1) / group;
-    const int64_t first = (int64_t)panel * 8 * in;
-    const float *scale = KIND == INT8 ? scales + (int64_t)panel * 8 * groups : 0;
-    for (int g = 0, k = 0; g < groups; g++) {
-        const int end = k + group < in ? k + group : in;
-        for (; k < end; k++) {
-            __m256 weights[6];
-            for (int p = 0; p < PANELS; p++)
-                weights[p] = weights_at(panels, first + (int64_t)p * 8 * in + 8 * k,
-                                        KIND == INT8 ? scale + ((int64_t)p * groups + g) * 8 : 0,
-                                        KIND);
-            for (int r = 0; r < ROWS; r++) {
-                __m256 value = _mm256_broadcast_ss(x + (int64_t)r * in + k);
-                for (int p = 0; p < PANELS; p++)
-                    sums[r][p] = _mm256_fmadd_ps(value, weights[p], sums[r][p]);
-            }
-        }
-    }
+/* Rows r of `sums` (PANELS panels from `panel`) into y, short where the matrix's outputs end
+ * inside the last panel. */
+static inline __attribute__((always_inline)) void store(
+    float *y, __m256 sums[4][6], int panel, int out, const int ROWS, const int PANELS) {
     for (int p = 0; p < PANELS; p++) {
         const int start = 8 * (panel + p), count = out - start < 8 ? out - start : 8;
         for (int r = 0; r < ROWS; r++) {
-            if (count == 8) {
-                _mm256_storeu_ps(y + (int64_t)r * out + start, sums[r][p]);
-            } else { /* the last panel of a matrix whose outputs are not a multiple of 8 */
-                float lanes[8];
-                _mm256_storeu_ps(lanes, sums[r][p]);
-                memcpy(y + (int64_t)r * out + start, lanes, count * sizeof(float));
+            float lanes[8];
+            _mm256_storeu_ps(lanes, sums[r][p]);
+            memcpy(y + (int64_t)r * out + start, lanes, count * sizeof(float));
+        }
+    }
+}
+
+/* ROWS rows of x times PANELS float panels from `panel`; all constants where it is inlined, so
+ * the sums stay in registers (ROWS × PANELS ≤ 12 of the 16). */
+static inline __attribute__((always_inline)) void tile(
+    const float *x, const void *panels, float *y, int panel, int out, int in, const int ROWS,
+    const int PANELS, const int KIND) {
+    __m256 sums[4][6];
+    for (int r = 0; r < ROWS; r++)
+        for (int p = 0; p < PANELS; p++) sums[r][p] = _mm256_setzero_ps();
+    const int64_t first = (int64_t)panel * 8 * in;
+    for (int k = 0; k < in; k++) {
+        __m256 weights[6];
+        for (int p = 0; p < PANELS; p++)
+            weights[p] = weights_at(panels, first + (int64_t)p * 8 * in + 8 * k, KIND);
+        for (int r = 0; r < ROWS; r++) {
+            __m256 value = _mm256_broadcast_ss(x + (int64_t)r * in + k);
+            for (int p = 0; p < PANELS; p++)
+                sums[r][p] = _mm256_fmadd_ps(value, weights[p], sums[r][p]);
+        }
+    }
+    store(y, sums, panel, out, ROWS, PANELS);
+}
+
+/* One row's 16-bit codes for each run of `group` inputs (pairs × 2 of them, the padding zero)
+ * and each run's step. */
+static void quantize_rows(const float *x, int rows, int in, int pairs, int group,
+                          int16_t *codes, float *steps) {
+    const int groups = (in + group - 1) / group;
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (int64_t)r * in;
+        int16_t *coded = codes + (int64_t)r * 2 * pairs;
+        for (int g = 0; g < groups; g++) {
+            const int start = g * group, end = start + group < in ? start + group : in;
+            float largest = 0.0f;
+            for (int k = start; k < end; k++) largest = fmaxf(largest, fabsf(row[k]));
+            const float inverse = largest > 0.0f ? 32767.0f / largest : 0.0f;
+            steps[(int64_t)r * groups + g] = largest / 32767.0f;
+            for (int k = start; k < end; k++) {
+                const long code = lrintf(row[k] * inverse);
+                coded[k] = (int16_t)(code > 32767 ? 32767 : code < -32767 ? -32767 : code);
+            }
+        }
+        for (int k = in; k < 2 * pairs; k++) coded[k] = 0;
+    }
+}
+
+/* ROWS rows' codes times PANELS int8 panels from `panel` (acc: ROWS × PANELS ≤ 12 registers,
+ * beside PANELS of codes and one of activations). */
+static inline __attribute__((always_inline)) void int8_tile(
+    const int16_t *codes, const float *steps, const int8_t *panels, const float *scales,
+    float *y, int panel, int out, int pairs, int groups, int group, const int ROWS,
+    const int PANELS) {
+    __m256 sums[4][6];
+    for (int r = 0; r < ROWS; r++)
+        for (int p = 0; p < PANELS; p++) sums[r][p] = _mm256_setzero_ps();
+    const int run = group / 2;  /* pairs per scale */
+    for (int g = 0; g < groups; g++) {
+        __m256i acc[4][6];
+        for (int r = 0; r < ROWS; r++)
+            for (int p = 0; p < PANELS; p++) acc[r][p] = _mm256_setzero_si256();
+        const int end = (g + 1) * run < pairs ? (g + 1) * run : pairs;
+        for (int q = g * run; q < end; q++) {
+            __m256i weights[6];
+            for (int p = 0; p < PANELS; p++)
+                weights[p] = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                    (const __m128i *)(panels + ((int64_t)(panel + p) * pairs + q) * 16)));
+            for (int r = 0; r < ROWS; r++) {
+                int32_t pair;
+                memcpy(&pair, codes + (int64_t)r * 2 * pairs + 2 * q, sizeof pair);
+                const __m256i value = _mm256_set1_epi32(pair);
+                for (int p = 0; p < PANELS; p++)
+                    acc[r][p] = _mm256_add_epi32(acc[r][p], _mm256_madd_epi16(weights[p], value));
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            const __m256 step = _mm256_set1_ps(steps[(int64_t)r * groups + g]);
+            for (int p = 0; p < PANELS; p++) {
+                const __m256 scale = _mm256_mul_ps(
+                    _mm256_loadu_ps(scales + ((int64_t)(panel + p) * groups + g) * 8), step);
+                sums[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][p]), scale, sums[r][p]);
             }
         }
     }
+    store(y, sums, panel, out, ROWS, PANELS);
+}
+
+#define INT8_TILES(ROWS, PANELS)                                                                \
+    do {                                                                                        \
+        const int whole = count / (PANELS);                                                     \
+        _Pragma("omp parallel for schedule(static)")                                            \
+        for (int t = 0; t < whole; t++) {                                                       \
+            int r = 0;                                                                          \
+            for (; r + (ROWS) <= rows; r += (ROWS))                                             \
+                int8_tile(codes + (int64_t)r * 2 * pairs, steps + (int64_t)r * groups, panels,  \
+                          scales, y + (int64_t)r * out, t * (PANELS), out, pairs, groups,       \
+                          group, ROWS, PANELS);                                                 \
+            for (; r < rows; r++)                                                               \
+                int8_tile(codes + (int64_t)r * 2 * pairs, steps + (int64_t)r * groups, panels,  \
+                          scales, y + (int64_t)r * out, t * (PANELS), out, pairs, groups,       \
+                          group, 1, PANELS);                                                    \
+        }                                                                                       \
+        for (int p = whole * (PANELS); p < count; p++)                                          \
+            for (int r = 0; r < rows; r++)                                                      \
+                int8_tile(codes + (int64_t)r * 2 * pairs, steps + (int64_t)r * groups, panels,  \
+                          scales, y + (int64_t)r * out, p, out, pairs, groups, group, 1, 1);    \
+    } while (0)
+
+static void int8_mm(const float *x, const int8_t *panels, const float *scales, float *y,
+                    int rows, int out, int in, int group) {
+    const int count = (out + 7) / 8, pairs = (in + 1) / 2, groups = (in + group - 1) / group;
+    int16_t *codes = malloc((size_t)rows * 2 * pairs * sizeof *codes);
+    float *steps = malloc((size_t)rows * groups * sizeof *steps);
+    if (codes && steps) {
+        quantize_rows(x, rows, in, pairs, group, codes, steps);
+        if (rows < 4)
+            INT8_TILES(2, 5);
+        else
+            INT8_TILES(4, 3);
+    }
+    free(codes);
+    free(steps);
 }
 
 /* Every row against groups of PANELS panels, ROWS rows at a time (single rows for the rest);
@@ -80,16 +183,16 @@ static inline __attribute__((always_inline)) void tile(
         for (int g = 0; g < whole; g++) {                                                     \
             int r = 0;                                                                        \
             for (; r + (ROWS) <= rows; r += (ROWS))                                           \
-                tile(x + (int64_t)r * in, panels, scales, y + (int64_t)r * out, g * (PANELS), \
-                     out, in, group, ROWS, PANELS, KIND);                                     \
+                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, g * (PANELS), out, in, \
+                     ROWS, PANELS, KIND);                                                     \
             for (; r < rows; r++)                                                             \
-                tile(x + (int64_t)r * in, panels, scales, y + (int64_t)r * out, g * (PANELS), \
-                     out, in, group, 1, PANELS, KIND);                                        \
+                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, g * (PANELS), out, in, \
+                     1, PANELS, KIND);                                                        \
         }                                                                                     \
         for (int p = whole * (PANELS); p < count; p++)                                        \
             for (int r = 0; r < rows; r++)                                                    \
-                tile(x + (int64_t)r * in, panels, scales, y + (int64_t)r * out, p, out, in,   \
-                     group, 1, 1, KIND);                                                      \
+                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, p, out, in, 1, 1,     \
+                     KIND);                                                                   \
     } while (0)
 
 /* Few rows: wide tiles keep enough sums in flight; more: four rows share each weight. */
@@ -101,13 +204,14 @@ static inline __attribute__((always_inline)) void tile(
             TILES(4, 3, KIND);           \
     } while (0)
 
-/* x [rows, in] float32, panels [⌈out / 8⌉, in, 8] of `kind`'s weights, scales (int8 only)
- * [⌈out / 8⌉, ⌈in / group⌉, 8] float32 → y [rows, out] float32. */
+/* x [rows, in] float32, panels [⌈out / 8⌉, in, 8] of float weights or [⌈out / 8⌉, ⌈in / 2⌉,
+ * 16] of int8 codes, scales (int8 only) [⌈out / 8⌉, ⌈in / group⌉, 8] float32 → y [rows, out]
+ * float32. */
 void panels_mm(const float *x, const void *panels, const float *scales, float *y, int rows,
                int out, int in, int group, int kind) {
     const int count = (out + 7) / 8;
     if (kind == INT8)
-        ALL_ROWS(INT8);
+        int8_mm(x, panels, scales, y, rows, out, in, group);
     else if (kind == BFLOAT16)
         ALL_ROWS(BFLOAT16);
     else

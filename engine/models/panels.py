@@ -33,14 +33,17 @@ def available() -> bool:
 
 @dataclass(frozen=True)
 class Panels:
-    """A matrix [out, in] in the kernel's layout: values [⌈out / 8⌉, in, 8], each panel's 8
-    outputs side by side (outputs past `out`: zero), float32 or bfloat16 weights, or int8
-    codes with float32 scales [⌈out / 8⌉, ⌈in / GROUP⌉, 8] (symmetric: each output's run of
-    GROUP inputs has its largest |w| at ±127; no calibration)."""
+    """A matrix [out, in] in the kernel's layout, each panel's 8 outputs side by side (outputs
+    past `out`: zero): float32 or bfloat16 weights [⌈out / 8⌉, in, 8], or int8 codes
+    [⌈out / 8⌉, ⌈in / 2⌉, 16] whose inputs go in pairs (the 8 outputs' codes for inputs 2q
+    and 2q + 1 interleaved, as the integer multiply takes them; a missing last input zero)
+    with float32 scales [⌈out / 8⌉, ⌈in / GROUP⌉, 8] (symmetric: each output's run of GROUP
+    inputs has its largest |w| at ±127; no calibration)."""
 
     values: torch.Tensor
     scales: torch.Tensor | None
     out: int
+    width: int  # inputs
 
     @property
     def dtype(self) -> torch.dtype:
@@ -52,12 +55,14 @@ class Panels:
 
     def dequantized(self) -> torch.Tensor:
         """The float64 matrix [out, in] the panels stand for."""
-        width = self.values.shape[1]
-        values = self.values.transpose(1, 2).reshape(-1, width)[: self.out].double()
         if self.scales is None:
-            return values
+            width = self.width
+            return self.values.transpose(1, 2).reshape(-1, width)[: self.out].double()
+        count, pairs = self.values.shape[:2]
+        codes = self.values.view(count, pairs, PANEL, 2).permute(0, 2, 1, 3)
+        codes = codes.reshape(count * PANEL, 2 * pairs)[: self.out, : self.width].double()
         scales = self.scales.transpose(1, 2).reshape(-1, self.scales.shape[1])[: self.out]
-        return values * scales.double().repeat_interleave(GROUP, dim=1)[:, :width]
+        return codes * scales.double().repeat_interleave(GROUP, dim=1)[:, : self.width]
 
 
 def arrange(weight: torch.Tensor) -> Panels:
@@ -65,7 +70,7 @@ def arrange(weight: torch.Tensor) -> Panels:
     out, width = weight.shape
     padded = torch.zeros(_padded(out), width, dtype=weight.dtype)
     padded[:out] = weight
-    return Panels(_panels(padded), None, out)
+    return Panels(_panels(padded), None, out, width)
 
 
 def quantize(weight: torch.Tensor) -> Panels:
@@ -79,14 +84,17 @@ def quantize(weight: torch.Tensor) -> Panels:
     scales = runs.abs().amax(dim=-1).clamp(min=1e-12) / 127.0  # [padded, groups]
     codes = torch.round(runs / scales[..., None]).clamp(-127, 127).to(torch.int8)
     scales[out:] = 0
-    return Panels(_panels(codes.view(padded, -1)[:, :width]), _panels(scales), out)
+    pairs = -(-width // 2)
+    codes = codes.view(padded, -1)[:, : 2 * pairs]  # GROUP is even: the padding input is zero
+    paired = codes.reshape(-1, PANEL, pairs, 2).transpose(1, 2).reshape(-1, pairs, 2 * PANEL)
+    return Panels(paired.contiguous(), _panels(scales), out, width)
 
 
 def empty_int8(out: int, width: int) -> Panels:
     """int8 Panels for a matrix [out, in] whose rows `quantize_into` will fill."""
     panels, groups = _padded(out) // PANEL, -(-width // GROUP)
-    codes = torch.empty(panels, width, PANEL, dtype=torch.int8)
-    return Panels(codes, torch.empty(panels, groups, PANEL), out)
+    codes = torch.empty(panels, -(-width // 2), 2 * PANEL, dtype=torch.int8)
+    return Panels(codes, torch.empty(panels, groups, PANEL), out, width)
 
 
 def quantize_into(target: Panels, row: int, block: torch.Tensor) -> None:
@@ -101,7 +109,7 @@ def quantize_into(target: Panels, row: int, block: torch.Tensor) -> None:
 
 def mm(x: torch.Tensor, weight: Panels) -> torch.Tensor:
     """x [..., in] · Wᵀ [..., out]; float32 sums, the result in x's dtype."""
-    width = weight.values.shape[1]
+    width = weight.width
     flat = x.reshape(-1, width).to(torch.float32).contiguous()
     y = torch.empty(flat.shape[0], weight.out, dtype=torch.float32)
     if flat.shape[0]:
