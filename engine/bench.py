@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.models.kyutai import kernel_choice
+from engine.models import kernel_choice
 from engine.recognizer import LoadOptions, load_recognizer
 
 _WARMUP_FRAMES = 10

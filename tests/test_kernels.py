@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models import bart, kernels, panels
+from engine.models import bart, kernel_choice, kernels, panels
 from engine.models.generation import Screened
-from engine.models.kyutai import kernel_choice
 
 needs_exact_fbgemm = pytest.mark.skipif(
     not kernels.fbgemm_int8(),
@@ -176,7 +175,7 @@ def test_each_precision_gets_its_decoder_forms(monkeypatch, exact_fbgemm) -> Non
         pytest.skip("fbgemm's int8 x int8 sums are not exact on this CPU")
     monkeypatch.setattr(kernels, "fbgemm_int8", lambda: exact_fbgemm)
     float32 = _decoder()
-    kernels.prepare_decoder(float32, "float32", beams=3)
+    kernel_choice.prepare_decoder(float32, "float32", beams=3)
     assert _forms(float32) == {kernels.RowLinear, bart.MemoryLinear}
     head = float32.lm_head.linear if exact_fbgemm else float32.lm_head
     assert isinstance(float32.lm_head, kernels.ScreenedHead if exact_fbgemm else kernels.RowLinear)
@@ -184,22 +183,45 @@ def test_each_precision_gets_its_decoder_forms(monkeypatch, exact_fbgemm) -> Non
     if kernels.BeamRowsWeight.available(head.weight):
         assert head.beam_rows is not None and head.beam_rows.rows == 3
     int8 = _decoder()
-    kernels.prepare_decoder(int8, "int8", beams=1)
+    kernel_choice.prepare_decoder(int8, "int8", beams=1)
     assert _forms(int8) == set()  # every matrix is int8 (the widths fit the kernel's blocks)
     assert isinstance(
         int8.lm_head, kernels.PackedInt8Linear if exact_fbgemm else kernels.Int8Linear
     )
     half = _decoder().to(torch.bfloat16)
-    kernels.prepare_decoder(half, "bfloat16", beams=3)
+    kernel_choice.prepare_decoder(half, "bfloat16", beams=3)
     assert _forms(half) == {kernels.RowLinear, bart.MemoryLinear}
     assert half.lm_head.beam_rows is None
+
+
+@pytest.mark.skipif(not panels.available(), reason="the panels kernel does not build here")
+def test_int8_step_matrices_go_to_the_panels_where_they_measure_fastest(monkeypatch) -> None:
+    """Where the panels read fastest (as kernel_choice measured them), every int8 step matrix
+    and the output layer run on them, the memory projection (many rows) on Int8Linear, and a
+    step's logits stay those of the float32 decoder within int8's rounding."""
+    monkeypatch.setattr(kernel_choice, "kernel_for", lambda form, shape, device, rows=1: "panels")
+    plain, int8 = _decoder(), _decoder()
+    kernel_choice.prepare_decoder(int8, "int8", beams=1)
+    forms = {type(m) for m in int8.modules()}
+    assert kernels.PanelsLinear in forms and isinstance(int8.lm_head, kernels.PanelsLinear)
+    memory_forms = {type(layer.cross_attn.kv) for layer in int8.layers}
+    assert memory_forms == {kernels.Int8Linear}
+    assert not forms & {nn.Linear, bart.MemoryLinear, kernels.PackedInt8Linear}
+    memory, ids = torch.randn(1, 7, 32), torch.tensor([[2, 17, 40, 5]])
+    with torch.inference_mode():
+        logits = [
+            bart.CachedDecoderState(d, d.cross_kv(memory), 1).step(ids, outputs=4)
+            for d in (plain, int8)
+        ]
+    error = (logits[1] - logits[0]).norm() / logits[0].norm()
+    assert 0 < error < 0.02
 
 
 def test_decoder_forms_keep_the_decoder_s_logits() -> None:
     """The forms change how a step is computed, not what: a float32 step through them gives
     the plain layers' logits (exactly the same argmax, within float32 rounding)."""
     plain, fast = _decoder(), _decoder()
-    kernels.prepare_decoder(fast, "float32", beams=1)
+    kernel_choice.prepare_decoder(fast, "float32", beams=1)
     memory = torch.randn(1, 7, 32)
     ids = torch.tensor([[2, 17, 40, 5]])
     with torch.inference_mode():
@@ -216,7 +238,7 @@ def test_decoder_forms_keep_the_decoder_s_logits() -> None:
     assert torch.equal(results[1].argmax(-1), results[0].argmax(-1))
 
 
-# ---- kernels measured on the machine (engine/models/kyutai/kernel_choice.py) ---------------
+# ---- kernels measured on the machine (engine/models/kernel_choice.py) ---------------
 
 
 @pytest.fixture

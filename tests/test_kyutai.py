@@ -18,8 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.errors import ModelError
 from engine.events import Commit, EndOfTurn, Partial
-from engine.models import panels
-from engine.models.kyutai import kernel_choice
+from engine.models import kernel_choice, panels
 from engine.models.kyutai.config import load_config
 from engine.models.kyutai.weights import checkpoint_layout, is_skipped, load_model
 from engine.recognizer import LoadOptions

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import engine.bench as bench
-from engine.models import kernels, ring_attention
-from engine.models.kyutai import kernel_choice, weights
+from engine.models import kernel_choice, kernels, ring_attention, weights
 from tests.kyutai_fixtures import SHAPES, build_tiny_model
 
 pytest.importorskip("transformers")

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.models import native, panels
-from engine.models.kyutai import kernel_choice
+from engine.models import kernel_choice, native, panels
 
 needs_kernel = pytest.mark.skipif(
     not panels.available(),

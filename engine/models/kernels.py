@@ -1,13 +1,14 @@
-"""Every CPU kernel choice, in one place: which form each weight matrix takes on this machine.
+"""The CPU forms a weight matrix can take on PyTorch's kernels (and the panels'), each an
+nn.Module where a text decoder holds it; kernel_choice.py chooses among them.
 
-Model files describe networks with plain nn.Linear layers; a family's loader asks this module
-once, after the weights are in, for the fastest correct form of each matrix
-(`prepare_decoder`; a decoder's `MemoryLinear`, which meets many rows, keeps the general
-kernel in float), and Kyutai's layers ask it for their one-row and int8 products. Every
-choice follows a rule measured by tests/benchmarks/cpu_kernels.py (2 cores, decoder-sized
-matrices too many for any cache, so a step's time is the bytes it reads over the rate the
-kernel reads them at). Kernels whose correctness depends on the CPU are probed on it once per
-process rather than assumed (`fbgemm_levels`).
+Model files describe networks with plain nn.Linear layers; a family's loader has
+kernel_choice.prepare_decoder replace them, after the weights are in, by the fastest correct
+form (a decoder's `MemoryLinear`, which meets many rows, keeps the general kernel in float),
+and Kyutai's layers use the one-row and int8 products. The fixed rules here were measured by
+tests/benchmarks/cpu_kernels.py (2 cores, decoder-sized matrices too many for any cache, so a
+step's time is the bytes it reads over the rate the kernel reads them at). Kernels whose
+correctness depends on the CPU are probed on it once per process rather than assumed
+(`fbgemm_levels`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models import panels
 from engine.models.generation import Screened
 
 # ---- float: few rows ----------------------------------------------------------------------
@@ -181,6 +183,21 @@ class Int8Linear(nn.Module):
         if self.bias is not None:
             y = y + self.bias  # in float32 (the bias's), one op: a decoder step has dozens
         return y.to(x.dtype).view(*x.shape[:-1], -1)
+
+
+class PanelsLinear(nn.Module):
+    """Weight-only int8 Linear on the panels kernel (panels.py: a scale per output and run of
+    inputs), for a decoder step's few rows where kernel_choice.py measured it reading faster
+    than `Int8Linear`'s kernel."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.held = panels.quantize(linear.weight.detach())
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = panels.mm(x, self.held)
+        return y + self.bias if self.bias is not None else y
 
 
 def int8_blocks(
@@ -397,41 +414,3 @@ class ScreenedHead(nn.Module):
             return F.linear(rows[row], self.weight[ids], bias)
 
         return Screened(approx, bound, exact)
-
-
-# ---- the choice for a text decoder ----------------------------------------------------------
-
-
-def prepare_decoder(decoder: nn.Module, precision: str, beams: int) -> None:
-    """Put every matrix of a loaded text decoder (with an `lm_head`) in its fastest correct
-    form for `precision` on a CPU, in place; on a GPU the plain layers are the fast ones.
-
-    - int8: weight-only int8 everywhere the kernel's blocks fit (a decoder step reads weights,
-      which int8 quarters), the output layer on fbgemm where that is exact;
-    - float32 and bfloat16: the step matrices on `RowLinear`; float32's output layer screened
-      for greedy search where fbgemm is exact, and every step matrix packed for the beams."""
-    if decoder.lm_head.weight.device.type != "cpu":
-        return
-    if precision == "int8" and fbgemm_int8():
-        decoder.lm_head = PackedInt8Linear.from_linear(decoder.lm_head)
-    if precision == "int8":
-        _replace_linears(decoder, Int8Linear, lambda m: m.in_features % 16 == 0)
-    rows = _replace_linears(decoder, RowLinear, lambda m: type(m) is nn.Linear)
-    if precision == "float32" and fbgemm_int8():
-        decoder.lm_head = ScreenedHead(decoder.lm_head)
-    if precision == "float32":
-        pack_for_beams(rows, beams)
-
-
-def _replace_linears(
-    module: nn.Module, form: Callable[[nn.Linear], nn.Module], fits: Callable[[nn.Linear], bool]
-) -> list[nn.Module]:
-    """Replace every nn.Linear below `module` that `fits` by `form(linear)`; the new ones."""
-    made = []
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear) and fits(child):
-            made.append(form(child))
-            setattr(module, name, made[-1])
-        else:
-            made += _replace_linears(child, form, fits)
-    return made

@@ -1,5 +1,5 @@
 """Where what this machine measured or built for itself is kept: kernel rates
-(kyutai/kernel_choice.py) and compiled kernels (native.py). Losing it only means
+(kernel_choice.py) and compiled kernels (native.py). Losing it only means
 measuring or building again."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ModelError
-from engine.models import bart, kernels, loading
+from engine.models import bart, kernel_choice, loading
 from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.filterbank import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE, FilterbankFeatures
 from engine.models.generation import GenerationConfig
@@ -331,7 +331,7 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[WindowDec
     model.decoder.embed_positions.fill()
     model = model.to(device=device, dtype=dtype).eval()
     precision = str(dtype).removeprefix("torch.")
-    kernels.prepare_decoder(model.decoder, precision, generation.num_beams)
+    kernel_choice.prepare_decoder(model.decoder, precision, generation.num_beams)
     features = FilterbankFeatures(config.input_feat_per_channel)
     transcriber = WindowDecoder(
         model,

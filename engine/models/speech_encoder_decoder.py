@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from engine.errors import ModelError
-from engine.models import bart, bert, kernels, loading, mbart
+from engine.models import bart, bert, kernel_choice, kernels, loading, mbart
 from engine.models import wav2vec2 as w2v
 from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.generation import GenerationConfig
@@ -145,7 +145,7 @@ def load_model(folder: Path, name: str, options: LoadOptions) -> tuple[WindowDec
     generation = GenerationConfig.from_folder(
         folder, num_beams=options.beams, forced_bos_token_id=language_id
     )
-    kernels.prepare_decoder(model.decoder, precision, generation.num_beams)
+    kernel_choice.prepare_decoder(model.decoder, precision, generation.num_beams)
     if precision == "int8" and kernels.native_bfloat16():
         model.encoder.to(torch.bfloat16)  # compute-bound: where bfloat16 is native it is faster
     preprocessor = loading.read_json(folder / "preprocessor_config.json", missing_ok=True)

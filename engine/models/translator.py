@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from engine.errors import ModelError
-from engine.models import bart, kernels, loading
+from engine.models import bart, kernel_choice, loading
 from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.generation import GenerationConfig, forced_lengths, generate
 from engine.models.text_encoder import TextEncoderDecoder, load_weights, translation_dtype
@@ -158,7 +158,7 @@ def load_text_model(
     model = loading.build(lambda: build_model(values, folder / "config.json"), folder)
     load_weights(model, loading.Checkpoint(folder))
     model = model.to(device=device, dtype=dtype).eval()
-    kernels.prepare_decoder(model.decoder, precision, generation.num_beams)
+    kernel_choice.prepare_decoder(model.decoder, precision, generation.num_beams)
     info = ModelInfo(
         name=name,
         family=family,

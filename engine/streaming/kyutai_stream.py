@@ -17,9 +17,9 @@ from engine.catalogue import find_entry
 from engine.errors import ModelError
 from engine.events import Event
 from engine.models.contract import LoadOptions, ModelInfo
+from engine.models.kernel_choice import AUTO_DTYPES, BYTES, step_seconds
 from engine.models.kernels import available_memory
 from engine.models.kyutai.config import SAMPLE_RATE, load_config
-from engine.models.kyutai.kernel_choice import AUTO_DTYPES, BYTES, step_seconds
 from engine.models.kyutai.weights import KyutaiModel, load_model, step_matrices
 from engine.streaming.kyutai_front import StreamFront, skipped_ids
 
@@ -189,7 +189,7 @@ def resolve_device(requested: str) -> str:
 
 def resolve_dtype(requested: str, device: str, folder: Path) -> str:
     """`auto`: bfloat16 on a GPU. On a CPU, the weight form whose one-row step is shortest
-    from this machine's measured kernel rates (engine/models/kyutai/kernel_choice.py), among
+    from this machine's measured kernel rates (engine/models/kernel_choice.py), among
     those whose weights fit in memory: int8 reads a quarter of float32's bytes, but where the
     CPU lacks native int8 or bfloat16 dot products its kernels read them slower per byte, so
     the measurement decides. int4 is never chosen: its accuracy is the user's call."""

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine.models.kyutai.kernel_choice import cpu_description  # noqa: E402
+from engine.models.kernel_choice import cpu_description  # noqa: E402
 from tests.kyutai_fixtures import FULL_SIZE, held_bytes  # noqa: E402
 
 FRAME = 1920
@@ -118,7 +118,7 @@ def peak_resident_bytes() -> int:
 
 def time_ours(folder: Path, dtype: str, frames: int, warmup: int, deviation: bool) -> dict:
     """Runs in its own process: load, stream frames, report timings and peak RSS."""
-    from engine.models.kyutai import kernel_choice
+    from engine.models import kernel_choice
     from engine.models.kyutai.weights import load_model
 
     baseline = resident_bytes()

@@ -229,12 +229,12 @@ def stages(translator, ids: list[int], repeats: int = 5) -> dict:
     encoder, cross_ms, body, step, total = (statistics.median(t) * 1000 for t in times.values())
     body, step = body / (TARGET_LENGTH - 1), step / (TARGET_LENGTH - 1)
     once = {id(layer.cross_attn.kv) for layer in decoder.layers}  # the memory's, per sentence
-    forms = (kernels.RowLinear, kernels.Int8Linear)
+    forms = (kernels.RowLinear, kernels.Int8Linear, kernels.PanelsLinear)
     matrices = [m for m in decoder.layers.modules() if isinstance(m, forms) and id(m) not in once]
-    body_bytes = sum(m.weight.nbytes for m in matrices)
+    body_bytes = sum(weight_bytes(m) for m in matrices)
     head = decoder.lm_head
     int8_head = isinstance(head, kernels.ScreenedHead | kernels.PackedInt8Linear)
-    head_bytes = decoder.embed_tokens.weight.numel() if int8_head else head.weight.nbytes
+    head_bytes = decoder.embed_tokens.weight.numel() if int8_head else weight_bytes(head)
     generated = len(translator.translate("", "en").ids)
     return {
         "total_ms": round(total, 1),
@@ -247,6 +247,15 @@ def stages(translator, ids: list[int], repeats: int = 5) -> dict:
         "step_weight_mb": round((body_bytes + head_bytes) / 1e6, 1),
         "step_read_gb_s": round((body_bytes + head_bytes) / step / 1e6, 1),
     }
+
+
+def weight_bytes(linear) -> int:
+    """What a step reads of one matrix: its weights, or its panels' codes and scales."""
+    from engine.models import kernels
+
+    if isinstance(linear, kernels.PanelsLinear):
+        return linear.held.values.nbytes + linear.held.scales.nbytes
+    return linear.weight.nbytes
 
 
 LIVE_SETUPS = {  # name: (follower, the translation thread's torch threads, its nice)

@@ -8,8 +8,7 @@ from math import inf
 import torch
 import torch.nn.functional as F
 
-from engine.models import kernels, panels, ring_attention
-from engine.models.kyutai import kernel_choice
+from engine.models import kernel_choice, kernels, panels, ring_attention
 
 
 class Linear:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from engine.models.kernel_choice import kernel_for
 from engine.models.kyutai.config import MimiConfig
-from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
 
 TensorSource = Callable[[str], torch.Tensor]

@@ -20,8 +20,8 @@ import torch
 
 from engine.errors import ModelError
 from engine.models import kernels, panels, ring_attention
+from engine.models.kernel_choice import kernel_for
 from engine.models.kyutai.config import KyutaiConfig, MimiConfig, load_config
-from engine.models.kyutai.kernel_choice import kernel_for
 from engine.models.kyutai.layers import Linear
 from engine.models.kyutai.lm import Embedding, TextLM
 from engine.models.kyutai.mimi import MimiEncoder

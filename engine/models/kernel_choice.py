@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from engine.models import kernels, native, panels
 from engine.models.machine_cache import cache_folder
@@ -43,7 +44,9 @@ _CANDIDATES = {
 }
 BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}  # per weight
 AUTO_DTYPES = ("float32", "bfloat16", "int8")  # what `--dtype auto` chooses among
-_MEASURED_FROM_BYTES = 2**20  # smaller matrices sit in cache: their kernel matters little
+# Smaller matrices sit in cache: their kernel matters little. Matrices of this size do not
+# (a translation decoder's 512 x 512 in int8: its step reads 22 MB of them).
+_MEASURED_FROM_BYTES = 2**18
 _MIN_TIMED_BYTES = 64 * 2**20  # timed set at least this, and twice the last-level cache
 _REPEATS = 5
 # A candidate is correct when its product is this close to the float64 one, relative to the
@@ -280,3 +283,53 @@ def _correct(run: Product, stored: tuple, x: torch.Tensor, form: str) -> bool:
     with torch.inference_mode():
         got = run(x).double()
     return bool((got - exact).norm() <= _TOLERANCE[form] * exact.norm())
+
+
+# ---- the forms of a text decoder's matrices ----------------------------------------------
+
+
+def prepare_decoder(decoder: nn.Module, precision: str, beams: int) -> None:
+    """Put every matrix of a loaded text decoder (with an `lm_head`) in its fastest correct
+    form for `precision` on a CPU, in place; on a GPU the plain layers are the fast ones.
+
+    - int8: weight-only int8 everywhere the kernel's blocks fit (a decoder step reads weights,
+      which int8 quarters): a step matrix (the output layer too) on the panels where they
+      measured fastest here for one row, the output layer otherwise on fbgemm where that is
+      exact;
+    - float32 and bfloat16: the step matrices on `RowLinear`; float32's output layer screened
+      for greedy search where fbgemm is exact, and every step matrix packed for the beams."""
+    if decoder.lm_head.weight.device.type != "cpu":
+        return
+    if precision == "int8":
+        _make_int8(decoder)
+    rows = _replace_linears(decoder, kernels.RowLinear, lambda m: type(m) is nn.Linear)
+    if precision == "float32" and kernels.fbgemm_int8():
+        decoder.lm_head = kernels.ScreenedHead(decoder.lm_head)
+    if precision == "float32":
+        kernels.pack_for_beams(rows, beams)
+
+
+def _make_int8(decoder: nn.Module) -> None:
+    def on_panels(linear: nn.Module) -> bool:
+        shape = tuple(linear.weight.shape)
+        step = type(linear) is nn.Linear  # not the memory projection (many rows)
+        return step and kernel_for("int8", shape, linear.weight.device) == "panels"
+
+    if kernels.fbgemm_int8() and not on_panels(decoder.lm_head):
+        decoder.lm_head = kernels.PackedInt8Linear.from_linear(decoder.lm_head)
+    _replace_linears(decoder, kernels.PanelsLinear, on_panels)
+    _replace_linears(decoder, kernels.Int8Linear, lambda m: m.in_features % 16 == 0)
+
+
+def _replace_linears(
+    module: nn.Module, form: Callable[[nn.Linear], nn.Module], fits: Callable[[nn.Linear], bool]
+) -> list[nn.Module]:
+    """Replace every nn.Linear below `module` that `fits` by `form(linear)`; the new ones."""
+    made = []
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear) and fits(child):
+            made.append(form(child))
+            setattr(module, name, made[-1])
+        else:
+            made += _replace_linears(child, form, fits)
+    return made
