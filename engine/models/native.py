@@ -30,6 +30,7 @@ _POINTER, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "panels_mm": [_POINTER] * 4 + [_INT] * 5,
     "ring_attend": [_POINTER] * 7 + [_INT] * 8 + [_FLOAT],
+    "panels_nearest": [_POINTER] * 3 + [_INT] * 4 + [_POINTER],
 }
 
 

@@ -12,6 +12,7 @@ all where the panels exist.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +120,30 @@ def mm(x: torch.Tensor, weight: Panels) -> torch.Tensor:
             flat.shape[0], weight.out, width, GROUP, _KINDS[weight.dtype],
         )  # fmt: skip
     return y.to(x.dtype).view(*x.shape[:-1], weight.out)
+
+
+class Codebooks:
+    """float32 codebooks [size, dim], each as panels with its entries' squared norms, for a
+    residual vector quantization in one call (`nearest`)."""
+
+    def __init__(self, entries: list[torch.Tensor]) -> None:
+        self.size, self.dim = entries[0].shape
+        self.books = [arrange(book.float()) for book in entries]
+        self.norms = [(book * book).sum(dim=1).float().contiguous() for book in entries]
+        self._books = (ctypes.c_void_p * len(entries))(*(b.values.data_ptr() for b in self.books))
+        self._norms = (ctypes.c_void_p * len(entries))(*(n.data_ptr() for n in self.norms))
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes [rows, codebooks] of x [rows, dim]: each codebook's entry nearest to what the
+        codebooks before it left (least |e|² − 2 r·e, the first on ties)."""
+        left = x.to(torch.float32, copy=True).contiguous()
+        codes = torch.empty(len(left), len(self.books), dtype=torch.long)
+        if len(left):
+            native.library().panels_nearest(
+                left.data_ptr(), self._books, self._norms, len(self.books),
+                len(left), self.size, self.dim, codes.data_ptr(),
+            )  # fmt: skip
+        return codes
 
 
 def _padded(out: int) -> int:

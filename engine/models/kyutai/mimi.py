@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from engine.models import panels
 from engine.models.kernel_choice import kernel_for
 from engine.models.kyutai.config import MimiConfig
 from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
@@ -205,19 +206,28 @@ class ResidualQuantizer:
         proj_name = f"{prefix}input_proj.weight"
         needs_proj = config.quantizer_dim != config.hidden_size
         self.proj = Linear(tensor(proj_name)[:, :, 0]) if needs_proj else None
-        # A streamed frame multiplies one row by every codebook [size, dim], so each is a
-        # matrix on the kernel measured fastest here for one row; entries are read back by
-        # index from whatever layout that kernel holds.
-        self.codebooks: list[tuple[Linear, torch.Tensor]] = []
+        entries = []
         for i in range(count):
             book = f"{prefix}layers.{i}.codebook."
             usage = tensor(f"{book}cluster_usage").clamp(min=1e-5)
-            entries = tensor(f"{book}embed_sum") / usage[:, None]  # [size, dim]
-            self.codebooks.append((_measured_linear(entries, 1), (entries * entries).sum(dim=1)))
+            entries.append(tensor(f"{book}embed_sum") / usage[:, None])  # [size, dim]
+        # A streamed frame multiplies one row by every codebook [size, dim]: on the kernel
+        # measured fastest here for one row. Where that is the panels, the whole search is one
+        # call of their kernel (the same sums); otherwise each codebook is a matrix on its
+        # kernel, its entries read back by index from whatever layout that kernel holds.
+        kernel = kernel_for("float32", tuple(entries[0].shape), entries[0].device, 1)
+        self.panels = panels.Codebooks(entries) if kernel == "panels" else None
+        self.codebooks: list[tuple[Linear, torch.Tensor]] = []
+        if self.panels is None:
+            for book in entries:
+                norms = (book * book).sum(dim=1)
+                self.codebooks.append((Linear(book, kernel=kernel), norms))
 
-    def __call__(self, latents: torch.Tensor) -> list[torch.Tensor]:
-        """latents [frames, hidden] → one code tensor [frames] per codebook."""
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [frames, hidden] → codes [frames, codebooks]."""
         residual = self.proj(latents) if self.proj is not None else latents
+        if self.panels is not None:
+            return self.panels.nearest(residual)
         codes = []
         for entries, norms in self.codebooks:
             # argmin |r - e|² = argmin |e|² - 2 r·e (|r|² is the same for every entry; scaling
@@ -225,7 +235,7 @@ class ResidualQuantizer:
             index = torch.add(norms, entries(residual), alpha=-2.0).argmin(dim=1)
             residual = residual - entries.rows(index)
             codes.append(index)
-        return codes
+        return torch.stack(codes, dim=1)
 
 
 class MimiEncoder:
@@ -322,5 +332,5 @@ class MimiEncoder:
         frames quantized together."""
         rows, frames, hidden = latents.shape
         flat = latents.reshape(rows * frames, hidden)
-        codes = torch.stack(self.semantic(flat) + self.acoustic(flat), dim=1)
+        codes = torch.cat((self.semantic(flat), self.acoustic(flat)), dim=1)
         return codes.view(rows, frames, -1)
