@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import engine.bench as bench
-from engine.models import kernel_choice, kernels, ring_attention, weights
+from engine.models import kernel_choice, kernels, ring_attention
+from engine.models.kyutai import weights
 from tests.kyutai_fixtures import SHAPES, build_tiny_model
 
 pytest.importorskip("transformers")
