@@ -1,4 +1,5 @@
-"""The C kernels (`panels.c`, `ring_attention.c`), built on the machine that runs them.
+"""The C kernels (`panels.c`, `ring_attention.c`, `row_norms.c`), built on the machine that
+runs them.
 
 They are compiled on first use with the machine's C compiler into the user's cache folder
 (`machine_cache.py`), for AVX2 and FMA, against the OpenMP runtime PyTorch itself loaded (so
@@ -24,13 +25,15 @@ import torch
 
 from engine.models.machine_cache import cache_folder
 
-_SOURCES = [Path(__file__).with_name(name) for name in ("panels.c", "ring_attention.c")]
+_KERNELS = ("panels.c", "ring_attention.c", "row_norms.c")
+_SOURCES = [Path(__file__).with_name(name) for name in _KERNELS]
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 _POINTER, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "panels_mm": [_POINTER] * 4 + [_INT] * 5,
     "ring_attend": [_POINTER] * 7 + [_INT] * 8 + [_FLOAT],
     "panels_nearest": [_POINTER] * 3 + [_INT] * 4 + [_POINTER],
+    "rms_norm_rows": [_POINTER] * 3 + [_INT] * 2 + [_FLOAT],
 }
 
 

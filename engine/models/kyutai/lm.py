@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from engine.models.kyutai.config import KyutaiConfig
 from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
+from engine.models.row_norms import rms_norm
 
 LinearSource = Callable[[list[str]], Linear]  # weights named (fused in order) → a Linear
 TensorSource = Callable[[str], torch.Tensor]
@@ -42,11 +43,6 @@ class Embedding:
         if self.scales is not None:
             rows = rows * self.scales[ids][..., None]
         return rows.sum(dim=-2)
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """In float32 whatever the compute dtype, as the reference does."""
-    return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).to(x.dtype)
 
 
 class DecoderLayer:
