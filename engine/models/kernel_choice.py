@@ -10,6 +10,9 @@ product, and the fastest correct one is kept. The figures are cached in the
 user's cache folder under the CPU's model and flags, the torch version, the thread count and
 the candidates (with the C kernels' source), so later loads only read them. `--dtype auto`
 picks the dtype whose best kernels give the shortest step from the same figures.
+
+A text decoder's matrices are nn.Linear layers until `prepare_decoder` replaces them by the
+forms of kernels.py, its int8 step matrices by the panels where these measured fastest.
 """
 
 from __future__ import annotations
