@@ -10,17 +10,19 @@
  * float32 took three per 8 and an FMA does 8: past a few rows the product is compute-bound.
  *
  * A streaming step multiplies a few rows by every weight once, so it should take as long as
- * reading the weights. Each tile turns a panel's 8 weights for one input into float32 once
- * (an int8 code times its scale, a bfloat16 shifted into place: both exact) and multiplies
- * them by that input of every row in the tile (broadcast): the weights are read from memory
- * once however many rows there are, and each row's input once per 8 outputs. Sums are
- * float32, in input order, for each output, whatever the tile or thread.
+ * reading the weights. Each tile widens a panel's 8 weights for one input once (float32 as
+ * they are, a bfloat16 shifted into place: exact; int8 codes to int16) and multiplies them by
+ * that input of every row in the tile (broadcast): the weights are read from memory once
+ * however many rows there are, and each row's input once per 8 outputs. Sums are in input
+ * order for each output, whatever the tile or thread.
  *
  * Layout: panels[p][k][j] is the weight of output 8p + j for input k (⌈out / 8⌉ panels of
  * in × 8 weights, contiguous); int8 codes pair their inputs, codes[p][q][2j + t] being output
  * 8p + j's for input 2q + t (⌈in / 2⌉ pairs, a missing last input zero), and scales[p][g][j]
- * is its scale for inputs g·group to (g + 1)·group. Threads split the panels (OpenMP, the runtime PyTorch runs on, so its
- * thread count applies and no second pool competes for the cores).
+ * is its scale for inputs g·group to (g + 1)·group. Threads split the panels (OpenMP, the
+ * runtime PyTorch runs on, so its thread count applies and no second pool competes for the
+ * cores). Where scratch memory cannot be had, every output is NaN (codes -1): never a
+ * silently wrong product.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -169,6 +171,8 @@ static void int8_mm(const float *x, const int8_t *panels, const float *scales, f
             INT8_TILES(2, 5);
         else
             INT8_TILES(4, 3);
+    } else {
+        for (int64_t i = 0; i < (int64_t)rows * out; i++) y[i] = NAN;
     }
     free(codes);
     free(steps);
@@ -227,7 +231,10 @@ void panels_mm(const float *x, const void *panels, const float *scales, float *y
 void panels_nearest(float *x, const void *const *books, const float *const *norms,
                     int book_count, int rows, int size, int dim, int64_t *codes) {
     float *y = malloc((size_t)rows * size * sizeof *y);
-    if (!y) return;
+    if (!y) {
+        for (int64_t i = 0; i < (int64_t)rows * book_count; i++) codes[i] = -1;
+        return;
+    }
     const int in = dim, out = size, count = (size + 7) / 8;
     for (int c = 0; c < book_count; c++) {
         const void *panels = books[c];

@@ -4,8 +4,9 @@ with AVX2: float32, bfloat16, or int8 codes with a scale per output and run of i
 A streaming step multiplies one row (or a batch's few) by every weight once, so its time is
 the bytes over the rate its kernel reads them at. PyTorch's kernels read well below memory
 speed on some CPUs for so few rows (int8 codes widened through bfloat16, bfloat16 where it is
-emulated, float32 at two rows); `panels.c` widens each weight to float32 once and multiplies
-it by every row at hand (see there), built on the machine (native.py). Where it cannot be
+emulated, float32 at two rows); `panels.c` widens each weight once (float to float32, int8
+codes to int16 against 16-bit activation codes) and multiplies it by every row at hand (see
+there), built on the machine (native.py). Where it cannot be
 built, `available()` is False and callers keep PyTorch's kernels; kernel_choice.py times them
 all where the panels exist.
 """
