@@ -113,8 +113,9 @@ def _tokenizer_json(vocab: int) -> str:
     return tokenizer.to_str()
 
 
-def _randomize_codebooks(model, shape: TinyShape, seed: int) -> None:
-    """Codebook entries drawn at the scale of the residual each codebook sees."""
+def randomize_codebooks(model, seed: int) -> None:
+    """Codebook entries drawn at the scale of the residual each codebook sees (distinct, as
+    trained ones are)."""
     generator = torch.Generator().manual_seed(seed)
     codec = model.codec_model
     audio = torch.from_numpy(speechlike_audio(4.0, seed + 1)).view(1, 1, -1)
@@ -190,7 +191,7 @@ def build_tiny_model(folder: Path, shape: TinyShape, seed: int = 0) -> Path:
         audio_pad_token_id=shape.vocab + shape.codebooks * 65,
     )
     model = KyutaiSpeechToTextForConditionalGeneration(config).eval()
-    _randomize_codebooks(model, shape, seed)
+    randomize_codebooks(model, seed)
     _tilt_text_head(model, shape)
     model.save_pretrained(folder)
     (folder / "tokenizer.json").write_text(_tokenizer_json(shape.vocab), encoding="utf-8")

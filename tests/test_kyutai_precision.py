@@ -29,8 +29,8 @@ def test_quantized_lm_computes_in_float32_where_bfloat16_is_emulated(
 ) -> None:
     """int8 and int4 weights with float32 activations (residual stream, norms, logits) where
     the CPU has no native bfloat16, bfloat16 where it has; a step runs either way and gives
-    finite logits. Keys and values are bfloat16, except where bfloat16 is emulated and
-    ring_attention.c cannot run (float32 there)."""
+    finite logits. Keys and values are int8 codes where ring_attention.c runs; else bfloat16,
+    or float32 where bfloat16 is emulated."""
     monkeypatch.setattr(kernels, "native_bfloat16", lambda: native)
     model = weights.load_model(tiny, "cpu", dtype)
     expected = torch.bfloat16 if native else torch.float32
@@ -40,7 +40,7 @@ def test_quantized_lm_computes_in_float32_where_bfloat16_is_emulated(
         logits = model.lm.step(*model.lm.start_inputs(), state)
     assert logits.dtype == expected and torch.isfinite(logits).all()
     compiled = ring_attention.available(model.config.head_dim)
-    ring = torch.bfloat16 if native or compiled else torch.float32
+    ring = torch.int8 if compiled else torch.bfloat16 if native else torch.float32
     assert state.rings[0].keys.dtype == ring
     assert weights.compute_dtype("float32", torch.device("cpu")) == torch.float32
     assert weights.compute_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16

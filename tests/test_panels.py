@@ -1,6 +1,7 @@
 """The int8 panels kernel (engine/models/panels.py): the exact product of its codes for
-any rows, shapes and thread count, each row's sums independent of the rows beside it, and
-PyTorch's kernels kept where it cannot be built."""
+any rows, shapes and thread count, each row's sums independent of the rows beside it, the
+screened codebook search's float32 nearest entries, and PyTorch's kernels kept where it cannot
+be built."""
 
 from __future__ import annotations
 
@@ -106,6 +107,37 @@ def test_panels_return_the_input_dtype() -> None:
     exact = x.double() @ held.dequantized().T
     assert got.dtype == torch.bfloat16 and got.shape == (3, 16)
     assert (got.double() - exact).norm() <= 1e-2 * exact.norm()
+
+
+def nearest_codes(books: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Residual vector quantization in float64: each book's entry nearest to what is left."""
+    left, codes = x.double(), []
+    for book in books:
+        index = torch.cdist(left, book.double()).argmin(dim=1)
+        left = left - book.double()[index]
+        codes.append(index)
+    return torch.stack(codes, dim=1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [256, 40])
+def test_the_screened_codebook_search_finds_the_nearest_entries(dim) -> None:
+    """Codebooks read through their int8 screen give the float32 search's codes, the nearest
+    entries, also where two entries are too close for the screen to tell apart (their
+    distances differ by a fraction of its error bound, yet by thousands of float32 steps): the
+    second of the pair, nearer the row but with the larger norm, is the one found; and where
+    most entries are (a codebook of near-equal entries, read whole)."""
+    generator = torch.Generator().manual_seed(dim)
+    books = [torch.randn(64, dim, generator=generator) for _ in range(3)]
+    books[2] = torch.randn(dim, generator=generator) + 1e-2 * books[2]
+    base = books[0][5].clone()
+    books[0][9] = base + 1e-2 * base.sign()
+    x = torch.randn(4, dim, generator=generator)
+    x[1] = base + 3e-2 * base.sign()  # 2e-2 from entry 9 in each input, 3e-2 from entry 5
+    codes = panels.Codebooks(books).nearest(x)
+    assert codes[1, 0] == 9
+    assert torch.equal(codes, nearest_codes(books, x))
+    assert len(panels.Codebooks(books).nearest(x[:0])) == 0
 
 
 def test_a_machine_that_cannot_build_it_keeps_pytorchs_kernels(monkeypatch, tmp_path) -> None:

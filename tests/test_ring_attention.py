@@ -1,6 +1,7 @@
-"""Attention over a bfloat16 key/value ring (engine/models/ring_attention.py): the float64
-attention of the same ring for every layout a ring takes (wrapped, rolled back, young, several
-streams at their own positions, grouped heads), and the ring dtype each weight form gets."""
+"""Attention over a key/value ring (engine/models/ring_attention.py), bfloat16, int8 or
+float32: the float64 attention of the same ring for every layout a ring takes (wrapped, rolled
+back, young, several streams at their own positions, grouped heads); the int8 ring's writes;
+and the ring dtype each weight form gets."""
 
 from __future__ import annotations
 
@@ -36,14 +37,31 @@ def reference(queries, keys, values, positions, rows, starts, seen, window) -> t
     return out
 
 
+def held(dtype: torch.dtype, generator: torch.Generator, shape: tuple[int, ...]):
+    """Random keys or values as a ring of `dtype` holds them, with the int8 ring's scales
+    [rows, heads, size] (None for the others), and the float64 values they stand for."""
+    if dtype != torch.int8:
+        ring = torch.randn(shape, generator=generator).to(dtype)
+        return ring, None, ring.double()
+    codes = torch.randint(-127, 128, shape, generator=generator, dtype=torch.int8)
+    scales = torch.rand(shape[:-1], generator=generator) / 50
+    return codes, scales, codes.double() * scales.double()[..., None]
+
+
+FORMATS = [torch.bfloat16, torch.int8, torch.float32]
+
+
 @needs_kernel
+@pytest.mark.parametrize("dtype", FORMATS)
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(4, 4, 64), (4, 2, 16), (2, 1, 128)])
-def test_ring_attention_is_the_attention_of_the_slots_each_query_sees(steps, heads, kv_heads, dim):
+def test_ring_attention_is_the_attention_of_the_slots_each_query_sees(
+    dtype, steps, heads, kv_heads, dim
+):
     generator = torch.Generator().manual_seed(steps * 100 + dim)
     size, window = 12, 9
-    keys = torch.randn(3, kv_heads, size, dim, generator=generator).bfloat16()
-    values = torch.randn(3, kv_heads, size, dim, generator=generator).bfloat16()
+    keys, key_scales, exact_keys = held(dtype, generator, (3, kv_heads, size, dim))
+    values, value_scales, exact_values = held(dtype, generator, (3, kv_heads, size, dim))
     positions = torch.full((3, size), -1)
     positions[0] = torch.arange(30, 30 + size) % size + 24  # wrapped: 24..35 in slot order
     positions[1, :5] = torch.arange(5)  # young: five slots filled
@@ -52,44 +70,92 @@ def test_ring_attention_is_the_attention_of_the_slots_each_query_sees(steps, hea
     rows, starts = torch.tensor([0, 1, 2]), torch.tensor([33, 4 - steps + 1, 49])
     queries = torch.randn(3, heads, steps, dim, generator=generator)
     ring = (keys, values, positions)
-    got = ring_attention.attend(queries, *ring, rows, starts, size, window)
-    exact = reference(queries, *ring, rows, starts, size, window)
+    if dtype == torch.int8:
+        ring += (torch.stack((key_scales, value_scales)),)
+    got = ring_attention.attend(queries, ring, rows, starts, size, window)
+    exact = reference(queries, exact_keys, exact_values, positions, rows, starts, size, window)
     assert got.shape == queries.shape and got.dtype == torch.float32
     assert (got.double() - exact).abs().max() <= 1e-5 * exact.abs().max()
     # a subset of rows, in the order given, and the first `seen` slots only
-    subset = ring_attention.attend(queries[1:2], *ring, rows[1:2], starts[1:2], 5, window)
+    subset = ring_attention.attend(queries[1:2], ring, rows[1:2], starts[1:2], 5, window)
     assert torch.allclose(subset, got[1:2], atol=1e-6)
+
+
+def quantized(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each vector of x [..., D] as int8 codes of x / (its largest magnitude / 127), rounded
+    half to even, and those scales (zero codes and scale for a zero vector)."""
+    scales = x.abs().amax(dim=-1) / 127
+    codes = torch.where(scales[..., None] > 0, x / scales[..., None], 0).round()
+    return codes.to(torch.int8), scales
 
 
 @needs_kernel
 @pytest.mark.parametrize("batched", [False, True])
-def test_a_bfloat16_ring_attends_as_a_float32_ring_of_the_same_values(monkeypatch, batched):
-    """Where bfloat16 is emulated, a bfloat16 ring is read by the compiled kernel; it gives what
-    PyTorch's attention gives over a float32 ring of the same (bfloat16-exact) keys and values,
-    for one stream and for a batch of streams at their own positions."""
+def test_an_int8_ring_stores_each_vector_as_codes_and_a_scale(batched):
+    """Writes of one step and of several (wrapping the ring), for one stream and for a batch
+    at its own positions: each key and value lands in its position's slot as its codes and
+    scale, positions record it, and other rows stay as they were."""
+    generator = torch.Generator().manual_seed(3)
+    ring = KVRing(2, 6, 16, torch.int8, torch.device("cpu"), rows=3 if batched else 1)
+    untouched = ring.keys.clone()
+    first, steps = (4, 3) if batched else (0, 1)
+    expected = {}
+    for start in (first, first + steps, first + 2 * steps):  # slots 4, 5, 0 then 1, 2, 3 ...
+        rows = [0, 2] if batched else [0]
+        keys, values = (torch.randn(len(rows), 2, steps, 16, generator=generator) for _ in "kv")
+        keys[-1, 1, 0] = 0  # a zero vector
+        at = Rows(rows, [start, start + 1][: len(rows)], torch.device("cpu")) if batched else start
+        ring.write(keys, values, at)
+        for i, row in enumerate(rows):
+            for t in range(steps):
+                position = start + i * batched + t
+                expected[row, position % 6] = (position, keys[i, :, t], values[i, :, t])
+    for (row, slot), (position, keys, values) in expected.items():
+        assert ring.positions[row, slot] == position
+        for part, tensor, scales in ((keys, ring.keys, 0), (values, ring.values, 1)):
+            codes, scale = quantized(part)
+            assert torch.equal(tensor[row, :, slot], codes)
+            assert torch.equal(ring.scales[scales, row, :, slot], scale)
+    if batched:
+        assert torch.equal(ring.keys[1], untouched[1]) and (ring.positions[1] == -1).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("dtype", FORMATS)
+def test_each_ring_attends_as_the_attention_of_what_it_holds(monkeypatch, batched, dtype):
+    """A ring of every format the kernel reads (a bfloat16 one where bfloat16 is emulated),
+    written position by position past its size, gives the float64 attention of the keys and
+    values it holds, for one stream and for a batch of streams at their own positions."""
     monkeypatch.setattr(kernels, "native_bfloat16", lambda: False)
     generator = torch.Generator().manual_seed(1)
     streams = 2 if batched else 1
-    rings = [KVRing(2, 10, 16, dtype, torch.device("cpu"), rows=streams) for dtype in
-             (torch.bfloat16, torch.float32)]  # fmt: skip
+    ring = KVRing(2, 10, 16, dtype, torch.device("cpu"), rows=streams)
     for position in range(14):  # wraps the 10 slots
-        shape = (streams, 2, 1, 16)
-        key, value = (torch.randn(shape, generator=generator).bfloat16() for _ in "kv")
-        for ring in rings:
-            ring.write(key.float(), value.float(), position)
+        key, value = (torch.randn(streams, 2, 1, 16, generator=generator) for _ in "kv")
+        ring.write(key, value, Rows([0, 1], [position] * 2, key.device) if batched else position)
     queries = torch.randn(streams, 4, 1, 16, generator=generator)
     start = Rows([0, 1], [13, 13], torch.device("cpu")) if batched else 13
-    compiled, plain = (ring.attend(queries, start, window=8) for ring in rings)
-    assert rings[0]._compiled and not rings[1]._compiled
-    torch.testing.assert_close(compiled, plain, rtol=1e-5, atol=1e-5)
+    got = ring.attend(queries, start, window=8)
+    keys, values = ring.keys.double(), ring.values.double()
+    if dtype == torch.int8:
+        keys, values = (
+            part * ring.scales[i].double()[..., None] for i, part in enumerate((keys, values))
+        )
+    rows, starts = torch.arange(streams), torch.full((streams,), 13)
+    exact = reference(queries, keys, values, ring.positions, rows, starts, 10, 8)
+    assert ring._compiled
+    assert (got.double() - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
 @pytest.mark.parametrize(
     ("dtype", "native", "compiled", "expected"),
     [
         ("float32", False, True, torch.float32),  # exact: float32 weights keep float32 keys
-        ("int8", False, True, torch.bfloat16),
+        ("int8", False, True, torch.int8),  # codes and scales: a quarter of float32's bytes
+        ("int4", True, True, torch.int8),
         ("int8", False, False, torch.float32),
+        ("bfloat16", False, True, torch.bfloat16),
         ("bfloat16", False, False, torch.float32),
         ("int8", True, False, torch.bfloat16),
     ],

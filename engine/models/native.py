@@ -31,8 +31,9 @@ _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 _POINTER, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "panels_mm": [_POINTER] * 4 + [_INT] * 5,
-    "ring_attend": [_POINTER] * 7 + [_INT] * 8 + [_FLOAT],
-    "panels_nearest": [_POINTER] * 3 + [_INT] * 4 + [_POINTER],
+    "ring_attend": [_POINTER] * 9 + [_INT] * 8 + [_FLOAT, _INT],
+    "ring_store_int8": [_POINTER] * 9 + [_INT] * 4,
+    "panels_nearest": [_POINTER] * 5 + [_INT] * 5 + [_POINTER],
     "rms_norm_rows": [_POINTER] * 3 + [_INT] * 2 + [_FLOAT],
 }
 

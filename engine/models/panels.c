@@ -222,36 +222,96 @@ void panels_mm(const float *x, const void *panels, const float *scales, float *y
         ALL_ROWS(FLOAT32);
 }
 
+/* The Euclidean norms of a row and of what its 16-bit codes (as int8_mm rounds it) miss. */
+static void row_norms(const float *row, int dim, int group, double *size, double *missed) {
+    const int pairs = (dim + 1) / 2, groups = (dim + group - 1) / group;
+    int16_t codes[2 * pairs];
+    float steps[groups];
+    quantize_rows(row, 1, dim, pairs, group, codes, steps);
+    double total = 0.0, off = 0.0;
+    for (int k = 0; k < dim; k++) {
+        const double restored = (double)codes[k] * steps[k / group], value = row[k];
+        total += value * value;
+        off += (value - restored) * (value - restored);
+    }
+    *size = sqrt(total), *missed = sqrt(off);
+}
+
+/* The first entry j of `size` whose |e|² − 2 r·e is least, r·e summed as panels_mm sums it
+ * (one fused multiply-add per input, in input order), among the entries whose screened
+ * distance (`approx`, with error bound `bound`) may be least. Past a sixteenth of the entries
+ * (a codebook of near-equal entries) all of them are multiplied at once, into `dots`. */
+static int nearest_of(const float *row, const float *panels, const float *squares,
+                      const double *approx, const double *bound, int size, int dim,
+                      float *dots) {
+    double ceiling = INFINITY;
+    for (int j = 0; j < size; j++) ceiling = fmin(ceiling, approx[j] + bound[j]);
+    int candidates = 0;
+    for (int j = 0; j < size; j++) candidates += approx[j] - bound[j] <= ceiling;
+    const int all = candidates > size / 16;
+    if (all) panels_mm(row, panels, NULL, dots, 1, size, dim, 0, FLOAT32);
+    int best = -1;
+    float least = INFINITY;
+    for (int j = 0; j < size; j++) {
+        if (approx[j] - bound[j] > ceiling) continue;
+        float dot = 0.0f;
+        if (all) {
+            dot = dots[j];
+        } else {
+            const float *entry = panels + (int64_t)(j / 8) * 8 * dim + j % 8;
+            for (int k = 0; k < dim; k++) dot = fmaf(row[k], entry[8 * k], dot);
+        }
+        const float distance = squares[j] - 2.0f * dot;
+        if (best < 0 || distance < least) least = distance, best = j;
+    }
+    return best;
+}
+
 /* Residual vector quantization of rows [rows, dim] (float32, updated in place: what is left
- * after every codebook) by `count` codebooks, each float32 panels [⌈size / 8⌉, dim, 8] with
- * its entries' squared norms [size]: codes [rows, count], the entry nearest to what is left,
- * codebook after codebook, in one call (32 searches of a streamed frame were 160 small
- * PyTorch operations). Nearest is the least |e|² − 2 r·e (|r|² is the same for every entry;
- * the doubling is exact), the first such entry on ties, r·e summed as `panels_mm` sums it. */
-void panels_nearest(float *x, const void *const *books, const float *const *norms,
-                    int book_count, int rows, int size, int dim, int64_t *codes) {
-    float *y = malloc((size_t)rows * size * sizeof *y);
-    if (!y) {
+ * after every codebook) by `count` codebooks: codes [rows, count], the entry nearest to what
+ * is left, codebook after codebook, in one call (32 searches of a streamed frame were 160
+ * small PyTorch operations). Nearest is the least |e|² − 2 r·e (|r|² is the same for every
+ * entry; the doubling is exact), the first such entry on ties, r·e summed as panels_mm sums
+ * it from the float32 panels [⌈size / 8⌉, dim, 8].
+ *
+ * Reading every float32 entry would cost four times the bytes of what decides: each codebook
+ * is screened by its int8 panels (`screens`, `screen_scales`, as panels_mm takes them), whose
+ * r·ê misses r·e by at most |r| |e − ê| + |r − r̂| |ê| (r̂: the row's 16-bit codes), plus
+ * float32 rounding (below 2⁻¹² of |e|² + 2 |r| (|e| + |ê|)). Only entries whose screened
+ * distance, less its bound, reaches the least screened distance plus its bound can be
+ * nearest; those alone are scored from the float32 panels, so the codes are those of the
+ * float32 search. entries[c] [4, size]: each entry's |e|², |e − ê|, |ê| and |e|. */
+void panels_nearest(float *x, const void *const *books, const void *const *screens,
+                    const float *const *screen_scales, const float *const *entries,
+                    int book_count, int rows, int size, int dim, int group, int64_t *codes) {
+    float *dots = malloc((size_t)rows * size * sizeof *dots);
+    float *exact = malloc((size_t)size * sizeof *exact);
+    double *approx = malloc((size_t)size * sizeof *approx);
+    double *bound = malloc((size_t)size * sizeof *bound);
+    if (!dots || !exact || !approx || !bound) {
         for (int64_t i = 0; i < (int64_t)rows * book_count; i++) codes[i] = -1;
+        free(dots), free(exact), free(approx), free(bound);
         return;
     }
-    const int in = dim, out = size, count = (size + 7) / 8;
     for (int c = 0; c < book_count; c++) {
-        const void *panels = books[c];
-        ALL_ROWS(FLOAT32);
+        const float *squares = entries[c], *error = squares + size, *coded = error + size;
+        const float *norm = coded + size;
+        int8_mm(x, screens[c], screen_scales[c], dots, rows, size, dim, group);
         for (int r = 0; r < rows; r++) {
-            const float *dots = y + (int64_t)r * size;
-            int best = 0;
-            float least = norms[c][0] - 2.0f * dots[0];
-            for (int j = 1; j < size; j++) {
-                const float distance = norms[c][j] - 2.0f * dots[j];
-                if (distance < least) least = distance, best = j;
-            }
-            codes[(int64_t)r * book_count + c] = best;
-            const float *entry = (const float *)panels + (int64_t)(best / 8) * 8 * dim + best % 8;
             float *row = x + (int64_t)r * dim;
+            double magnitude, missed;
+            row_norms(row, dim, group, &magnitude, &missed);
+            for (int j = 0; j < size; j++) {
+                approx[j] = squares[j] - 2.0 * dots[(int64_t)r * size + j];
+                const double rounding = squares[j] + 2.0 * magnitude * (norm[j] + coded[j]);
+                bound[j] = 2.0 * (magnitude * error[j] + missed * coded[j]) + rounding / 4096.0;
+            }
+            const int best = nearest_of(row, books[c], squares, approx, bound, size, dim, exact);
+            codes[(int64_t)r * book_count + c] = best;
+            const float *book = books[c];
+            const float *entry = book + (int64_t)(best / 8) * 8 * dim + best % 8;
             for (int k = 0; k < dim; k++) row[k] -= entry[8 * k];
         }
     }
-    free(y);
+    free(dots), free(exact), free(approx), free(bound);
 }

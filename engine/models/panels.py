@@ -124,27 +124,47 @@ def mm(x: torch.Tensor, weight: Panels) -> torch.Tensor:
 
 
 class Codebooks:
-    """float32 codebooks [size, dim], each as panels with its entries' squared norms, for a
-    residual vector quantization in one call (`nearest`)."""
+    """float32 codebooks [size, dim] for a residual vector quantization in one call
+    (`nearest`): each as panels, as int8 panels that screen its entries (panels.c), and its
+    entries' |e|², |e − ê|, |ê| and |e| (ê: what the int8 panels stand for)."""
 
     def __init__(self, entries: list[torch.Tensor]) -> None:
         self.size, self.dim = entries[0].shape
         self.books = [arrange(book.float()) for book in entries]
-        self.norms = [(book * book).sum(dim=1).float().contiguous() for book in entries]
-        self._books = (ctypes.c_void_p * len(entries))(*(b.values.data_ptr() for b in self.books))
-        self._norms = (ctypes.c_void_p * len(entries))(*(n.data_ptr() for n in self.norms))
+        self.screens = [quantize(book) for book in entries]
+        pairs = zip(entries, self.screens, strict=True)
+        self.entries = [_entry_norms(book, screen) for book, screen in pairs]
+        self._pointers = [
+            (ctypes.c_void_p * len(entries))(*(t.data_ptr() for t in tensors))
+            for tensors in (
+                [book.values for book in self.books],
+                [screen.values for screen in self.screens],
+                [screen.scales for screen in self.screens],
+                self.entries,
+            )
+        ]
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """Codes [rows, codebooks] of x [rows, dim]: each codebook's entry nearest to what the
-        codebooks before it left (least |e|² − 2 r·e, the first on ties)."""
+        codebooks before it left (least |e|² − 2 r·e in float32, the first on ties)."""
         left = x.to(torch.float32, copy=True).contiguous()
         codes = torch.empty(len(left), len(self.books), dtype=torch.long)
         if len(left):
             native.library().panels_nearest(
-                left.data_ptr(), self._books, self._norms, len(self.books),
-                len(left), self.size, self.dim, codes.data_ptr(),
+                left.data_ptr(), *self._pointers, len(self.books),
+                len(left), self.size, self.dim, GROUP, codes.data_ptr(),
             )  # fmt: skip
         return codes
+
+
+def _entry_norms(book: torch.Tensor, screen: Panels) -> torch.Tensor:
+    """[4, size] float32: each entry's |e|² (as the float32 search subtracts it), |e − ê|,
+    |ê| and |e|."""
+    book = book.float()
+    coded = screen.dequantized()
+    exact = book.double()
+    norms = ((exact - coded).norm(dim=1), coded.norm(dim=1), exact.norm(dim=1))
+    return torch.stack(((book * book).sum(dim=1), *(n.float() for n in norms))).contiguous()
 
 
 def _padded(out: int) -> int:

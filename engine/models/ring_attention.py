@@ -1,7 +1,9 @@
-"""Attention over a ring of bfloat16 keys and values at the speed of reading it, on x86 CPUs
-with AVX2 (`ring_attention.c`, built on the machine by native.py): where bfloat16 is
-emulated, PyTorch's attention reads such a ring at about 1 GB/s, so without this kernel a
-ring there is held in float32 (twice the bytes)."""
+"""Attention over a ring of keys and values at the speed of reading it, on x86 CPUs with AVX2
+(`ring_attention.c`, built on the machine by native.py), and the int8 ring's writes. Where
+bfloat16 is emulated, PyTorch's attention reads a bfloat16 ring at about 1 GB/s, so without
+this kernel a ring there is held in float32 (twice the bytes); an int8 ring (codes and a scale
+per key and value vector) halves bfloat16's bytes again; over a short float32 ring the kernel
+costs a fraction of PyTorch's set-up."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 from engine.models import native
 
 _MAX_DIM = 128  # ring_attention.c's MAX_DIM
+_FORMATS = {torch.bfloat16: 0, torch.int8: 1, torch.float32: 2}  # its enum format
 
 
 def available(head_dim: int) -> bool:
@@ -19,26 +22,54 @@ def available(head_dim: int) -> bool:
 
 def attend(
     queries: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    positions: torch.Tensor,
+    ring: tuple[torch.Tensor, ...],
     rows: torch.Tensor,
     starts: torch.Tensor,
     seen: int,
     window: int,
 ) -> torch.Tensor:
-    """queries [n, heads, T, D] of ring rows `rows` [n] at positions `starts` [n] onwards,
-    over the first `seen` slots of bfloat16 keys and values [ring rows, kv heads, size, D]
-    whose `positions` [ring rows, size] each query may see (causal, within `window`) →
-    [n, heads, T, D] in the queries' dtype."""
+    """queries [n, heads, T, D] of ring rows `rows` [n] at positions `starts` [n] onwards, over
+    the first `seen` slots of a ring (keys, values, positions): keys and values [ring rows,
+    kv heads, size, D] bfloat16 or float32, or int8 with a fourth tensor of scales [2 (keys',
+    values'), ring rows, kv heads, size]; positions [ring rows, size], which each query may
+    see (causal, within `window`) → [n, heads, T, D] in the queries' dtype."""
+    keys, values, positions, *scales = ring
     n, heads, steps, dim = queries.shape
     flat = queries.to(torch.float32).contiguous()
     out = torch.empty_like(flat)
     kv_heads, size = keys.shape[1], keys.shape[2]
-    rows, starts = rows.to(torch.int64).contiguous(), starts.to(torch.int64).contiguous()
+    rows, starts = _indices(rows), _indices(starts)
+    key_scales = value_scales = None
+    if scales:
+        key_scales, value_scales = (part.data_ptr() for part in scales[0])
     native.library().ring_attend(
-        flat.data_ptr(), keys.data_ptr(), values.data_ptr(), positions.data_ptr(),
-        rows.data_ptr(), starts.data_ptr(), out.data_ptr(),
-        n, heads, kv_heads, steps, size, seen, dim, window, dim**-0.5,
+        flat.data_ptr(), keys.data_ptr(), values.data_ptr(), key_scales, value_scales,
+        positions.data_ptr(), rows.data_ptr(), starts.data_ptr(), out.data_ptr(),
+        n, heads, kv_heads, steps, size, seen, dim, window, dim**-0.5, _FORMATS[keys.dtype],
     )  # fmt: skip
     return out.to(queries.dtype)
+
+
+def store(
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    ring: tuple[torch.Tensor, ...],
+    rows: torch.Tensor,
+    starts: torch.Tensor,
+) -> None:
+    """Write keys and values [n, kv heads, T, D] of ring rows `rows` [n] at positions `starts`
+    [n] onwards into an int8 ring (keys, values, positions, scales as `attend` takes them):
+    each vector as round-half-even codes of it over its scale, its largest magnitude / 127."""
+    ring_keys, ring_values, positions, scales = ring
+    n, kv_heads, steps, dim = keys.shape
+    keys, values = (t.to(torch.float32).contiguous() for t in (keys, values))
+    rows, starts = _indices(rows), _indices(starts)
+    native.library().ring_store_int8(
+        keys.data_ptr(), values.data_ptr(), ring_keys.data_ptr(), ring_values.data_ptr(),
+        scales[0].data_ptr(), scales[1].data_ptr(), positions.data_ptr(), rows.data_ptr(),
+        starts.data_ptr(), n, kv_heads, steps, ring_keys.shape[2], dim,
+    )  # fmt: skip
+
+
+def _indices(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.int64).contiguous()

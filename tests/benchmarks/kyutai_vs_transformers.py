@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from engine.models.kernel_choice import cpu_description  # noqa: E402
-from tests.kyutai_fixtures import FULL_SIZE, held_bytes  # noqa: E402
+from tests.kyutai_fixtures import FULL_SIZE, held_bytes, randomize_codebooks  # noqa: E402
 
 FRAME = 1920
 
@@ -59,6 +59,7 @@ def build_reference(config_name: str, dtype: torch.dtype, folder: Path):
     model = KyutaiSpeechToTextForConditionalGeneration(config).eval()
     torch.set_default_dtype(torch.float32)
     model.codec_model.float()  # transformers keeps the codec in float32
+    randomize_codebooks(model, 0)  # random init leaves them zero: every code 0, every tie
     model.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(
         json.dumps({"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0})

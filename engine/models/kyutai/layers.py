@@ -125,6 +125,8 @@ class KVRing:
     Position p lives in slot p % size and `positions` records which position each slot holds
     (-1: empty), so positions grow without bound while memory stays fixed. A single stream is
     one row stepped at an int position; a batch passes `Rows`, each row at its own position.
+    An int8 ring holds each key and value vector as codes and a scale (`scales`), written by
+    ring_attention.c too.
     """
 
     def __init__(
@@ -140,10 +142,15 @@ class KVRing:
         self.keys = torch.zeros(rows, heads, size, head_dim, dtype=dtype, device=device)
         self.values = torch.zeros_like(self.keys)
         self.positions = torch.full((rows, size), -1, dtype=torch.long, device=device)
-        # A bfloat16 ring where bfloat16 is emulated is read by ring_attention.c (the loader
-        # holds one there only where that kernel runs).
-        self._compiled = dtype == torch.bfloat16 and device.type == "cpu"
-        self._compiled = self._compiled and not kernels.native_bfloat16()
+        quantized = dtype == torch.int8
+        # [keys', values'] scales of each row, head and slot
+        self.scales = torch.zeros(2, rows, heads, size, device=device) if quantized else None
+        # ring_attention.c reads a CPU's rings, except bfloat16 ones where bfloat16 is native
+        # (the loader holds int8 ones, and bfloat16 ones where it is emulated, only where that
+        # kernel runs).
+        compiled = device.type == "cpu" and ring_attention.available(head_dim)
+        native = dtype == torch.bfloat16 and kernels.native_bfloat16()
+        self._compiled = quantized or (compiled and not native)
         self._every_row = torch.arange(rows, device=device)  # what an int-position step steps
 
     def clear(self, row: int) -> None:
@@ -155,10 +162,15 @@ class KVRing:
         self.keys[row] = source.keys[0]
         self.values[row] = source.values[0]
         self.positions[row] = source.positions[0]
+        if self.scales is not None:
+            self.scales[:, row] = source.scales[:, 0]
 
     def write(self, keys: torch.Tensor, values: torch.Tensor, start: int | Rows) -> None:
         """Store T ≤ size new positions start..start+T-1 ([rows, heads, T, head_dim]): of
         every row from one int position, or of `Rows` from their own."""
+        if self.scales is not None:
+            ring = (self.keys, self.values, self.positions, self.scales)
+            return ring_attention.store(keys, values, ring, *self._rows_starts(start))
         if isinstance(start, Rows):
             return self._write_rows(keys, values, start)
         length = keys.shape[2]
@@ -222,14 +234,18 @@ class KVRing:
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def _attend_compiled(self, queries: torch.Tensor, start: int | Rows, window: int):
-        if isinstance(start, Rows):
-            rows, starts, latest = start.rows, start.starts, start.latest
-        else:  # every ring row from one position
-            rows, latest = self._every_row, start
-            starts = torch.full_like(rows, start)
+        latest = start.latest if isinstance(start, Rows) else start
         seen = self._seen(latest + queries.shape[2])
         ring = (self.keys, self.values, self.positions)
-        return ring_attention.attend(queries, *ring, rows, starts, seen, window)
+        if self.scales is not None:
+            ring += (self.scales,)
+        return ring_attention.attend(queries, ring, *self._rows_starts(start), seen, window)
+
+    def _rows_starts(self, start: int | Rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ring rows a step at `start` steps, and each one's first position."""
+        if isinstance(start, Rows):
+            return start.rows, start.starts
+        return self._every_row, torch.full_like(self._every_row, start)  # every row, one position
 
     def _seen(self, end: int) -> int:
         """How many leading slots queries before position `end` can see: all of them once

@@ -194,16 +194,21 @@ def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def ring_dtype(dtype: str, head_dim: int, device: torch.device) -> torch.dtype:
-    """The LM's keys and values: float32 for float32 weights (exact), else bfloat16 (half the
-    bytes attention reads) — the step's own dtype where bfloat16 is native; where it is
-    emulated, only where ring_attention.c runs, as PyTorch's attention reads a bfloat16 ring
-    at a fraction of memory speed there: otherwise float32 (an exact widening of a bfloat16
-    step's keys; int8 steps compute in float32 there, and their ring rounds to bfloat16)."""
+    """The LM's keys and values: float32 for float32 weights (exact); int8 codes with a scale
+    per vector for int8 and int4 weights on a CPU where ring_attention.c runs (a quarter of
+    float32's bytes for attention to read, and those weights' steps already deviate by more
+    than the codes' rounding); else bfloat16 — the step's own dtype where bfloat16 is native;
+    where it is emulated, only where ring_attention.c runs, as PyTorch's attention reads a
+    bfloat16 ring at a fraction of memory speed there: otherwise float32 (an exact widening of
+    a bfloat16 step's keys; int8 steps compute in float32 there)."""
     if dtype == "float32":
         return torch.float32
+    compiled = device.type == "cpu" and ring_attention.available(head_dim)
+    if dtype in ("int8", "int4") and compiled:
+        return torch.int8
     if device.type != "cpu" or kernels.native_bfloat16():
         return torch.bfloat16
-    return torch.bfloat16 if ring_attention.available(head_dim) else torch.float32
+    return torch.bfloat16 if compiled else torch.float32
 
 
 def step_matrices(config: KyutaiConfig, dtype: str) -> list[tuple[str, tuple[int, int]]]:
