@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from engine.models import kernels, ring_attention
 from engine.models.kyutai import weights
-from engine.models.kyutai.layers import KVRing, Rows
+from engine.models.kyutai.layers import KVRing, Rotary, Rows, apply_rotary
 
 needs_kernel = pytest.mark.skipif(
     not ring_attention.available(64),
@@ -118,6 +118,55 @@ def test_an_int8_ring_stores_each_vector_as_codes_and_a_scale(batched):
             assert torch.equal(ring.scales[scales, row, :, slot], scale)
     if batched:
         assert torch.equal(ring.keys[1], untouched[1]) and (ring.positions[1] == -1).all()
+
+
+def dequantized(ring: KVRing, part: int) -> torch.Tensor:
+    """The float64 keys (part 0) or values (1) a ring holds."""
+    held = (ring.keys, ring.values)[part].double()
+    return held if ring.scales is None else held * ring.scales[part].double()[..., None]
+
+
+def stored_step(dtype: torch.dtype, vectors: torch.Tensor) -> torch.Tensor:
+    """How far a ring of `dtype` may hold each of `vectors` [..., D] from it: a step of its
+    codes (int8), of bfloat16's mantissa at its largest element, or a float32 rounding."""
+    largest = vectors.abs().amax(dim=-1, keepdim=True).double()
+    factors = {torch.int8: 1 / 127, torch.bfloat16: 2**-8, torch.float32: 0.0}
+    return largest * factors[dtype] + 1e-6
+
+
+@needs_kernel
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("dtype", FORMATS)
+def test_a_step_is_rotated_and_written_in_one_call(batched, dtype):
+    """A layer step's projections, two positions at a time past the ring's size, for one
+    stream and for a batch at its own positions: the queries it returns and the keys and
+    values it leaves in each slot are PyTorch's rotation of them, stored in the ring's
+    format."""
+    generator = torch.Generator().manual_seed(7)
+    streams, heads, kv_heads, dim, size = (2 if batched else 1), 4, 2, 16, 10
+    ring = KVRing(kv_heads, size, dim, dtype, torch.device("cpu"), rows=streams)
+    rotary = Rotary(dim, 10000.0, torch.device("cpu"))
+    for position in range(0, 14, 2):
+        qkv = torch.randn(streams, 2, heads + 2 * kv_heads, dim, generator=generator)
+        if batched:  # the second stream three positions ahead
+            at = Rows([0, 1], [position, position + 3], qkv.device)
+            cos, sin = rotary.at_rows(at, torch.float32, 2)
+        else:
+            at, (cos, sin) = position, rotary.at(position, torch.float32, 2)
+        queries = ring.write_step(qkv, heads, cos, sin, at)
+        split = qkv.transpose(1, 2)
+        rotated = apply_rotary(split[:, : heads + kv_heads], cos, sin)
+        torch.testing.assert_close(queries, rotated[:, :heads], rtol=0, atol=1e-6)
+        written = (rotated[:, heads:], split[:, heads + kv_heads :])  # keys, values
+        for row in range(streams):
+            for t in range(2):
+                at_position = position + 3 * row * batched + t
+                slot = at_position % size
+                assert ring.positions[row, slot] == at_position
+                for part, expected in enumerate(written):
+                    held = dequantized(ring, part)[row, :, slot]
+                    vectors = expected[row, :, t]
+                    assert ((held - vectors.double()).abs() <= stored_step(dtype, vectors)).all()
 
 
 @needs_kernel

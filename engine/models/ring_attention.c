@@ -1,5 +1,5 @@
 /* Attention of query rows over rings of bfloat16, int8 or float32 keys and values, in float32,
- * on AVX2 and FMA; and the int8 ring's writes.
+ * on AVX2 and FMA; and a step's writes to a ring, its queries and keys rotated on the way.
  *
  * A streaming step's few queries read every key and value of their ring once, so attention
  * should take as long as reading the ring; PyTorch's kernels read a bfloat16 ring at a
@@ -158,23 +158,68 @@ static float quantized_vector(const float *x, int8_t *codes, int dim) {
     return scale;
 }
 
-/* keys, values [n, kv_heads, steps, dim] float32: step t of row i is position starts[i] + t of
- * ring row rows[i], stored in slot (starts[i] + t) % size as codes and a scale each, and
- * recorded in positions. */
-void ring_store_int8(const float *keys, const float *values, int8_t *ring_keys,
-                     int8_t *ring_values, float *key_scales, float *value_scales,
-                     int64_t *positions, const int64_t *rows, const int64_t *starts, int n,
-                     int kv_heads, int steps, int size, int dim) {
+/* x [dim] rotated by its position's angles (rotate-half: element d pairs with d + dim / 2), as
+ * x * cos + rotate_half(x) * sin; a copy where cos is NULL. */
+static void rotated(const float *x, const float *cos, const float *sin, float *out, int dim) {
+    const int half = dim / 2;
+    for (int d = 0; d < dim; d++) {
+        if (!cos) {
+            out[d] = x[d];
+            continue;
+        }
+        const float partner = d < half ? -x[d + half] : x[d - half];
+        out[d] = x[d] * cos[d] + partner * sin[d];
+    }
+}
+
+/* One key or value vector into its slot of a ring in `format`: int8 codes and their scale,
+ * bfloat16 rounded to nearest even, or float32 as it is. */
+static void stored(const float *x, void *ring, float *scales, int64_t vector, int dim,
+                   enum format format) {
+    if (format == INT8) {
+        scales[vector] = quantized_vector(x, (int8_t *)ring + vector * dim, dim);
+    } else if (format == FLOAT32) {
+        memcpy((float *)ring + vector * dim, x, dim * sizeof(float));
+    } else {
+        uint16_t *halves = (uint16_t *)ring + vector * dim;
+        for (int d = 0; d < dim; d++) {
+            uint32_t bits;
+            memcpy(&bits, x + d, sizeof bits);
+            halves[d] = (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+        }
+    }
+}
+
+/* One attention step's writes. Step t of row i is position starts[i] + t of ring row rows[i]:
+ * its keys and values go to slot (starts[i] + t) % size of the ring (in `format`; int8 with
+ * key_scales, value_scales [ring rows, kv_heads, size]) and positions records it; where
+ * `heads` > 0 its queries go to queries_out [n, heads, steps, dim]. Queries and keys are
+ * rotated to their positions where cos and sin are given (angles of row i, step t at
+ * cos + i * angle_stride + t * dim). Sources are float32 with the last dimension contiguous:
+ * element (i, h, t) of queries, keys and values at strides[0..2], [3..5] and [6..8]. */
+void ring_step(const float *queries, const float *keys, const float *values,
+               const int64_t *strides, const float *cos, const float *sin, int64_t angle_stride,
+               float *queries_out, void *ring_keys, void *ring_values, float *key_scales,
+               float *value_scales, int64_t *positions, const int64_t *rows,
+               const int64_t *starts, int n, int heads, int kv_heads, int steps, int size,
+               int dim, int format) {
+    float buffer[MAX_DIM];
     for (int i = 0; i < n; i++)
         for (int t = 0; t < steps; t++) {
             const int64_t position = starts[i] + t, slot = position % size;
+            const float *c = cos ? cos + i * angle_stride + (int64_t)t * dim : NULL;
+            const float *s = sin ? sin + i * angle_stride + (int64_t)t * dim : NULL;
             positions[rows[i] * size + slot] = position;
+            for (int h = 0; h < heads; h++) {
+                const float *q = queries + i * strides[0] + h * strides[1] + t * strides[2];
+                rotated(q, c, s, queries_out + (((int64_t)i * heads + h) * steps + t) * dim, dim);
+            }
             for (int h = 0; h < kv_heads; h++) {
                 const int64_t vector = (rows[i] * kv_heads + h) * size + slot;
-                const int64_t from = (((int64_t)i * kv_heads + h) * steps + t) * dim;
-                key_scales[vector] = quantized_vector(keys + from, ring_keys + vector * dim, dim);
-                value_scales[vector] =
-                    quantized_vector(values + from, ring_values + vector * dim, dim);
+                rotated(keys + i * strides[3] + h * strides[4] + t * strides[5], c, s, buffer, dim);
+                stored(buffer, ring_keys, key_scales, vector, dim, format);
+                const float *v = values + i * strides[6] + h * strides[7] + t * strides[8];
+                stored(v, ring_values, value_scales, vector, dim, format);
             }
         }
 }

@@ -1,5 +1,5 @@
 """Attention over a ring of keys and values at the speed of reading it, on x86 CPUs with AVX2
-(`ring_attention.c`, built on the machine by native.py), and the int8 ring's writes. Where
+(`ring_attention.c`, built on the machine by native.py), and a step's writes to it. Where
 bfloat16 is emulated, PyTorch's attention reads a bfloat16 ring at about 1 GB/s, so without
 this kernel a ring there is held in float32 (twice the bytes); an int8 ring (codes and a scale
 per key and value vector) halves bfloat16's bytes again; over a short float32 ring the kernel
@@ -50,25 +50,48 @@ def attend(
     return out.to(queries.dtype)
 
 
-def store(
+def write(
+    ring: tuple[torch.Tensor, ...],
     keys: torch.Tensor,
     values: torch.Tensor,
-    ring: tuple[torch.Tensor, ...],
     rows: torch.Tensor,
     starts: torch.Tensor,
-) -> None:
-    """Write keys and values [n, kv heads, T, D] of ring rows `rows` [n] at positions `starts`
-    [n] onwards into an int8 ring (keys, values, positions, scales as `attend` takes them):
-    each vector as round-half-even codes of it over its scale, its largest magnitude / 127."""
-    ring_keys, ring_values, positions, scales = ring
+    queries: torch.Tensor | None = None,
+    angles: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """Write keys and values [n, kv heads, T, D] (float32, any strides but the last) of ring
+    rows `rows` [n] at positions `starts` [n] onwards into a ring (as `attend` takes it: int8
+    vectors as round-half-even codes of their largest magnitude / 127, bfloat16 rounded to
+    nearest even). With `angles` (cos, sin: [T, D], or [n, 1, T, D] for each row's own), the
+    keys are rotated on the way, and `queries` [n, heads, T, D] too: → the rotated queries
+    [n, heads, T, D], contiguous."""
+    ring_keys, ring_values, positions, *scales = ring
     n, kv_heads, steps, dim = keys.shape
-    keys, values = (t.to(torch.float32).contiguous() for t in (keys, values))
+    heads = 0 if queries is None else queries.shape[1]
+    out = torch.empty(n, heads, steps, dim) if heads else None
+    sources = (queries if heads else keys, keys, values)
+    strides = torch.tensor([stride for t in sources for stride in t.stride()[:3]])
+    cos = sin = None
+    angle_stride = 0
+    if angles is not None:
+        cos, sin = (t.contiguous() for t in angles)
+        angle_stride = steps * dim if cos.dim() == 4 else 0
+    key_scales = value_scales = None
+    if scales:
+        key_scales, value_scales = (part.data_ptr() for part in scales[0])
     rows, starts = _indices(rows), _indices(starts)
-    native.library().ring_store_int8(
-        keys.data_ptr(), values.data_ptr(), ring_keys.data_ptr(), ring_values.data_ptr(),
-        scales[0].data_ptr(), scales[1].data_ptr(), positions.data_ptr(), rows.data_ptr(),
-        starts.data_ptr(), n, kv_heads, steps, ring_keys.shape[2], dim,
+    native.library().ring_step(
+        sources[0].data_ptr(), keys.data_ptr(), values.data_ptr(), strides.data_ptr(),
+        _pointer(cos), _pointer(sin), angle_stride, _pointer(out),
+        ring_keys.data_ptr(), ring_values.data_ptr(), key_scales, value_scales,
+        positions.data_ptr(), rows.data_ptr(), starts.data_ptr(),
+        n, heads, kv_heads, steps, ring_keys.shape[2], dim, _FORMATS[ring_keys.dtype],
     )  # fmt: skip
+    return out
+
+
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
 
 
 def _indices(tensor: torch.Tensor) -> torch.Tensor:

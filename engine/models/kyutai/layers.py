@@ -169,8 +169,9 @@ class KVRing:
         """Store T ≤ size new positions start..start+T-1 ([rows, heads, T, head_dim]): of
         every row from one int position, or of `Rows` from their own."""
         if self.scales is not None:
-            ring = (self.keys, self.values, self.positions, self.scales)
-            return ring_attention.store(keys, values, ring, *self._rows_starts(start))
+            keys, values = keys.float(), values.float()
+            ring_attention.write(self._ring(), keys, values, *self._rows_starts(start))
+            return
         if isinstance(start, Rows):
             return self._write_rows(keys, values, start)
         length = keys.shape[2]
@@ -189,6 +190,24 @@ class KVRing:
         self.keys.index_copy_(2, slots, keys.to(self.keys.dtype))  # bfloat16 into float32
         self.values.index_copy_(2, slots, values.to(self.values.dtype))
         self.positions[:, slots] = torch.arange(start, start + length, device=keys.device)
+
+    def write_step(self, qkv: torch.Tensor, heads: int, cos, sin, start: int | Rows):
+        """A layer step's projections qkv [rows, T, heads + 2 kv heads, head_dim]: queries and
+        keys rotated to their positions (cos/sin as `Rotary` gives them for `start`), keys and
+        values written as `write` writes them → the queries [rows, heads, T, head_dim]. The
+        kernel that reads the ring writes float32 steps to it in one call."""
+        kv_heads = self.keys.shape[1]
+        split = qkv.transpose(1, 2)  # [rows, heads + 2 kv heads, T, head_dim]
+        values = split[:, heads + kv_heads :]
+        if self._compiled and qkv.dtype == torch.float32:
+            rows, starts = self._rows_starts(start)
+            keys, queries = split[:, heads : heads + kv_heads], split[:, :heads]
+            return ring_attention.write(
+                self._ring(), keys, values, rows, starts, queries, (cos, sin)
+            )
+        rotated = apply_rotary(split[:, : heads + kv_heads], cos, sin)
+        self.write(rotated[:, heads:], values, start)
+        return rotated[:, :heads]
 
     def _write_rows(self, keys: torch.Tensor, values: torch.Tensor, rows: Rows) -> None:
         positions = rows.starts[:, None] + torch.arange(keys.shape[2], device=keys.device)
@@ -236,10 +255,12 @@ class KVRing:
     def _attend_compiled(self, queries: torch.Tensor, start: int | Rows, window: int):
         latest = start.latest if isinstance(start, Rows) else start
         seen = self._seen(latest + queries.shape[2])
+        return ring_attention.attend(queries, self._ring(), *self._rows_starts(start), seen, window)
+
+    def _ring(self) -> tuple[torch.Tensor, ...]:
+        """The ring as ring_attention.py takes it."""
         ring = (self.keys, self.values, self.positions)
-        if self.scales is not None:
-            ring += (self.scales,)
-        return ring_attention.attend(queries, ring, *self._rows_starts(start), seen, window)
+        return ring if self.scales is None else (*ring, self.scales)
 
     def _rows_starts(self, start: int | Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """The ring rows a step at `start` steps, and each one's first position."""

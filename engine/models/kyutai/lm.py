@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.models.kyutai.config import KyutaiConfig
-from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
+from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero
 from engine.models.row_norms import rms_norm
 
 LinearSource = Callable[[list[str]], Linear]  # weights named (fused in order) → a Linear
@@ -55,20 +55,15 @@ class DecoderLayer:
         self.fc2 = linear([f"{p}mlp.fc2.weight"])
         self.norm1 = tensor(f"{p}input_layernorm.weight")
         self.norm2 = tensor(f"{p}post_attention_layernorm.weight")
-        self.heads = (config.num_heads, config.num_kv_heads)
 
     def __call__(self, x: torch.Tensor, ring: KVRing, at: int | Rows, cos, sin) -> torch.Tensor:
         """x [rows, T, hidden]: T consecutive steps of each row, from position `at` (one
         stream) or from each row's own (`Rows`); cos/sin as `Rotary` gives them for `at`."""
         c = self.config
-        heads, kv_heads = self.heads
         rows, steps = x.shape[:2]
         qkv = self.qkv(rms_norm(x, self.norm1, c.rms_norm_eps)).view(rows, steps, -1, c.head_dim)
-        qkv = qkv.transpose(1, 2)  # [rows, heads + 2 kv, T, head_dim]
-        qk = apply_rotary(qkv[:, : heads + kv_heads], cos, sin)
-        q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
-        ring.write(k, v, at)
-        attended = ring.attend(q, at, c.sliding_window)  # [rows, heads, T, head_dim]
+        q = ring.write_step(qkv, c.num_heads, cos, sin, at)  # [rows, heads, T, head_dim]
+        attended = ring.attend(q, at, c.sliding_window)
         x = x + self.out(attended.transpose(1, 2).reshape(rows, steps, -1))
         gate, value = self.fc1(rms_norm(x, self.norm2, c.rms_norm_eps)).chunk(2, dim=-1)
         return x + self.fc2(F.silu(gate) * value)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from engine.models import panels
 from engine.models.kernel_choice import kernel_for
 from engine.models.kyutai.config import MimiConfig
-from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero, apply_rotary
+from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero
 
 TensorSource = Callable[[str], torch.Tensor]
 _MAX_CHUNK = 16  # 25 Hz steps the transformer takes at once (offline input is cut to this)
@@ -180,11 +180,8 @@ class MimiTransformerLayer:
         c = self.config
         rows, length = x.shape[:2]
         h = F.layer_norm(x, (x.shape[-1],), *self.norm1, c.norm_eps)
-        qkv = self.qkv(h).view(rows, length, -1, c.head_dim).transpose(1, 2)  # [rows, heads, T, D]
-        rotated = c.num_heads + c.num_kv_heads
-        qk = apply_rotary(qkv[:, :rotated], cos, sin)  # queries and keys in one pass
-        q, k, v = qk[:, : c.num_heads], qk[:, c.num_heads :], qkv[:, rotated:]
-        ring.write(k, v, start)
+        qkv = self.qkv(h).view(rows, length, -1, c.head_dim)
+        q = ring.write_step(qkv, c.num_heads, cos, sin, start)
         attended = ring.attend(q, start, c.context).transpose(1, 2).reshape(rows, length, -1)
         x = x + self.attn_scale * self.out(attended)
         h = F.layer_norm(x, (x.shape[-1],), *self.norm2, c.norm_eps)
