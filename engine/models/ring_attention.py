@@ -7,6 +7,8 @@ costs a fraction of PyTorch's set-up."""
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 
 from engine.models import native
@@ -39,9 +41,7 @@ def attend(
     out = torch.empty_like(flat)
     kv_heads, size = keys.shape[1], keys.shape[2]
     rows, starts = _indices(rows), _indices(starts)
-    key_scales = value_scales = None
-    if scales:
-        key_scales, value_scales = (part.data_ptr() for part in scales[0])
+    key_scales, value_scales = _scale_pointers(scales)
     native.library().ring_attend(
         flat.data_ptr(), keys.data_ptr(), values.data_ptr(), key_scales, value_scales,
         positions.data_ptr(), rows.data_ptr(), starts.data_ptr(), out.data_ptr(),
@@ -70,24 +70,30 @@ def write(
     heads = 0 if queries is None else queries.shape[1]
     out = torch.empty(n, heads, steps, dim) if heads else None
     sources = (queries if heads else keys, keys, values)
-    strides = torch.tensor([stride for t in sources for stride in t.stride()[:3]])
+    strides = (ctypes.c_int64 * 9)(*(stride for t in sources for stride in t.stride()[:3]))
     cos = sin = None
     angle_stride = 0
     if angles is not None:
         cos, sin = (t.contiguous() for t in angles)
         angle_stride = steps * dim if cos.dim() == 4 else 0
-    key_scales = value_scales = None
-    if scales:
-        key_scales, value_scales = (part.data_ptr() for part in scales[0])
+    key_scales, value_scales = _scale_pointers(scales)
     rows, starts = _indices(rows), _indices(starts)
     native.library().ring_step(
-        sources[0].data_ptr(), keys.data_ptr(), values.data_ptr(), strides.data_ptr(),
+        sources[0].data_ptr(), keys.data_ptr(), values.data_ptr(), strides,
         _pointer(cos), _pointer(sin), angle_stride, _pointer(out),
         ring_keys.data_ptr(), ring_values.data_ptr(), key_scales, value_scales,
         positions.data_ptr(), rows.data_ptr(), starts.data_ptr(),
         n, heads, kv_heads, steps, ring_keys.shape[2], dim, _FORMATS[ring_keys.dtype],
     )  # fmt: skip
     return out
+
+
+def _scale_pointers(scales: list[torch.Tensor]) -> tuple[int | None, int | None]:
+    """Where an int8 ring's keys' and values' scales start (None, None for other rings)."""
+    if not scales:
+        return None, None
+    first = scales[0].data_ptr()
+    return first, first + scales[0].stride(0) * scales[0].element_size()
 
 
 def _pointer(tensor: torch.Tensor | None) -> int | None:

@@ -152,6 +152,7 @@ class KVRing:
         native = dtype == torch.bfloat16 and kernels.native_bfloat16()
         self._compiled = quantized or (compiled and not native)
         self._every_row = torch.arange(rows, device=device)  # what an int-position step steps
+        self._one_start = torch.empty_like(self._every_row)  # and from where (`_rows_starts`)
 
     def clear(self, row: int) -> None:
         """Row `row` holds no position: a new stream starts there."""
@@ -266,7 +267,7 @@ class KVRing:
         """The ring rows a step at `start` steps, and each one's first position."""
         if isinstance(start, Rows):
             return start.rows, start.starts
-        return self._every_row, torch.full_like(self._every_row, start)  # every row, one position
+        return self._every_row, self._one_start.fill_(start)  # every row, one position
 
     def _seen(self, end: int) -> int:
         """How many leading slots queries before position `end` can see: all of them once

@@ -65,8 +65,9 @@ class DecoderLayer:
         q = ring.write_step(qkv, c.num_heads, cos, sin, at)  # [rows, heads, T, head_dim]
         attended = ring.attend(q, at, c.sliding_window)
         x = x + self.out(attended.transpose(1, 2).reshape(rows, steps, -1))
-        gate, value = self.fc1(rms_norm(x, self.norm2, c.rms_norm_eps)).chunk(2, dim=-1)
-        return x + self.fc2(F.silu(gate) * value)
+        hidden = self.fc1(rms_norm(x, self.norm2, c.rms_norm_eps))
+        half = hidden.shape[-1] // 2  # gate, then value
+        return x + self.fc2(F.silu(hidden[..., :half]) * hidden[..., half:])
 
 
 class TextLM:
