@@ -125,8 +125,8 @@ def test_the_screened_codebook_search_finds_the_nearest_entries(dim) -> None:
     """Codebooks read through their int8 screen give the float32 search's codes, the nearest
     entries, also where two entries are too close for the screen to tell apart (their
     distances differ by a fraction of its error bound, yet by thousands of float32 steps): the
-    second of the pair, nearer the row but with the larger norm, is the one found; and where
-    most entries are (a codebook of near-equal entries, read whole)."""
+    second of the pair, nearer the row but with the larger norm, is the one found; where most
+    entries are (a codebook of near-equal entries, read whole); and for a row holding a NaN."""
     generator = torch.Generator().manual_seed(dim)
     books = [torch.randn(64, dim, generator=generator) for _ in range(3)]
     books[2] = torch.randn(dim, generator=generator) + 1e-2 * books[2]
@@ -134,8 +134,9 @@ def test_the_screened_codebook_search_finds_the_nearest_entries(dim) -> None:
     books[0][9] = base + 1e-2 * base.sign()
     x = torch.randn(4, dim, generator=generator)
     x[1] = base + 3e-2 * base.sign()  # 2e-2 from entry 9 in each input, 3e-2 from entry 5
+    x[3, 0] = float("nan")  # compares with nothing: the first entry of every codebook
     codes = panels.Codebooks(books).nearest(x)
-    assert codes[1, 0] == 9
+    assert codes[1, 0] == 9 and (codes[3] == 0).all()
     assert torch.equal(codes, nearest_codes(books, x))
     assert len(panels.Codebooks(books).nearest(x[:0])) == 0
 

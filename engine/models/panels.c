@@ -264,7 +264,7 @@ static int nearest_of(const float *row, const float *panels, const float *square
         const float distance = squares[j] - 2.0f * dot;
         if (best < 0 || distance < least) least = distance, best = j;
     }
-    return best;
+    return best < 0 ? 0 : best; /* none compares (a NaN row): the first, as a plain search */
 }
 
 /* Residual vector quantization of rows [rows, dim] (float32, updated in place: what is left

@@ -126,7 +126,7 @@ class KVRing:
     (-1: empty), so positions grow without bound while memory stays fixed. A single stream is
     one row stepped at an int position; a batch passes `Rows`, each row at its own position.
     An int8 ring holds each key and value vector as codes and a scale (`scales`), written by
-    ring_attention.c too.
+    ring_attention.c too (the loader holds one only where that kernel runs).
     """
 
     def __init__(
@@ -192,7 +192,9 @@ class KVRing:
         self.values.index_copy_(2, slots, values.to(self.values.dtype))
         self.positions[:, slots] = torch.arange(start, start + length, device=keys.device)
 
-    def write_step(self, qkv: torch.Tensor, heads: int, cos, sin, start: int | Rows):
+    def write_step(
+        self, qkv: torch.Tensor, heads: int, cos, sin, start: int | Rows
+    ) -> torch.Tensor:
         """A layer step's projections qkv [rows, T, heads + 2 kv heads, head_dim]: queries and
         keys rotated to their positions (cos/sin as `Rotary` gives them for `start`), keys and
         values written as `write` writes them → the queries [rows, heads, T, head_dim]. The

@@ -210,8 +210,9 @@ class ResidualQuantizer:
             entries.append(tensor(f"{book}embed_sum") / usage[:, None])  # [size, dim]
         # A streamed frame multiplies one row by every codebook [size, dim]: on the kernel
         # measured fastest here for one row. Where that is the panels, the whole search is one
-        # call of their kernel (the same sums); otherwise each codebook is a matrix on its
-        # kernel, its entries read back by index from whatever layout that kernel holds.
+        # call of their kernel (each codebook screened by its int8 copy, the float32 search's
+        # codes); otherwise each codebook is a matrix on its kernel, its entries read back by
+        # index from whatever layout that kernel holds.
         kernel = kernel_for("float32", tuple(entries[0].shape), entries[0].device, 1)
         self.panels = panels.Codebooks(entries) if kernel == "panels" else None
         self.codebooks: list[tuple[Linear, torch.Tensor]] = []
