@@ -6,9 +6,9 @@
  * fraction of memory speed where bfloat16 is emulated, and spend more on their own set-up than
  * on a short float32 ring (Mimi's). Here each key and value is widened to float32 as it is
  * read (a shift for bfloat16, a conversion for int8: both exact); scores, softmax and sums are
- * float32. An int8 ring holds every key and value vector (one head's, at
- * one position) as codes times one float32 scale, its largest magnitude over 127: half the
- * bytes of bfloat16, the scale applied once per score and per value weight.
+ * float32. An int8 ring holds every key and value vector (one head's, at one position) as
+ * codes times one float32 scale, its largest magnitude over 127: half the bytes of bfloat16,
+ * the scale applied once per score and per value weight.
  *
  * Slot s of ring row r holds position positions[r][s] (-1: none). Query step t of query row i
  * sits at position starts[i] + t on ring row rows[i], and sees the slots among the first
@@ -161,12 +161,12 @@ static float quantized_vector(const float *x, int8_t *codes, int dim) {
 /* x [dim] rotated by its position's angles (rotate-half: element d pairs with d + dim / 2), as
  * x * cos + rotate_half(x) * sin; a copy where cos is NULL. */
 static void rotated(const float *x, const float *cos, const float *sin, float *out, int dim) {
+    if (!cos) {
+        memcpy(out, x, dim * sizeof(float));
+        return;
+    }
     const int half = dim / 2;
     for (int d = 0; d < dim; d++) {
-        if (!cos) {
-            out[d] = x[d];
-            continue;
-        }
         const float partner = d < half ? -x[d + half] : x[d - half];
         out[d] = x[d] * cos[d] + partner * sin[d];
     }
