@@ -169,8 +169,9 @@ def _forms(decoder: nn.Module) -> set[type]:
 @pytest.mark.parametrize("exact_fbgemm", [False, True])
 def test_each_precision_gets_its_decoder_forms(monkeypatch, exact_fbgemm) -> None:
     """float32: step matrices on RowLinear (packed for the beams), the memory projection
-    plain, the output layer screened only where fbgemm is exact; int8: int8 weights, the
-    output layer on fbgemm only where exact; bfloat16: RowLinear, no packs. Ties survive."""
+    plain, the output layer screened only where fbgemm is exact; int8: int8 step weights (the
+    memory projection plain), the output layer on fbgemm only where exact; bfloat16:
+    RowLinear, no packs. Ties survive."""
     if exact_fbgemm and not kernels.fbgemm_int8():
         pytest.skip("fbgemm's int8 x int8 sums are not exact on this CPU")
     monkeypatch.setattr(kernels, "fbgemm_int8", lambda: exact_fbgemm)
@@ -184,7 +185,8 @@ def test_each_precision_gets_its_decoder_forms(monkeypatch, exact_fbgemm) -> Non
         assert head.beam_rows is not None and head.beam_rows.rows == 3
     int8 = _decoder()
     kernel_choice.prepare_decoder(int8, "int8", beams=1)
-    assert _forms(int8) == set()  # every matrix is int8 (the widths fit the kernel's blocks)
+    # every step matrix is int8 (the widths fit the kernel's blocks)
+    assert _forms(int8) == {bart.MemoryLinear}
     assert isinstance(
         int8.lm_head, kernels.PackedInt8Linear if exact_fbgemm else kernels.Int8Linear
     )
@@ -197,7 +199,7 @@ def test_each_precision_gets_its_decoder_forms(monkeypatch, exact_fbgemm) -> Non
 @pytest.mark.skipif(not panels.available(), reason="the panels kernel does not build here")
 def test_int8_step_matrices_go_to_the_panels_where_they_measure_fastest(monkeypatch) -> None:
     """Where the panels read fastest (as kernel_choice measured them), every int8 step matrix
-    and the output layer run on them, the memory projection (many rows) on Int8Linear, and a
+    and the output layer run on them, the memory projection (many rows) stays float32, and a
     step's logits stay those of the float32 decoder within int8's rounding."""
     monkeypatch.setattr(kernel_choice, "kernel_for", lambda form, shape, device, rows=1: "panels")
     plain, int8 = _decoder(), _decoder()
@@ -205,8 +207,8 @@ def test_int8_step_matrices_go_to_the_panels_where_they_measure_fastest(monkeypa
     forms = {type(m) for m in int8.modules()}
     assert kernels.PanelsLinear in forms and isinstance(int8.lm_head, kernels.PanelsLinear)
     memory_forms = {type(layer.cross_attn.kv) for layer in int8.layers}
-    assert memory_forms == {kernels.Int8Linear}
-    assert not forms & {nn.Linear, bart.MemoryLinear, kernels.PackedInt8Linear}
+    assert memory_forms == {bart.MemoryLinear}
+    assert not forms & {nn.Linear, kernels.Int8Linear, kernels.PackedInt8Linear}
     memory, ids = torch.randn(1, 7, 32), torch.tensor([[2, 17, 40, 5]])
     with torch.inference_mode():
         logits = [

@@ -35,16 +35,21 @@ class KVCache:
         self.v: torch.Tensor | None = None
         self.length = 0
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        new = k.shape[2]
+    def reserve(self, like: torch.Tensor) -> None:
+        """Room for `like`'s positions ([rows, heads, new, head_dim]) after the cached ones."""
+        new = like.shape[2]
         if self.k is None or self.length + new > self.k.shape[2]:
             capacity = max(32, 2 * (self.length + new))
-            grown_k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
+            grown_k = like.new_empty(like.shape[0], like.shape[1], capacity, like.shape[3])
             grown_v = torch.empty_like(grown_k)
             if self.k is not None:
                 grown_k[:, :, : self.length] = self.k[:, :, : self.length]
                 grown_v[:, :, : self.length] = self.v[:, :, : self.length]
             self.k, self.v = grown_k, grown_v
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        new = k.shape[2]
+        self.reserve(k)
         self.k[:, :, self.length : self.length + new] = k
         self.v[:, :, self.length : self.length + new] = v
         self.length += new
@@ -234,6 +239,7 @@ class BartDecoderLayer(nn.Module):
         self.fc1 = nn.Linear(width, config.decoder_ffn_dim)
         self.fc2 = nn.Linear(config.decoder_ffn_dim, width)
         self.ffn_norm = nn.LayerNorm(width)
+        self.activation_function = config.activation_function
         self.act = activation(config.activation_function)
 
     def forward(self, x: torch.Tensor, cache: KVCache, cross_kv) -> torch.Tensor:
@@ -314,13 +320,15 @@ class BartDecoder(nn.Module):
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.cross_attn.memory_kv(memory) for layer in self.layers]
 
+    def embed(self, ids: torch.Tensor, past: int) -> torch.Tensor:
+        """The first layer's input for tokens `ids` [B, T] after `past` cached positions."""
+        x = self.embed_tokens(ids) * self.embed_scale + self.embed_positions(ids, past)
+        return x if self.embed_norm is None else self.embed_norm(x)
+
     def step(
         self, ids: torch.Tensor, caches: list[KVCache], cross, head: bool = True, outputs: int = 1
     ):
-        positions = self.embed_positions(ids, caches[0].length)
-        x = self.embed_tokens(ids) * self.embed_scale + positions
-        if self.embed_norm is not None:
-            x = self.embed_norm(x)
+        x = self.embed(ids, caches[0].length)
         for layer, cache, kv in zip(self.layers, caches, cross, strict=True):
             x = layer(x, cache, kv)
         if not head:

@@ -291,20 +291,23 @@ def _correct(run: Product, stored: tuple, x: torch.Tensor, form: str) -> bool:
 # ---- the forms of a text decoder's matrices ----------------------------------------------
 
 
-def prepare_decoder(decoder: nn.Module, precision: str, beams: int) -> None:
+def prepare_decoder(
+    decoder: nn.Module, precision: str, beams: int, whole_steps: bool = False
+) -> None:
     """Put every matrix of a loaded text decoder (with an `lm_head`) in its fastest correct
     form for `precision` on a CPU, in place; on a GPU the plain layers are the fast ones.
 
     - int8: weight-only int8 everywhere the kernel's blocks fit (a decoder step reads weights,
       which int8 quarters): a step matrix (the output layer too) on the panels where they
-      measured fastest here for one row, the output layer otherwise on fbgemm where that is
-      exact;
+      measured fastest here for one row — all of them where the panels run and the caller
+      steps the whole decoder in one call (`whole_steps`, decoder_step.py) — the output layer
+      otherwise on fbgemm where that is exact;
     - float32 and bfloat16: the step matrices on `RowLinear`; float32's output layer screened
       for greedy search where fbgemm is exact, and every step matrix packed for the beams."""
     if decoder.lm_head.weight.device.type != "cpu":
         return
     if precision == "int8":
-        _make_int8(decoder)
+        _make_int8(decoder, whole_steps and panels.available())
     rows = _replace_linears(decoder, kernels.RowLinear, lambda m: type(m) is nn.Linear)
     if precision == "float32" and kernels.fbgemm_int8():
         decoder.lm_head = kernels.ScreenedHead(decoder.lm_head)
@@ -312,16 +315,24 @@ def prepare_decoder(decoder: nn.Module, precision: str, beams: int) -> None:
         kernels.pack_for_beams(rows, beams)
 
 
-def _make_int8(decoder: nn.Module) -> None:
+def _make_int8(decoder: nn.Module, all_on_panels: bool) -> None:
     def on_panels(linear: nn.Module) -> bool:
         shape = tuple(linear.weight.shape)
         step = type(linear) is nn.Linear  # not the memory projection (many rows)
-        return step and kernel_for("int8", shape, linear.weight.device) == "panels"
+        chosen = all_on_panels or kernel_for("int8", shape, linear.weight.device) == "panels"
+        return step and chosen
 
     if kernels.fbgemm_int8() and not on_panels(decoder.lm_head):
         decoder.lm_head = kernels.PackedInt8Linear.from_linear(decoder.lm_head)
     _replace_linears(decoder, kernels.PanelsLinear, on_panels)
-    _replace_linears(decoder, kernels.Int8Linear, lambda m: m.in_features % 16 == 0)
+    _replace_linears(decoder, kernels.Int8Linear, _int8_step_matrix)
+
+
+def _int8_step_matrix(linear: nn.Linear) -> bool:
+    """A step matrix (not the memory projection, which meets many rows once a sentence and
+    keeps float32 weights: exact, and faster there than int8 widened) whose inputs fit the
+    int8 kernel's blocks."""
+    return type(linear) is nn.Linear and linear.in_features % 16 == 0
 
 
 def _replace_linears(

@@ -1,5 +1,5 @@
-"""The C kernels (`panels.c`, `ring_attention.c`, `row_norms.c`), built on the machine that
-runs them.
+"""The C kernels (`panels.c`, `ring_attention.c`, `row_norms.c`, `decoder_step.c`), built on
+the machine that runs them.
 
 They are compiled on first use with the machine's C compiler into the user's cache folder
 (`machine_cache.py`), for AVX2 and FMA, against the OpenMP runtime PyTorch itself loaded (so
@@ -25,7 +25,7 @@ import torch
 
 from engine.models.machine_cache import cache_folder
 
-_KERNELS = ("panels.c", "ring_attention.c", "row_norms.c")
+_KERNELS = ("panels.c", "ring_attention.c", "row_norms.c", "decoder_step.c")
 _SOURCES = [Path(__file__).with_name(name) for name in _KERNELS]
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 _POINTER, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
@@ -35,6 +35,7 @@ _SIGNATURES = {
     "ring_step": [_POINTER] * 6 + [ctypes.c_int64] + [_POINTER] * 8 + [_INT] * 7,
     "panels_nearest": [_POINTER] * 5 + [_INT] * 5 + [_POINTER],
     "rms_norm_rows": [_POINTER] * 3 + [_INT] * 2 + [_FLOAT],
+    "decoder_step": [_POINTER] * 2 + [_INT] + [_POINTER] * 5,
 }
 
 

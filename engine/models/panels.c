@@ -76,21 +76,45 @@ static inline __attribute__((always_inline)) void tile(
     store(y, sums, panel, out, ROWS, PANELS);
 }
 
+/* The largest |x[k]| for k in [start, end); NaNs ignored (as fmaxf does). */
+static float largest_magnitude(const float *x, int start, int end) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 most = _mm256_setzero_ps();
+    int k = start;
+    for (; k + 8 <= end; k += 8)  /* max_ps keeps its second operand where the first is NaN */
+        most = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)), most);
+    float lanes[8], largest = 0.0f;
+    _mm256_storeu_ps(lanes, most);
+    for (int l = 0; l < 8; l++) largest = fmaxf(largest, lanes[l]);
+    for (; k < end; k++) largest = fmaxf(largest, fabsf(x[k]));
+    return largest;
+}
+
 /* One row's 16-bit codes for each run of `group` inputs (pairs × 2 of them, the padding zero)
- * and each run's step. */
+ * and each run's step: x / step rounded to nearest even (the vector conversion and lrintf
+ * round alike), within ±32767 (a NaN's code is -32767). */
 static void quantize_rows(const float *x, int rows, int in, int pairs, int group,
                           int16_t *codes, float *steps) {
     const int groups = (in + group - 1) / group;
+    const __m256i top = _mm256_set1_epi32(32767), bottom = _mm256_set1_epi32(-32767);
     for (int r = 0; r < rows; r++) {
         const float *row = x + (int64_t)r * in;
         int16_t *coded = codes + (int64_t)r * 2 * pairs;
         for (int g = 0; g < groups; g++) {
             const int start = g * group, end = start + group < in ? start + group : in;
-            float largest = 0.0f;
-            for (int k = start; k < end; k++) largest = fmaxf(largest, fabsf(row[k]));
+            const float largest = largest_magnitude(row, start, end);
             const float inverse = largest > 0.0f ? 32767.0f / largest : 0.0f;
             steps[(int64_t)r * groups + g] = largest / 32767.0f;
-            for (int k = start; k < end; k++) {
+            const __m256 scale = _mm256_set1_ps(inverse);
+            int k = start;
+            for (; k + 8 <= end; k += 8) {
+                __m256i code = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + k), scale));
+                code = _mm256_max_epi32(_mm256_min_epi32(code, top), bottom);
+                const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(code),
+                                                       _mm256_extracti128_si256(code, 1));
+                _mm_storeu_si128((__m128i *)(coded + k), packed);
+            }
+            for (; k < end; k++) {
                 const long code = lrintf(row[k] * inverse);
                 coded[k] = (int16_t)(code > 32767 ? 32767 : code < -32767 ? -32767 : code);
             }
@@ -220,6 +244,35 @@ void panels_mm(const float *x, const void *panels, const float *scales, float *y
         ALL_ROWS(BFLOAT16);
     else
         ALL_ROWS(FLOAT32);
+}
+
+/* One row's 16-bit codes and steps for int8 panels (`codes`: ⌈in / 2⌉ × 2, `steps`: ⌈in /
+ * group⌉), as panels_mm rounds its rows. */
+void panels_row_codes(const float *x, int in, int group, int16_t *codes, float *steps) {
+    quantize_rows(x, 1, in, (in + 1) / 2, group, codes, steps);
+}
+
+/* One row times panels [first, last) of a matrix, on the calling thread (a caller that splits
+ * the panels among its own threads): the row as float32 `x` for float panels, as its codes and
+ * steps (panels_row_codes) for int8. y [out] gets those panels' outputs, summed as panels_mm
+ * sums them. */
+void panels_row_range(const float *x, const int16_t *codes, const float *steps,
+                      const void *panels, const float *scales, float *y, int out, int in,
+                      int group, int kind, int first, int last) {
+    const int pairs = (in + 1) / 2, groups = kind == INT8 ? (in + group - 1) / group : 0;
+    int p = first;
+    if (kind == INT8) {
+        for (; p + 5 <= last; p += 5)
+            int8_tile(codes, steps, panels, scales, y, p, out, pairs, groups, group, 1, 5);
+        for (; p < last; p++)
+            int8_tile(codes, steps, panels, scales, y, p, out, pairs, groups, group, 1, 1);
+    } else if (kind == BFLOAT16) {
+        for (; p + 6 <= last; p += 6) tile(x, panels, y, p, out, in, 1, 6, BFLOAT16);
+        for (; p < last; p++) tile(x, panels, y, p, out, in, 1, 1, BFLOAT16);
+    } else {
+        for (; p + 6 <= last; p += 6) tile(x, panels, y, p, out, in, 1, 6, FLOAT32);
+        for (; p < last; p++) tile(x, panels, y, p, out, in, 1, 1, FLOAT32);
+    }
 }
 
 /* The Euclidean norms of a row and of what its 16-bit codes (as int8_mm rounds it) miss. */

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from engine.errors import ModelError
-from engine.models import bart, kernel_choice, loading
+from engine.models import bart, decoder_step, kernel_choice, loading
 from engine.models.contract import LoadOptions, ModelInfo
 from engine.models.generation import GenerationConfig, forced_lengths, generate
 from engine.models.text_encoder import TextEncoderDecoder, load_weights, translation_dtype
@@ -80,6 +80,7 @@ class TextTranslator:
         forced = tokenizer.target_token(info.language or "")
         self.generation = replace(generation, forced_bos_token_id=forced)
         self._device = model.decoder.embed_tokens.weight.device
+        self.decoder = decoder_step.fused(model.decoder)  # what its searches step
 
     def reset(self) -> None:
         """Nothing to forget: each sentence is translated on its own (for the app's cache of
@@ -114,7 +115,7 @@ class TextTranslator:
         forced = forced_lengths(self.generation)  # of this call's settings (they may change)
 
         def new_state(rows: int) -> bart.CachedDecoderState | _Stoppable:
-            state = bart.CachedDecoderState(self.model.decoder, cross, rows, forced)
+            state = bart.CachedDecoderState(self.decoder, cross, rows, forced)
             return state if stop is None else _Stoppable(state, stop)
 
         sequence = generate(new_state, self.generation, draft=draft)
@@ -158,7 +159,7 @@ def load_text_model(
     model = loading.build(lambda: build_model(values, folder / "config.json"), folder)
     load_weights(model, loading.Checkpoint(folder))
     model = model.to(device=device, dtype=dtype).eval()
-    kernel_choice.prepare_decoder(model.decoder, precision, generation.num_beams)
+    kernel_choice.prepare_decoder(model.decoder, precision, generation.num_beams, True)
     info = ModelInfo(
         name=name,
         family=family,

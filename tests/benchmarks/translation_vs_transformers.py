@@ -205,10 +205,10 @@ def stages(translator, ids: list[int], repeats: int = 5) -> dict:
     model, decoder = translator.model, translator.model.decoder
     source = torch.tensor([ids])
 
-    def steps(head: bool) -> None:
-        state = bart.CachedDecoderState(decoder, cross, 1)
+    def steps(head: bool) -> None:  # as the search steps them (in one call where it can)
+        state = bart.CachedDecoderState(translator.decoder, cross, 1)
         for token in range(TARGET_LENGTH - 1):
-            decoder.step(torch.tensor([[7 + token]]), state.caches, state.cross, head)
+            translator.decoder.step(torch.tensor([[7 + token]]), state.caches, state.cross, head)
 
     with torch.inference_mode():
         memory = model.encode(source)
