@@ -107,3 +107,13 @@ def test_translators_step_in_one_call_and_translate_as_their_layers_do(family: s
     layers = [translator.translate(text, "en") for text in sentences]
     assert [t.ids for t in fused] == [t.ids for t in layers] == [t.ids for t in drafted]
     assert all(len(t.ids) > 3 for t in fused)
+
+
+def test_text_translation_is_int8_by_default_where_the_panels_run() -> None:
+    """--dtype auto on a CPU: int8, stepped in one call; float32 when asked."""
+    folder = translation_fixtures.tiny("marian")
+    default = marian.load_model(folder, "tiny", LoadOptions(beams=1))
+    assert default.info.dtype == "int8"
+    assert isinstance(default.decoder, decoder_step.FusedDecoder)
+    exact = marian.load_model(folder, "tiny", LoadOptions(beams=1, dtype="float32"))
+    assert exact.info.dtype == "float32" and exact.decoder is exact.model.decoder

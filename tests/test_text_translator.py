@@ -17,6 +17,7 @@ from engine.models import m2m100, marian
 from engine.models.contract import LoadOptions
 from engine.session import LiveSession
 from engine.store import SessionStore
+from engine.streaming import text_translator
 from engine.streaming.text_translator import CaptionTranslator
 from engine.transcript import TranscriptBuilder
 from tests.recognizer_doubles import RecordingRecognizer, info
@@ -24,6 +25,12 @@ from tests.translation_fixtures import tiny
 
 ENGLISH = "the quick brown fox jumps over the lazy dog."
 FRENCH = "la reunion commence a neuf heures et finit avant midi."
+
+
+@pytest.fixture(autouse=True)
+def unpaced(monkeypatch):
+    """Provisionals as often as the captions change (their pacing has its own test)."""
+    monkeypatch.setattr(text_translator, "PROVISIONAL_SHARE", 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +84,30 @@ def test_a_growing_segment_gets_provisionals_then_its_final(en_fr):
     text = en_fr.translate(ENGLISH, "en").text
     assert final[:2] == [Commit(text, 0.0, words[-1].end), EndOfTurn(words[-1].end)]
     assert final[2:] == []  # the EndOfTurn clears the provisional on show (the panes)
+
+
+def test_provisionals_take_at_most_their_share_of_the_time(en_fr, monkeypatch):
+    """After a provisional that took t, words arriving within t · (1 / share − 1) get none;
+    the next call after that translates the newest text; a final is never held back."""
+    clock, translate = [0.0], en_fr.translate
+
+    def taking_a_tenth_of_a_second(text, source, draft=(), stop=None):
+        clock[0] += 0.1
+        return translate(text, source, draft, stop)
+
+    monkeypatch.setattr(text_translator, "PROVISIONAL_SHARE", 0.1)
+    monkeypatch.setattr(text_translator, "_now", lambda: clock[0])
+    monkeypatch.setattr(en_fr, "translate", taking_a_tenth_of_a_second)
+    follower = CaptionTranslator(en_fr, info("captions", "en"))
+    words = commits(ENGLISH)
+    assert follower.follow(words[:1]) == [Partial(translate("the", "en").text, 0.0)]
+    clock[0] += 0.5  # 0.6 s in: 0.1 s spent, 0.9 s more must pass
+    assert follower.follow(words[1:2]) == []
+    clock[0] += 0.45
+    newest = [Partial(translate("the quick brown", "en").text, 0.0)]
+    assert follower.follow(words[2:3]) == newest
+    final = follower.follow(words[3:])  # within the pause after that provisional
+    assert final[:1] == [Commit(translate(ENGLISH, "en").text, 0.0, words[-1].end)]
 
 
 def test_a_provisional_is_given_up_when_its_segment_closes_meanwhile(en_fr):

@@ -62,7 +62,9 @@ def test_lines_from_a_file_come_out_translated_in_order(opus_mt, tmp_path):
     lines = [SENTENCES[0], "", SENTENCES[1], SENTENCES[2]]
     text = tmp_path / "in.txt"
     text.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = run_cli("translate", "--model", str(opus_mt), "--beams", "1", str(text))
+    result = run_cli(
+        "translate", "--model", str(opus_mt), "--beams", "1", "--dtype", "float32", str(text)
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == marian_reference(opus_mt, lines)
 
@@ -71,7 +73,7 @@ def test_lines_from_standard_input_with_languages_for_a_multilingual_model():
     folder = tiny("m2m100")
     result = run_cli(
         "translate", "--model", str(folder), "--source-lang", "fr", "--target-lang", "de",
-        "--beams", "1", stdin=f"{SENTENCES[1]}\n{SENTENCES[0]}\n",
+        "--beams", "1", "--dtype", "float32", stdin=f"{SENTENCES[1]}\n{SENTENCES[0]}\n",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     from transformers import M2M100ForConditionalGeneration

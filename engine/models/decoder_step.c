@@ -74,7 +74,7 @@ static void meet(Barrier *barrier, int *sense, int threads) {
         return;
     }
     for (int spins = 0; __atomic_load_n(&barrier->sense, __ATOMIC_ACQUIRE) != mine; spins++) {
-        if (spins < 20000)
+        if (spins < 1000)
             _mm_pause();
         else
             sched_yield();

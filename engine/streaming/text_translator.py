@@ -12,6 +12,10 @@ provisional never delays a final: the caption events that arrive while it is wor
 taken in between its decoder steps, and one that closes a segment ends it unfinished, so
 that segment's final is translated at once (a final is never interrupted). A final starts
 from the last provisional's tokens as its draft (the same result, in fewer steps).
+Provisionals are paced to take at most PROVISIONAL_SHARE of the time: after one that took t,
+the next waits until t · (1 / share − 1) has passed. Translating the growing sentence after
+every word was most of the translation's work, and on a machine the caption engine already
+fills, every moment of it is taken from the captions; finals are never paced.
 
 The source language is the caption model's, or the user's; for a caption model that hears
 several (Kyutai 1B: English and French) each segment's language is identified with lingua,
@@ -20,6 +24,7 @@ restricted to those languages. A segment the translation model cannot read says 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -33,6 +38,9 @@ if TYPE_CHECKING:
     from engine.models.translator import TextTranslator
 
 Incoming = Callable[[], Sequence[Event]]  # the caption events queued since, without waiting
+
+PROVISIONAL_SHARE = 0.1  # of the time, at most, that provisional translations take
+_now = time.monotonic
 
 
 def caption_languages(caption: ModelInfo) -> tuple[str, ...]:
@@ -105,6 +113,7 @@ class CaptionTranslator:
         self._shown = ""  # the source text of the provisional translation on show
         self._draft: tuple[int, ...] = ()
         self._closed: list[Segment] = []  # segments closed, their finals not yet made
+        self._next_provisional = 0.0  # when the pacing lets the next provisional start
 
     def follow(self, events: Sequence[Event], incoming: Incoming | None = None) -> list[Event]:
         """Caption events → translation events: the finals of the segments they close, in
@@ -118,6 +127,8 @@ class CaptionTranslator:
         out = self._finals()
         if not self.provisional or (out and incoming is not None):
             return out
+        if _now() < self._next_provisional:
+            return out  # the newest text gets its provisional at a later call
         try:
             return out + self._provisional(incoming)
         except Interrupted:
@@ -165,7 +176,12 @@ class CaptionTranslator:
         if source == self._shown:
             return []
         start = current.start if current else 0.0
-        text = self._translate(source, final=False, incoming=incoming) if source else ""
+        began = _now()
+        try:
+            text = self._translate(source, final=False, incoming=incoming) if source else ""
+        finally:  # an interrupted provisional took its time too
+            ended = _now()
+            self._next_provisional = ended + (ended - began) * (1 / PROVISIONAL_SHARE - 1)
         self._shown = source
         return [Partial(text, start)]
 
