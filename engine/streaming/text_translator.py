@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 Incoming = Callable[[], Sequence[Event]]  # the caption events queued since, without waiting
 
-PROVISIONAL_SHARE = 0.1  # of the time, at most, that provisional translations take
+PROVISIONAL_SHARE = 0.05  # of the time, at most, that provisional translations take
 _now = time.monotonic
 
 
