@@ -188,7 +188,14 @@ def _greedy_choice(
 ) -> int:
     if isinstance(logits, Screened):
         return logits.best(row, _process(config, torch.tensor([seq]), logits.approx[row][None])[0])
-    return int(_process(config, torch.tensor([seq]), logits[:, row].float()).argmax(-1))
+    return _first_best(_process(config, torch.tensor([seq]), logits[:, row].float()))
+
+
+def _first_best(scores: torch.Tensor) -> int:
+    """The index of the first highest of one row's scores (torch.argmax's answer, NaN highest)
+    found on the calling thread: PyTorch splits a vocabulary's scores over the thread team,
+    whose wake-up costs more than the scan."""
+    return int(scores.reshape(-1).numpy().argmax())
 
 
 def _beam_search(state: DecoderState, config: GenerationConfig, start: list[int]) -> list[int]:
