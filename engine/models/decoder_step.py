@@ -130,6 +130,7 @@ class FusedDecoder:
         self._head = _matrix(head) if isinstance(head, PanelsLinear) else None
         self._vocab = decoder.embed_tokens.num_embeddings
         self._position = torch.empty(1, heads, 1, width // heads)  # one cached position
+        self._last_memory: tuple[list, list[tuple] | None] | None = None
 
     def modules(self) -> Iterator[nn.Module]:
         return self.decoder.modules()
@@ -145,17 +146,19 @@ class FusedDecoder:
         head: bool = True,
         outputs: int = 1,
     ) -> torch.Tensor:
-        if ids.numel() != 1 or outputs != 1 or not all(_readable(k, v) for k, v in cross):
+        memory = self._memory(cross) if ids.numel() == 1 and outputs == 1 else None
+        if memory is None:
             return self.decoder.step(ids, caches, cross, head, outputs)
         past = caches[0].length
         x = self.decoder.embed(ids, past).float().contiguous()
-        states = (_LayerState * self.num_layers)()  # per call: steps may run in any thread
-        for cache, (keys, values), state in zip(caches, cross, states, strict=True):
+        for cache in caches:
             cache.reserve(self._position)
-            state.keys, state.values = cache.k.data_ptr(), cache.v.data_ptr()
-            state.head_stride, state.position_stride = cache.k.stride(1), cache.k.stride(2)
-            state.cross_keys, state.cross_values = keys.data_ptr(), values.data_ptr()
-            state.cross_head_stride, state.cross_position_stride = keys.stride()[1:3]
+        states = (_LayerState * self.num_layers)(  # per call: steps may run in any thread
+            *(
+                (c.k.data_ptr(), c.v.data_ptr(), c.k.stride(1), c.k.stride(2), *layer)
+                for c, layer in zip(caches, memory, strict=True)
+            )
+        )
         shape = _Shape(*self._sizes, self._activation, panels.GROUP, past, cross[0][0].shape[2])
         on_panels = head and self._head is not None
         logits = torch.empty(1, 1, self._vocab) if on_panels else None
@@ -169,6 +172,19 @@ class FusedDecoder:
         if not head:
             return x.new_zeros(1, 1, self._vocab)
         return logits if on_panels else self.decoder.lm_head(x)
+
+    def _memory(self, cross: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple] | None:
+        """Each layer's cross-attention keys and values as the C step takes them (pointers,
+        head and position strides), None where it cannot read them. A search steps one list
+        many times: the last list's are kept, with the list (one tuple, so that a step in
+        another thread never pairs one list with another's)."""
+        last = self._last_memory
+        if last is not None and last[0] is cross:
+            return last[1]
+        readable = all(_readable(k, v) for k, v in cross)
+        memory = [(k.data_ptr(), v.data_ptr(), *k.stride()[1:3]) for k, v in cross]
+        self._last_memory = (cross, memory if readable else None)
+        return self._last_memory[1]
 
 
 def _readable(keys: torch.Tensor, values: torch.Tensor) -> bool:
