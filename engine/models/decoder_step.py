@@ -147,10 +147,10 @@ class FusedDecoder:
         outputs: int = 1,
     ) -> torch.Tensor:
         memory = self._memory(cross) if ids.numel() == 1 and outputs == 1 else None
-        if memory is None:
-            return self.decoder.step(ids, caches, cross, head, outputs)
         past = caches[0].length
-        x = self.decoder.embed(ids, past).float().contiguous()
+        x = self.decoder.embed(ids, past).float().contiguous() if memory is not None else None
+        if x is None or x.numel() != self._sizes[0]:  # past the position table: as the layers do
+            return self.decoder.step(ids, caches, cross, head, outputs)
         for cache in caches:
             cache.reserve(self._position)
         states = (_LayerState * self.num_layers)(  # per call: steps may run in any thread
