@@ -5,8 +5,8 @@
  * operations between each two; run one by one, each product wakes the cores' thread team
  * (where idle threads sleep, as Livecap sets them: a wake-up costs more than a small product)
  * and each operation costs its dispatch. Here the threads enter one parallel region per step,
- * split each matrix's panels between them (panels.c's product, on the calling thread) and
- * meet at a spinning barrier between the parts that need the whole vector: OpenMP's own
+ * take each matrix's panels a few at a time as they come free (panels.c's product, on the
+ * calling thread) and meet at a spinning barrier between the parts that need the whole vector: OpenMP's own
  * barrier would put them to sleep at every meeting. A thread that cannot get its core (other
  * work on the machine) yields it after a short spin instead of burning it.
  *
@@ -29,6 +29,7 @@
 
 enum { INT8, BFLOAT16, FLOAT32 }; /* panels.c's kinds */
 enum { RELU, GELU, GELU_TANH, SILU };
+enum { PANELS_TAKEN = 10, PRODUCTS_PER_LAYER = 6 }; /* two of panels.c's 5-panel tiles */
 
 void panels_row_codes(const float *x, int in, int group, int16_t *codes, float *steps);
 void panels_row_range(const float *x, const int16_t *codes, const float *steps,
@@ -90,20 +91,24 @@ static float activated(float v, int activation) {
     }
 }
 
-/* y = x · Wᵀ + bias for this thread's share of the panels (activated if `activation` ≥ 0);
- * `codes`, `steps`: the thread's scratch for x's 16-bit codes. */
-static void product(const Matrix *m, const float *x, float *y, int thread, int threads,
-                    int group, int16_t *codes, float *steps, int activation) {
+/* y = x · Wᵀ + bias (activated if `activation` ≥ 0), the threads taking PANELS_TAKEN panels at
+ * a time from the shared count `taken` (zero before) as they come free: a thread whose core
+ * other work shares takes fewer. `codes`, `steps`: the thread's scratch for x's 16-bit codes. */
+static void product(const Matrix *m, const float *x, float *y, int *taken, int group,
+                    int16_t *codes, float *steps, int activation) {
     const int panels = (m->out + 7) / 8;
-    const int first = panels * thread / threads, last = panels * (thread + 1) / threads;
-    if (first == last) return;
     if (m->kind == INT8) panels_row_codes(x, m->in, group, codes, steps);
-    panels_row_range(x, codes, steps, m->values, m->scales, y, m->out, m->in, group, m->kind,
-                     first, last);
-    const int end = 8 * last < m->out ? 8 * last : m->out;
-    for (int j = 8 * first; j < end; j++) {
-        float v = m->bias ? y[j] + m->bias[j] : y[j];
-        y[j] = activation >= 0 ? activated(v, activation) : v;
+    for (;;) {
+        const int first = __atomic_fetch_add(taken, PANELS_TAKEN, __ATOMIC_RELAXED);
+        if (first >= panels) return;
+        const int last = first + PANELS_TAKEN < panels ? first + PANELS_TAKEN : panels;
+        panels_row_range(x, codes, steps, m->values, m->scales, y, m->out, m->in, group,
+                         m->kind, first, last);
+        const int end = 8 * last < m->out ? 8 * last : m->out;
+        for (int j = 8 * first; j < end; j++) {
+            float v = m->bias ? y[j] + m->bias[j] : y[j];
+            y[j] = activation >= 0 ? activated(v, activation) : v;
+        }
     }
 }
 
@@ -151,6 +156,7 @@ typedef struct {
 
 typedef struct { /* shared by the threads */
     float *x, *normed, *qkv, *mixed, *block, *hidden;
+    int *taken; /* each product's panels taken so far: PRODUCTS_PER_LAYER a layer, the head's */
     Barrier barrier;
 } Shared;
 
@@ -175,12 +181,12 @@ static const float *block_input(Shared *s, const Norm *norm, const Shape *shape,
 }
 
 static void layer_step(const Layer *l, const LayerState *st, const Shape *shape, Shared *s,
-                       int thread, int threads, int *sense, int16_t *codes, float *steps,
-                       float *scores) {
+                       int *taken, int thread, int threads, int *sense, int16_t *codes,
+                       float *steps, float *scores) {
     const int width = shape->width, heads = shape->heads, head_dim = width / heads;
     const int group = shape->group, position = shape->position;
     const float *in = block_input(s, &l->self_norm, shape, thread, threads, sense);
-    product(&l->qkv, in, s->qkv, thread, threads, group, codes, steps, -1);
+    product(&l->qkv, in, s->qkv, taken, group, codes, steps, -1);
     meet(&s->barrier, sense, threads);
     for (int h = thread; h < heads; h += threads) {
         float *keys = st->keys + h * st->head_stride, *values = st->values + h * st->head_stride;
@@ -192,24 +198,24 @@ static void layer_step(const Layer *l, const LayerState *st, const Shape *shape,
                scores, s->mixed + h * head_dim);
     }
     meet(&s->barrier, sense, threads);
-    product(&l->self_out, s->mixed, s->block, thread, threads, group, codes, steps, -1);
+    product(&l->self_out, s->mixed, s->block, taken + 1, group, codes, steps, -1);
     residual(s, &l->self_norm, shape, thread, threads, sense);
 
     in = block_input(s, &l->cross_norm, shape, thread, threads, sense);
-    product(&l->cross_q, in, s->qkv, thread, threads, group, codes, steps, -1);
+    product(&l->cross_q, in, s->qkv, taken + 2, group, codes, steps, -1);
     meet(&s->barrier, sense, threads);
     for (int h = thread; h < heads; h += threads)
         attend(s->qkv + h * head_dim, st->cross_keys + h * st->cross_head_stride,
                st->cross_values + h * st->cross_head_stride, st->cross_position_stride,
                shape->cross_length, head_dim, scores, s->mixed + h * head_dim);
     meet(&s->barrier, sense, threads);
-    product(&l->cross_out, s->mixed, s->block, thread, threads, group, codes, steps, -1);
+    product(&l->cross_out, s->mixed, s->block, taken + 3, group, codes, steps, -1);
     residual(s, &l->cross_norm, shape, thread, threads, sense);
 
     in = block_input(s, &l->ffn_norm, shape, thread, threads, sense);
-    product(&l->fc1, in, s->hidden, thread, threads, group, codes, steps, shape->activation);
+    product(&l->fc1, in, s->hidden, taken + 4, group, codes, steps, shape->activation);
     meet(&s->barrier, sense, threads);
-    product(&l->fc2, s->hidden, s->block, thread, threads, group, codes, steps, -1);
+    product(&l->fc2, s->hidden, s->block, taken + 5, group, codes, steps, -1);
     residual(s, &l->ffn_norm, shape, thread, threads, sense);
 }
 
@@ -227,14 +233,15 @@ void decoder_step(const Layer *layers, const LayerState *states, int count, cons
     int16_t *codes = malloc((size_t)threads * (wide + 2) * sizeof(int16_t));
     float *steps = malloc((size_t)threads * (wide + 1) * sizeof(float));
     float *scores = malloc((size_t)threads * attended * sizeof(float));
-    if (!scratch || !codes || !steps || !scores) {
+    int *taken = calloc((size_t)count * PRODUCTS_PER_LAYER + 1, sizeof(int));
+    if (!scratch || !codes || !steps || !scores || !taken) {
         for (int k = 0; k < width; k++) x[k] = NAN;
         for (int j = 0; head && j < head->out; j++) logits[j] = NAN;
-        free(scratch), free(codes), free(steps), free(scores);
+        free(scratch), free(codes), free(steps), free(scores), free(taken);
         return;
     }
     Shared s = {x, scratch, scratch + width, scratch + 4 * width, scratch + 5 * width,
-                scratch + 6 * width, {0, 0}};
+                scratch + 6 * width, taken, {0, 0}};
 #pragma omp parallel num_threads(threads)
     {
         const int thread = omp_get_thread_num(), team = omp_get_num_threads();
@@ -243,12 +250,13 @@ void decoder_step(const Layer *layers, const LayerState *states, int count, cons
         float *my_steps = steps + (int64_t)thread * (wide + 1);
         float *my_scores = scores + (int64_t)thread * attended;
         for (int i = 0; i < count; i++)
-            layer_step(layers + i, states + i, shape, &s, thread, team, &sense, mine, my_steps,
-                       my_scores);
+            layer_step(layers + i, states + i, shape, &s, taken + i * PRODUCTS_PER_LAYER, thread,
+                       team, &sense, mine, my_steps, my_scores);
         if (final_norm && thread == 0) layer_norm(s.x, final_norm, s.x, width);
         meet(&s.barrier, &sense, team);
         if (head)
-            product(head, s.x, logits, thread, team, shape->group, mine, my_steps, -1);
+            product(head, s.x, logits, taken + count * PRODUCTS_PER_LAYER, shape->group, mine,
+                    my_steps, -1);
     }
-    free(scratch), free(codes), free(steps), free(scores);
+    free(scratch), free(codes), free(steps), free(scores), free(taken);
 }

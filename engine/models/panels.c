@@ -21,8 +21,10 @@
  * 8p + j's for input 2q + t (⌈in / 2⌉ pairs, a missing last input zero), and scales[p][g][j]
  * is its scale for inputs g·group to (g + 1)·group. Threads split the panels (OpenMP, the
  * runtime PyTorch runs on, so its thread count applies and no second pool competes for the
- * cores). Where scratch memory cannot be had, every output is NaN (codes -1): never a
- * silently wrong product.
+ * cores), taking two tiles at a time as they come free rather than fixed halves: a thread
+ * whose core is shared with other work (Mimi's encoder beside the LM step) takes fewer, so
+ * the product does not wait for it. Where scratch memory cannot be had, every output is NaN
+ * (codes -1): never a silently wrong product.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -166,7 +168,7 @@ static inline __attribute__((always_inline)) void int8_tile(
 #define INT8_TILES(ROWS, PANELS)                                                                \
     do {                                                                                        \
         const int whole = count / (PANELS);                                                     \
-        _Pragma("omp parallel for schedule(static)")                                            \
+        _Pragma("omp parallel for schedule(dynamic, 2)")                                        \
         for (int t = 0; t < whole; t++) {                                                       \
             int r = 0;                                                                          \
             for (; r + (ROWS) <= rows; r += (ROWS))                                             \
@@ -207,7 +209,7 @@ static void int8_mm(const float *x, const int8_t *panels, const float *scales, f
 #define TILES(ROWS, PANELS, KIND)                                                             \
     do {                                                                                      \
         const int whole = count / (PANELS);                                                   \
-        _Pragma("omp parallel for schedule(static)")                                          \
+        _Pragma("omp parallel for schedule(dynamic, 2)")                                      \
         for (int g = 0; g < whole; g++) {                                                     \
             int r = 0;                                                                        \
             for (; r + (ROWS) <= rows; r += (ROWS))                                           \
