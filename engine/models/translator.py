@@ -3,7 +3,8 @@
 Marian (one model per language pair) and M2M100/NLLB (many-to-many, the target named by a
 forced first token) share this: their tokenizer turns text into the encoder's ids and the
 generated ids back into text, the encoder runs once per sentence, and the search is
-generation.py's over bart.CachedDecoderState, as for the speech families.
+generation.py's over bart.CachedDecoderState, as for the speech families — its greedy steps
+in one call each where decoder_step.py can take the decoder (int8 on a CPU).
 """
 
 from __future__ import annotations
