@@ -21,7 +21,6 @@ from torch import nn
 from engine.models import bart, native, panels
 from engine.models.kernels import PanelsLinear
 
-_KINDS = {torch.int8: 0, torch.bfloat16: 1, torch.float32: 2}  # panels.c's enum
 _ACTIVATIONS = {"relu": 0, "gelu": 1, "gelu_new": 2, "silu": 3, "swish": 3}  # decoder_step.c's
 _POINTER, _INT, _INT64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 
@@ -79,7 +78,7 @@ def _fits(layer: bart.BartDecoderLayer) -> bool:
     norms = (layer.self_norm, layer.cross_norm, layer.ffn_norm)
     width = layer.self_norm.normalized_shape[0]
     return (
-        all(isinstance(m, PanelsLinear) and m.held.dtype in _KINDS for m in matrices)
+        all(isinstance(m, PanelsLinear) and m.held.dtype in panels.KINDS for m in matrices)
         and all(n.weight is not None and n.bias is not None for n in norms)
         and layer.activation_function in _ACTIVATIONS
         and width % layer.self_attn.heads == 0
@@ -98,7 +97,8 @@ def _matrix(linear: PanelsLinear) -> _Matrix:
     held = linear.held
     scales = held.scales.data_ptr() if held.scales is not None else None
     bias = linear.bias.data_ptr() if linear.bias is not None else None
-    return _Matrix(held.values.data_ptr(), scales, bias, held.out, held.width, _KINDS[held.dtype])
+    kind = panels.KINDS[held.dtype]
+    return _Matrix(held.values.data_ptr(), scales, bias, held.out, held.width, kind)
 
 
 def _norm(norm: nn.LayerNorm) -> _Norm:

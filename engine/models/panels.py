@@ -25,7 +25,7 @@ PANEL = 8  # outputs per panel: one AVX2 register of float32 sums
 # the weights closer (int8's relative error on the 1B's matrices: 0.0083 with one per row,
 # 0.0065 with these) for 4 bytes per 128 codes.
 GROUP = 128
-_KINDS = {torch.int8: 0, torch.bfloat16: 1, torch.float32: 2}  # panels.c's enum
+KINDS = {torch.int8: 0, torch.bfloat16: 1, torch.float32: 2}  # panels.c's enum
 
 
 def available() -> bool:
@@ -118,7 +118,7 @@ def mm(x: torch.Tensor, weight: Panels) -> torch.Tensor:
         scales = weight.scales.data_ptr() if weight.scales is not None else None
         native.library().panels_mm(
             flat.data_ptr(), weight.values.data_ptr(), scales, y.data_ptr(),
-            flat.shape[0], weight.out, width, GROUP, _KINDS[weight.dtype],
+            flat.shape[0], weight.out, width, GROUP, KINDS[weight.dtype],
         )  # fmt: skip
     return y.to(x.dtype).view(*x.shape[:-1], weight.out)
 
