@@ -165,10 +165,10 @@ def load_weights(model: TextEncoderDecoder, checkpoint: loading.Checkpoint) -> N
 
 def translation_dtype(requested: str, device: torch.device) -> tuple[torch.dtype, str]:
     """The weights' dtype and the decoder kernels' precision for `--dtype`: auto is int8 on a
-    CPU where the panels run (each greedy step in one call, decoder_step.py: a quarter of
-    float32's bytes to read, about four times faster, and live translation takes that much
-    less time from the captions), else float32; bfloat16 on a GPU. int8 keeps float32 weights
-    for the encoder and quantises the decoder's step matrices (CPU only)."""
+    CPU where the panels run (each greedy step in one call, decoder_step.py, reading a quarter
+    of float32's bytes, so live translation takes that much less time from the captions), else
+    float32; bfloat16 on a GPU. int8 keeps float32 weights for the encoder and quantises the
+    decoder's step matrices (CPU only)."""
     if requested == "auto":
         fast = "int8" if panels.available() else "float32"
         requested = "bfloat16" if device.type == "cuda" else fast
