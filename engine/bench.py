@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.models import kernel_choice
+from engine.models import kernel_choice, machine_cache
 from engine.recognizer import LoadOptions, load_recognizer
 
 _WARMUP_FRAMES = 10
@@ -78,7 +78,7 @@ def run_bench(
         "keeps_up": bool(len(lags)) and lag_p95 < _MAX_LAG_MS,
         "load_seconds": round(load_seconds, 2),
         "peak_rss_bytes": peak_resident_bytes(),
-        "cpu": kernel_choice.cpu_description()["model"],
+        "cpu": machine_cache.cpu_description()["model"],
         "kernels": kernel_choice.chosen(),
     }
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models import bart, kernel_choice, kernels, panels
+from engine.models import bart, kernel_choice, kernels, machine_cache, panels
 from engine.models.generation import Screened
 
 needs_exact_fbgemm = pytest.mark.skipif(
@@ -314,7 +314,7 @@ def test_kernel_rates_are_measured_once_per_machine(small_timing, monkeypatch) -
     assert timed == [("float32", (512, 64))]
     cached = json.loads((small_timing / "livecap" / "kernel_rates.json").read_text())
     (machine,) = cached
-    assert kernel_choice.cpu_description()["model"] in machine
+    assert machine_cache.cpu_description()["model"] in machine
     assert cached[machine] == {"float32 512x64": {"linear": 5.0, "mv": 7.0}}
     monkeypatch.setattr(torch, "__version__", "0.0-other")  # another torch measures anew
     kernel_choice.kernel_for("float32", (512, 64), torch.device("cpu"))

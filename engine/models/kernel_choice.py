@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models import kernels, native, panels
-from engine.models.machine_cache import cache_folder
+from engine.models.machine_cache import cache_folder, cpu_description
 
 Product = Callable[[torch.Tensor], torch.Tensor]  # x [..., in] → x · Wᵀ [..., out]
 Shape = tuple[int, int]  # (out, in)
@@ -133,22 +132,6 @@ def step_seconds(matrices: list[tuple[str, Shape]]) -> float:
 def chosen() -> dict[str, dict]:
     """Every choice this process made: kernel and each candidate's GB/s, by matrix kind."""
     return dict(_chosen)
-
-
-def cpu_description() -> dict[str, str]:
-    """This CPU's model name and flags (Linux /proc/cpuinfo; the platform's name elsewhere)."""
-    model, flags = "", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and not model:
-                model = value
-            elif key == "flags" and not flags:
-                flags = value
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    return {"model": model, "flags": flags}
 
 
 def measured_rates(form: str, shape: Shape, rows: int = 1) -> dict[str, float]:

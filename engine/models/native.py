@@ -2,7 +2,9 @@
 the machine that runs them.
 
 They are compiled on first use with the machine's C compiler into the user's cache folder
-(`machine_cache.py`), for AVX2 and FMA, against the OpenMP runtime PyTorch itself loaded (so
+(`machine_cache.py`), for AVX2 and FMA, plus AVX-512 VNNI and BF16 where the CPU has them
+(the panels' int8 and bfloat16 products in fewer instructions: panels.c; a compiler that
+does not know them builds without), against the OpenMP runtime PyTorch itself loaded (so
 PyTorch's thread count applies and no second thread pool competes for the cores), and loaded
 with ctypes. Where the CPU lacks AVX2 and FMA, there is no compiler or the build fails,
 `library()` is None and callers keep PyTorch's kernels.
@@ -23,11 +25,17 @@ from pathlib import Path
 
 import torch
 
-from engine.models.machine_cache import cache_folder
+from engine.models.machine_cache import cache_folder, cpu_description
 
 _KERNELS = ("panels.c", "ring_attention.c", "row_norms.c", "decoder_step.c")
 _SOURCES = [Path(__file__).with_name(name) for name in _KERNELS]
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+# Extra compiler flags for a CPU flag (/proc/cpuinfo's name) where the machine has it.
+_OPTIONAL_FLAGS = {
+    "avx512_vnni": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
+    "avx_vnni": ["-mavxvnni"],
+    "avx512_bf16": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"],
+}
 _POINTER, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "panels_mm": [_POINTER] * 4 + [_INT] * 5,
@@ -57,18 +65,28 @@ def library() -> ctypes.CDLL | None:
     if compiler is None:
         return None
     try:
-        loaded = ctypes.CDLL(str(_built(compiler)))
+        loaded = ctypes.CDLL(str(_built(compiler, _compiler_flags())))
     except (OSError, subprocess.SubprocessError):
-        return None
+        try:  # a compiler too old for the CPU's extensions still builds the AVX2 kernels
+            loaded = ctypes.CDLL(str(_built(compiler, _FLAGS)))
+        except (OSError, subprocess.SubprocessError):
+            return None
     for name, arguments in _SIGNATURES.items():
         function = getattr(loaded, name)
         function.restype, function.argtypes = None, arguments
     return loaded
 
 
-def _built(compiler: str) -> Path:
+def _compiler_flags() -> list[str]:
+    """The flags the kernels are built with on this CPU."""
+    present = set(cpu_description()["flags"].split())
+    extra = [flag for name, flags in _OPTIONAL_FLAGS.items() if name in present for flag in flags]
+    return list(dict.fromkeys(_FLAGS + extra))
+
+
+def _built(compiler: str, flags: list[str]) -> Path:
     """The shared library for these sources, flags and compiler, built once per machine."""
-    key = hashlib.sha256((source_digest() + repr((_FLAGS, compiler))).encode()).hexdigest()
+    key = hashlib.sha256((source_digest() + repr((flags, compiler))).encode()).hexdigest()
     target = cache_folder() / "native" / f"kernels-{key[:16]}.so"
     if target.exists():
         return target
@@ -77,7 +95,7 @@ def _built(compiler: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
         subprocess.run(
-            [compiler, *_FLAGS, *map(str, _SOURCES), "-lm", "-o", str(built)],
+            [compiler, *flags, *map(str, _SOURCES), "-lm", "-o", str(built)],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
         built.replace(target)

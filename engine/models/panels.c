@@ -1,4 +1,4 @@
-/* y = x · Wᵀ for a matrix held in panels of 8 outputs, on AVX2 and FMA: float32 or bfloat16
+/* y = x · Wᵀ for a matrix held in panels of 8 outputs, on AVX2 and FMA (and VNNI, AVX-512): float32 or bfloat16
  * weights, or int8 codes with a float32 scale per run of inputs.
  *
  * int8 codes meet the rows as integers: each row's run of `group` inputs is rounded to 16-bit
@@ -8,6 +8,9 @@
  * codes' and the activations' steps into the float32 sum, run after run. Widening a code to
  * int16 is one instruction per 16 and each multiply does 16 products, where widening to
  * float32 took three per 8 and an FMA does 8: past a few rows the product is compute-bound.
+ * Where the CPU has VNNI the multiply and the addition are one instruction, and with AVX-512
+ * each register holds two panels' codes for a pair of inputs (32 products a multiply): the
+ * same integer sums, so the same outputs.
  *
  * A streaming step multiplies a few rows by every weight once, so it should take as long as
  * reading the weights. Each tile widens a panel's 8 weights for one input once (float32 as
@@ -78,6 +81,139 @@ static inline __attribute__((always_inline)) void tile(
     store(y, sums, panel, out, ROWS, PANELS);
 }
 
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define NATIVE_BFLOAT16 1
+/* bfloat16 weights where the CPU multiplies bfloat16 pairs itself (vdpbf16ps: two products
+ * added into a float32 sum, 32 a 512-bit instruction, where widening and an FMA took three
+ * instructions per 8). A row meets them as up to three bfloat16 parts, x rounded, then what
+ * that missed rounded, then the rest: their sum is x exactly (8 + 8 + 8 significant bits), and
+ * rows already in bfloat16 (a bfloat16 model's activations) need the first part only. Each
+ * output adds, input pair after input pair, each part's two products: the same operations
+ * whatever the tile, so a row's sums still do not depend on the rows beside it. */
+
+/* x's parts [rows][parts][2 · pairs] (a missing last input zero) → how many are not all zero
+ * (at least 1). */
+static int bfloat16_parts(const float *x, int rows, int in, int pairs, uint16_t *parts) {
+    int needed = 1;
+    for (int r = 0; r < rows; r++) {
+        uint16_t *part = parts + (int64_t)r * 3 * 2 * pairs;
+        for (int k = 0; k < 2 * pairs; k += 16) {
+            const __mmask16 inside = _cvtu32_mask16(in - k >= 16 ? 0xFFFF : (1u << (in - k)) - 1);
+            const __mmask16 held = _cvtu32_mask16(2 * pairs - k >= 16 ? 0xFFFF
+                                                                      : (1u << (2 * pairs - k)) - 1);
+            __m512 left = _mm512_maskz_loadu_ps(inside, x + (int64_t)r * in + k);
+            for (int p = 0; p < 3; p++) {
+                const __m256i codes = (__m256i)_mm512_cvtneps_pbh(left);
+                _mm256_mask_storeu_epi16(part + (int64_t)p * 2 * pairs + k, held, codes);
+                const __m512i widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(codes), 16);
+                left = _mm512_sub_ps(left, _mm512_castsi512_ps(widened));
+                if (_mm256_test_epi16_mask(codes, codes) && needed < p + 1) needed = p + 1;
+            }
+        }
+    }
+    return needed;
+}
+
+/* A panel's 8 weights for inputs 2q and 2q + 1 as 8 pairs (output j's two in lane j); a
+ * missing second input zero. */
+static inline __attribute__((always_inline)) __m256i bfloat16_pairs(const uint16_t *panel,
+                                                                    int q, int in) {
+    const __m256i order = _mm256_setr_epi16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const __mmask16 present = 2 * q + 1 < in ? 0xFFFF : 0x00FF;
+    return _mm256_permutexvar_epi16(order,
+                                    _mm256_maskz_loadu_epi16(present, panel + (int64_t)16 * q));
+}
+
+/* ROWS rows' PARTS parts times 2 · DUOS bfloat16 panels from `panel` (DUOS 0: one panel, in a
+ * 256-bit register), sums in 512-bit registers of two panels' outputs. */
+static inline __attribute__((always_inline)) void bfloat16_tile(
+    const uint16_t *parts, const uint16_t *panels, float *y, int panel, int out, int in,
+    int pairs, const int ROWS, const int DUOS, const int PARTS) {
+    const int wide = DUOS > 0, count = wide ? DUOS : 1;
+    __m512 sums[4][3];
+    for (int r = 0; r < ROWS; r++)
+        for (int d = 0; d < count; d++) sums[r][d] = _mm512_setzero_ps();
+    for (int q = 0; q < pairs; q++) {
+        __m512i weights[3];
+        for (int d = 0; d < count; d++) {
+            const uint16_t *first = panels + (int64_t)(panel + 2 * d) * 8 * in;
+            const __m256i low = bfloat16_pairs(first, q, in);
+            weights[d] = wide ? _mm512_inserti64x4(_mm512_castsi256_si512(low),
+                                                   bfloat16_pairs(first + 8 * in, q, in), 1)
+                              : _mm512_castsi256_si512(low);
+        }
+        for (int r = 0; r < ROWS; r++)
+            for (int p = 0; p < PARTS; p++) {
+                int32_t pair;
+                memcpy(&pair, parts + ((int64_t)r * 3 + p) * 2 * pairs + 2 * q, sizeof pair);
+                for (int d = 0; d < count; d++) {
+                    if (wide)
+                        sums[r][d] = _mm512_dpbf16_ps(sums[r][d], (__m512bh)weights[d],
+                                                      (__m512bh)_mm512_set1_epi32(pair));
+                    else
+                        sums[r][d] = _mm512_castps256_ps512(_mm256_dpbf16_ps(
+                            _mm512_castps512_ps256(sums[r][d]),
+                            (__m256bh)_mm512_castsi512_si256(weights[d]),
+                            (__m256bh)_mm256_set1_epi32(pair)));
+                }
+            }
+    }
+    __m256 halves[4][6];
+    for (int r = 0; r < ROWS; r++)
+        for (int d = 0; d < count; d++) {
+            halves[r][2 * d] = _mm512_castps512_ps256(sums[r][d]);
+            halves[r][2 * d + 1] = _mm256_castsi256_ps(
+                _mm512_extracti64x4_epi64(_mm512_castps_si512(sums[r][d]), 1));
+        }
+    store(y, halves, panel, out, ROWS, wide ? 2 * DUOS : 1);
+}
+
+#define BFLOAT16_TILES(ROWS, DUOS, PARTS)                                                       \
+    do {                                                                                        \
+        const int whole = count / (2 * (DUOS));                                                 \
+        _Pragma("omp parallel for schedule(dynamic, 2)")                                        \
+        for (int t = 0; t < whole; t++) {                                                       \
+            int r = 0;                                                                          \
+            for (; r + (ROWS) <= rows; r += (ROWS))                                             \
+                bfloat16_tile(parts + (int64_t)r * 6 * pairs, panels, y + (int64_t)r * out,     \
+                              t * 2 * (DUOS), out, in, pairs, ROWS, DUOS, PARTS);               \
+            for (; r < rows; r++)                                                               \
+                bfloat16_tile(parts + (int64_t)r * 6 * pairs, panels, y + (int64_t)r * out,     \
+                              t * 2 * (DUOS), out, in, pairs, 1, DUOS, PARTS);                  \
+        }                                                                                       \
+        for (int p = whole * 2 * (DUOS); p < count; p++)                                        \
+            for (int r = 0; r < rows; r++)                                                      \
+                bfloat16_tile(parts + (int64_t)r * 6 * pairs, panels, y + (int64_t)r * out, p,  \
+                              out, in, pairs, 1, 0, PARTS);                                     \
+    } while (0)
+
+#define BFLOAT16_ALL_ROWS(PARTS)          \
+    do {                                  \
+        if (rows < 4)                     \
+            BFLOAT16_TILES(2, 3, PARTS);  \
+        else                              \
+            BFLOAT16_TILES(4, 3, PARTS);  \
+    } while (0)
+
+static void bfloat16_mm(const float *x, const uint16_t *panels, float *y, int rows, int out,
+                        int in) {
+    const int count = (out + 7) / 8, pairs = (in + 1) / 2;
+    uint16_t *parts = malloc((size_t)rows * 3 * 2 * pairs * sizeof *parts);
+    if (!parts) {
+        for (int64_t i = 0; i < (int64_t)rows * out; i++) y[i] = NAN;
+        return;
+    }
+    const int needed = bfloat16_parts(x, rows, in, pairs, parts);
+    if (needed == 1)
+        BFLOAT16_ALL_ROWS(1);
+    else if (needed == 2)
+        BFLOAT16_ALL_ROWS(2);
+    else
+        BFLOAT16_ALL_ROWS(3);
+    free(parts);
+}
+#endif
+
 /* The largest |x[k]| for k in [start, end); NaNs ignored (as fmaxf does). */
 static float largest_magnitude(const float *x, int start, int end) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -125,12 +261,91 @@ static void quantize_rows(const float *x, int rows, int in, int pairs, int group
     }
 }
 
+/* acc + the sums of each lane's two products w·v, in int32: one instruction with VNNI
+ * (AVX512-VNNI or AVX-VNNI), two without; the same sums either way (a pair's sum stays below
+ * 2³¹ and VNNI's form without saturation wraps as the addition does). */
+static inline __attribute__((always_inline)) __m256i pair_products_added(__m256i acc, __m256i w,
+                                                                        __m256i v) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(acc, w, v);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpwssd_avx_epi32(acc, w, v);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, v));
+#endif
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define WIDE_INT8 1
+/* int8_tile below with 512-bit registers: each holds two panels' 8 outputs for a pair of
+ * inputs, so one multiply does 32 products (DUOS: pairs of panels; ROWS × DUOS ≤ 12). */
+static inline __attribute__((always_inline)) void int8_tile_wide(
+    const int16_t *codes, const float *steps, const int8_t *panels, const float *scales,
+    float *y, int panel, int out, int pairs, int groups, int group, const int ROWS,
+    const int DUOS) {
+    __m512 sums[4][3];
+    for (int r = 0; r < ROWS; r++)
+        for (int d = 0; d < DUOS; d++) sums[r][d] = _mm512_setzero_ps();
+    const int run = group / 2;
+    const int64_t apart = (int64_t)pairs * 16;  /* from a panel's codes to the next one's */
+    for (int g = 0; g < groups; g++) {
+        __m512i acc[4][3];
+        for (int r = 0; r < ROWS; r++)
+            for (int d = 0; d < DUOS; d++) acc[r][d] = _mm512_setzero_si512();
+        const int end = (g + 1) * run < pairs ? (g + 1) * run : pairs;
+        for (int q = g * run; q < end; q++) {
+            __m512i weights[3];
+            for (int d = 0; d < DUOS; d++) {
+                const int8_t *first = panels + ((int64_t)(panel + 2 * d) * pairs + q) * 16;
+                const __m256i both = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)first)),
+                    _mm_loadu_si128((const __m128i *)(first + apart)), 1);
+                weights[d] = _mm512_cvtepi8_epi16(both);
+            }
+            for (int r = 0; r < ROWS; r++) {
+                int32_t pair;
+                memcpy(&pair, codes + (int64_t)r * 2 * pairs + 2 * q, sizeof pair);
+                const __m512i value = _mm512_set1_epi32(pair);
+                for (int d = 0; d < DUOS; d++)
+                    acc[r][d] = _mm512_dpwssd_epi32(acc[r][d], weights[d], value);
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            const __m512 step = _mm512_set1_ps(steps[(int64_t)r * groups + g]);
+            for (int d = 0; d < DUOS; d++) {
+                const float *low = scales + ((int64_t)(panel + 2 * d) * groups + g) * 8;
+                const __m512 scale = _mm512_castsi512_ps(_mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_castps_si256(_mm256_loadu_ps(low))),
+                    _mm256_castps_si256(_mm256_loadu_ps(low + (int64_t)groups * 8)), 1));
+                sums[r][d] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][d]),
+                                             _mm512_mul_ps(scale, step), sums[r][d]);
+            }
+        }
+    }
+    __m256 halves[4][6];
+    for (int r = 0; r < ROWS; r++)
+        for (int d = 0; d < DUOS; d++) {
+            halves[r][2 * d] = _mm512_castps512_ps256(sums[r][d]);
+            halves[r][2 * d + 1] = _mm256_castsi256_ps(
+                _mm512_extracti64x4_epi64(_mm512_castps_si512(sums[r][d]), 1));
+        }
+    store(y, halves, panel, out, ROWS, 2 * DUOS);
+}
+#endif
+
 /* ROWS rows' codes times PANELS int8 panels from `panel` (acc: ROWS × PANELS ≤ 12 registers,
  * beside PANELS of codes and one of activations). */
 static inline __attribute__((always_inline)) void int8_tile(
     const int16_t *codes, const float *steps, const int8_t *panels, const float *scales,
     float *y, int panel, int out, int pairs, int groups, int group, const int ROWS,
     const int PANELS) {
+#ifdef WIDE_INT8
+    if (PANELS % 2 == 0) {
+        int8_tile_wide(codes, steps, panels, scales, y, panel, out, pairs, groups, group, ROWS,
+                       PANELS / 2);
+        return;
+    }
+#endif
     __m256 sums[4][6];
     for (int r = 0; r < ROWS; r++)
         for (int p = 0; p < PANELS; p++) sums[r][p] = _mm256_setzero_ps();
@@ -150,7 +365,7 @@ static inline __attribute__((always_inline)) void int8_tile(
                 memcpy(&pair, codes + (int64_t)r * 2 * pairs + 2 * q, sizeof pair);
                 const __m256i value = _mm256_set1_epi32(pair);
                 for (int p = 0; p < PANELS; p++)
-                    acc[r][p] = _mm256_add_epi32(acc[r][p], _mm256_madd_epi16(weights[p], value));
+                    acc[r][p] = pair_products_added(acc[r][p], weights[p], value);
             }
         }
         for (int r = 0; r < ROWS; r++) {
@@ -164,6 +379,16 @@ static inline __attribute__((always_inline)) void int8_tile(
     }
     store(y, sums, panel, out, ROWS, PANELS);
 }
+
+/* Panels per int8 tile for up to 3 rows, and for 4 rows at a time: with 512-bit registers
+ * (32 of them) three pairs; with AVX2's 16, as many as the sums leave room for. */
+#ifdef WIDE_INT8
+#define INT8_PANELS 6
+#define INT8_PANELS_BY_4 6
+#else
+#define INT8_PANELS 5
+#define INT8_PANELS_BY_4 3
+#endif
 
 #define INT8_TILES(ROWS, PANELS)                                                                \
     do {                                                                                        \
@@ -194,9 +419,9 @@ static void int8_mm(const float *x, const int8_t *panels, const float *scales, f
     if (codes && steps) {
         quantize_rows(x, rows, in, pairs, group, codes, steps);
         if (rows < 4)
-            INT8_TILES(2, 5);
+            INT8_TILES(2, INT8_PANELS);
         else
-            INT8_TILES(4, 3);
+            INT8_TILES(4, INT8_PANELS_BY_4);
     } else {
         for (int64_t i = 0; i < (int64_t)rows * out; i++) y[i] = NAN;
     }
@@ -243,7 +468,11 @@ void panels_mm(const float *x, const void *panels, const float *scales, float *y
     if (kind == INT8)
         int8_mm(x, panels, scales, y, rows, out, in, group);
     else if (kind == BFLOAT16)
+#ifdef NATIVE_BFLOAT16
+        bfloat16_mm(x, panels, y, rows, out, in);
+#else
         ALL_ROWS(BFLOAT16);
+#endif
     else
         ALL_ROWS(FLOAT32);
 }
@@ -264,13 +493,24 @@ void panels_row_range(const float *x, const int16_t *codes, const float *steps,
     const int pairs = (in + 1) / 2, groups = kind == INT8 ? (in + group - 1) / group : 0;
     int p = first;
     if (kind == INT8) {
-        for (; p + 5 <= last; p += 5)
-            int8_tile(codes, steps, panels, scales, y, p, out, pairs, groups, group, 1, 5);
+        for (; p + INT8_PANELS <= last; p += INT8_PANELS)
+            int8_tile(codes, steps, panels, scales, y, p, out, pairs, groups, group, 1,
+                      INT8_PANELS);
         for (; p < last; p++)
             int8_tile(codes, steps, panels, scales, y, p, out, pairs, groups, group, 1, 1);
     } else if (kind == BFLOAT16) {
+#ifdef NATIVE_BFLOAT16
+        uint16_t parts[3 * 2 * pairs];
+        const int needed = bfloat16_parts(x, 1, in, pairs, parts);
+        for (; p + 6 <= last; p += 6) {
+            if (needed == 1) bfloat16_tile(parts, panels, y, p, out, in, pairs, 1, 3, 1);
+            else bfloat16_tile(parts, panels, y, p, out, in, pairs, 1, 3, 3);
+        }
+        for (; p < last; p++) bfloat16_tile(parts, panels, y, p, out, in, pairs, 1, 0, 3);
+#else
         for (; p + 6 <= last; p += 6) tile(x, panels, y, p, out, in, 1, 6, BFLOAT16);
         for (; p < last; p++) tile(x, panels, y, p, out, in, 1, 1, BFLOAT16);
+#endif
     } else {
         for (; p + 6 <= last; p += 6) tile(x, panels, y, p, out, in, 1, 6, FLOAT32);
         for (; p < last; p++) tile(x, panels, y, p, out, in, 1, 1, FLOAT32);

@@ -33,8 +33,8 @@ from tokenizers import Tokenizer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine.models.kernel_choice import cpu_description  # noqa: E402
 from engine.models.kyutai.weights import load_model  # noqa: E402
+from engine.models.machine_cache import cpu_description  # noqa: E402
 from engine.recognizer import ModelInfo  # noqa: E402
 from engine.serving.kyutai_slots import KyutaiSlots  # noqa: E402
 from engine.streaming.kyutai_stream import KyutaiParts, resolve_dtype  # noqa: E402

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine.models.kernel_choice import cpu_description  # noqa: E402
+from engine.models.machine_cache import cpu_description  # noqa: E402
 from tests.kyutai_fixtures import FULL_SIZE, held_bytes, randomize_codebooks  # noqa: E402
 
 FRAME = 1920

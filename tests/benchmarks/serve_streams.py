@@ -35,7 +35,7 @@ import websockets
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine.models.kernel_choice import cpu_description  # noqa: E402
+from engine.models.machine_cache import cpu_description  # noqa: E402
 
 RATE, FRAME = 24_000, 1920
 FRAME_SECONDS = FRAME / RATE
