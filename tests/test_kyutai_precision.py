@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import engine.bench as bench
-from engine.models import kernel_choice, kernels, ring_attention
+from engine.models import kernel_choice, kernels, panels, ring_attention
 from engine.models.kyutai import weights
 from tests.kyutai_fixtures import SHAPES, build_tiny_model
 
@@ -24,26 +24,55 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("native", [False, True])
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
-def test_quantized_lm_computes_in_float32_where_bfloat16_is_emulated(
+def test_quantized_lm_computes_in_float32_unless_its_ring_is_bfloat16(
     tiny, monkeypatch, native, dtype
 ) -> None:
-    """int8 and int4 weights with float32 activations (residual stream, norms, logits) where
-    the CPU has no native bfloat16, bfloat16 where it has; a step runs either way and gives
-    finite logits. Keys and values are int8 codes where ring_attention.c runs; else bfloat16,
-    or float32 where bfloat16 is emulated."""
+    """int8 and int4 weights with float32 activations (residual stream, norms, logits), except
+    where bfloat16 is native and ring_attention.c cannot run (a bfloat16 ring); a step runs
+    either way and gives finite logits. Keys and values are int8 codes where ring_attention.c
+    runs; else bfloat16, or float32 where bfloat16 is emulated."""
     monkeypatch.setattr(kernels, "native_bfloat16", lambda: native)
     model = weights.load_model(tiny, "cpu", dtype)
-    expected = torch.bfloat16 if native else torch.float32
+    compiled = ring_attention.available(model.config.head_dim)
+    expected = torch.bfloat16 if native and not compiled else torch.float32
     assert model.lm.dtype == expected
     state = model.lm.new_state()
     with torch.inference_mode():
         logits = model.lm.step(*model.lm.start_inputs(), state)
     assert logits.dtype == expected and torch.isfinite(logits).all()
-    compiled = ring_attention.available(model.config.head_dim)
     ring = torch.int8 if compiled else torch.bfloat16 if native else torch.float32
     assert state.rings[0].keys.dtype == ring
-    assert weights.compute_dtype("float32", torch.device("cpu")) == torch.float32
-    assert weights.compute_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    head_dim, cpu = model.config.head_dim, torch.device("cpu")
+    assert weights.compute_dtype("float32", cpu, head_dim) == torch.float32
+    assert weights.compute_dtype("bfloat16", cpu, head_dim) == torch.bfloat16
+
+
+def test_quantized_lm_without_ring_kernel_computes_in_bfloat16_where_native(
+    tiny, monkeypatch
+) -> None:
+    """Where bfloat16 is native and ring_attention.c cannot run, the ring is bfloat16, and so
+    are the activations."""
+    monkeypatch.setattr(kernels, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(ring_attention, "available", lambda head_dim: False)
+    model = weights.load_model(tiny, "cpu", "int8")
+    assert model.lm.dtype == torch.bfloat16
+    state = model.lm.new_state()
+    assert state.rings[0].keys.dtype == torch.bfloat16
+
+
+def test_bfloat16_panels_take_rows_rounded_to_bfloat16() -> None:
+    """As every other kernel for bfloat16 weights, the panels multiply x rounded to
+    bfloat16, and return float32 sums for float32 rows."""
+    if not panels.available():
+        pytest.skip("the panels kernel cannot be built here")
+    weight = (torch.randn(24, 40) * 0.02).bfloat16()
+    product = kernel_choice.product("panels", panels.arrange(weight), None)
+    x = torch.randn(3, 40)
+    got = product(x)
+    rounded = x.bfloat16().double() @ weight.double().T
+    assert got.dtype == torch.float32
+    assert (got.double() - rounded).norm() <= 1e-6 * rounded.norm()
+    assert (got.double() - x.double() @ weight.double().T).norm() > 1e-5 * rounded.norm()
 
 
 def test_int8_product_takes_float32_activations() -> None:

@@ -97,6 +97,8 @@ def product(
     if kernel == "panels":
         if not panels.available():
             raise RuntimeError("the panels kernel cannot be built on this machine")
+        if weight.dtype == torch.bfloat16:  # as the other kernels: x rounded to bfloat16
+            return lambda x: panels.mm(x.to(torch.bfloat16).to(x.dtype), weight)
         return lambda x: panels.mm(x, weight)
     if kernel == "int4":
         return lambda x: kernels.int4_mm(x, weight, scales)

@@ -2,8 +2,8 @@
 the machine that runs them.
 
 They are compiled on first use with the machine's C compiler into the user's cache folder
-(`machine_cache.py`), for AVX2 and FMA, plus AVX-512 VNNI and BF16 where the CPU has them
-(the panels' int8 and bfloat16 products in fewer instructions: panels.c; a compiler that
+(`machine_cache.py`), for AVX2 and FMA, plus AVX-512 (with VNNI and BF16) where the CPU has it
+(the panels' products in fewer instructions: panels.c; a compiler that
 does not know them builds without), against the OpenMP runtime PyTorch itself loaded (so
 PyTorch's thread count applies and no second thread pool competes for the cores), and loaded
 with ctypes. Where the CPU lacks AVX2 and FMA, there is no compiler or the build fails,
@@ -32,6 +32,7 @@ _SOURCES = [Path(__file__).with_name(name) for name in _KERNELS]
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 # Extra compiler flags for a CPU flag (/proc/cpuinfo's name) where the machine has it.
 _OPTIONAL_FLAGS = {
+    "avx512dq": ["-mavx512f", "-mavx512dq"],
     "avx512_vnni": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
     "avx_vnni": ["-mavxvnni"],
     "avx512_bf16": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"],

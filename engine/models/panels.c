@@ -214,6 +214,67 @@ static void bfloat16_mm(const float *x, const uint16_t *panels, float *y, int ro
 }
 #endif
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#define WIDE_FLOAT32 1
+/* tile() for float32 panels with 512-bit registers, each two panels' 8 outputs (ROWS × DUOS ≤
+ * 24 sums of the 32 registers): the same multiply-adds per output, in the same order, as the
+ * narrow tile, with fewer loads and broadcasts per product for the many rows of a batch (a
+ * server's Mimi). Eight rows by two pairs of panels measured fastest at 4 to 128 rows. */
+static inline __attribute__((always_inline)) void float32_tile_wide(
+    const float *x, const float *panels, float *y, int panel, int out, int in, const int ROWS,
+    const int DUOS) {
+    __m512 sums[8][3];
+    for (int r = 0; r < ROWS; r++)
+        for (int d = 0; d < DUOS; d++) sums[r][d] = _mm512_setzero_ps();
+    const float *first = panels + (int64_t)panel * 8 * in;
+    for (int k = 0; k < in; k++) {
+        __m512 weights[3];
+        for (int d = 0; d < DUOS; d++) {
+            const float *low = first + (int64_t)2 * d * 8 * in + 8 * k;
+            weights[d] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(low)),
+                                            _mm256_loadu_ps(low + (int64_t)8 * in), 1);
+        }
+        for (int r = 0; r < ROWS; r++) {
+            const __m512 value = _mm512_set1_ps(x[(int64_t)r * in + k]);
+            for (int d = 0; d < DUOS; d++)
+                sums[r][d] = _mm512_fmadd_ps(value, weights[d], sums[r][d]);
+        }
+    }
+    for (int r0 = 0; r0 < ROWS; r0 += 4) {
+        __m256 halves[4][6];
+        const int count = ROWS - r0 < 4 ? ROWS - r0 : 4;
+        for (int r = 0; r < count; r++)
+            for (int d = 0; d < DUOS; d++) {
+                halves[r][2 * d] = _mm512_castps512_ps256(sums[r0 + r][d]);
+                halves[r][2 * d + 1] = _mm512_extractf32x8_ps(sums[r0 + r][d], 1);
+            }
+        store(y + (int64_t)r0 * out, halves, panel, out, count, 2 * DUOS);
+    }
+}
+
+#define FLOAT32_WIDE_TILES(ROWS, DUOS)                                                          \
+    do {                                                                                        \
+        const int whole = count / (2 * (DUOS));                                                 \
+        _Pragma("omp parallel for schedule(dynamic, 2)")                                        \
+        for (int g = 0; g < whole; g++) {                                                       \
+            int r = 0;                                                                          \
+            for (; r + (ROWS) <= rows; r += (ROWS))                                             \
+                float32_tile_wide(x + (int64_t)r * in, panels, y + (int64_t)r * out,            \
+                                  g * 2 * (DUOS), out, in, ROWS, DUOS);                         \
+            for (; r + 4 <= rows; r += 4)                                                       \
+                float32_tile_wide(x + (int64_t)r * in, panels, y + (int64_t)r * out,            \
+                                  g * 2 * (DUOS), out, in, 4, DUOS);                            \
+            for (; r < rows; r++)                                                               \
+                float32_tile_wide(x + (int64_t)r * in, panels, y + (int64_t)r * out,            \
+                                  g * 2 * (DUOS), out, in, 1, DUOS);                            \
+        }                                                                                       \
+        for (int p = whole * 2 * (DUOS); p < count; p++)                                        \
+            for (int r = 0; r < rows; r++)                                                      \
+                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, p, out, in, 1, 1,       \
+                     FLOAT32);                                                                  \
+    } while (0)
+#endif
+
 /* The largest |x[k]| for k in [start, end); NaNs ignored (as fmaxf does). */
 static float largest_magnitude(const float *x, int start, int end) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -472,6 +533,10 @@ void panels_mm(const float *x, const void *panels, const float *scales, float *y
         bfloat16_mm(x, panels, y, rows, out, in);
 #else
         ALL_ROWS(BFLOAT16);
+#endif
+#ifdef WIDE_FLOAT32
+    else if (rows >= 4)
+        FLOAT32_WIDE_TILES(8, 2);
 #endif
     else
         ALL_ROWS(FLOAT32);

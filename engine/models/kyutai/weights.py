@@ -154,7 +154,7 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     reader = Checkpoint(folder)
     reader.check(checkpoint_layout(config), lambda name: is_skipped(name, config))
     target = torch.device(device)
-    compute = compute_dtype(dtype, target)
+    compute = compute_dtype(dtype, target, config.head_dim)
 
     def mimi_tensor(name: str) -> torch.Tensor:
         return reader.read(name).to(target, torch.float32)
@@ -181,16 +181,19 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> Kyu
     return KyutaiModel(config, mimi, lm, dtype, target)
 
 
-def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """The activations' dtype. int8 and int4 weights take float32 activations where the CPU
-    only emulates bfloat16: their kernels get them rounded to bfloat16, while the residual
-    stream, norms and attention keep float32 at no extra cost there (the key/value ring is
-    float32 on such CPUs either way). Where bfloat16 is native, a float32 ring would double
-    the bytes attention reads, so activations stay bfloat16."""
+def compute_dtype(dtype: str, device: torch.device, head_dim: int) -> torch.dtype:
+    """The activations' dtype. int8 and int4 weights take float32 activations on a CPU: their
+    kernels get rows rounded as each needs them, while the residual stream, norms and
+    attention keep float32 — closer to float32's step, and the norms and the panels take
+    float32 rows without conversions. The exception is a CPU with native bfloat16 where
+    ring_attention.c does not run: there the ring is bfloat16 (`ring_dtype`), and float32
+    activations would only add conversions."""
     if dtype == "float32":
         return torch.float32
     quantized = dtype in ("int8", "int4") and device.type == "cpu"
-    return torch.float32 if quantized and not kernels.native_bfloat16() else torch.bfloat16
+    int8_ring = ring_dtype(dtype, head_dim, device) == torch.int8
+    native = kernels.native_bfloat16()
+    return torch.float32 if quantized and (int8_ring or not native) else torch.bfloat16
 
 
 def ring_dtype(dtype: str, head_dim: int, device: torch.device) -> torch.dtype:
