@@ -138,3 +138,26 @@ def test_step_matrices_name_each_form_int8_holds(tiny, monkeypatch) -> None:
     forms = [form for form, _ in weights.step_matrices(config, "int8")]
     assert forms == ["bfloat16", "int8", "int8", "int8"] * config.num_layers + ["int8"]
     assert {form for form, _ in weights.step_matrices(config, "float32")} == {"float32"}
+
+
+def test_the_lms_kernels_are_measured_before_any_weight_is_read(tiny, monkeypatch) -> None:
+    """The kernel probe's random matrices must not add to the loaded model's peak memory: every
+    LM matrix's kernel is chosen before the first tensor is read."""
+    events: list[str] = []
+    choose, read = weights.kernel_for, weights.Checkpoint.read
+
+    def chosen(*args, **kwargs):
+        events.append("kernel")
+        return choose(*args, **kwargs)
+
+    def reading(self, *args, **kwargs):
+        events.append("read")
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(weights, "kernel_for", chosen)
+    monkeypatch.setattr(weights.Checkpoint, "read", reading)
+    weights.load_model(tiny, "cpu", "int8")
+    layers = weights.load_config(tiny).num_layers
+    matrices = len(weights.step_matrices(weights.load_config(tiny), "int8"))
+    assert matrices == 4 * layers + 1
+    assert events[:matrices] == ["kernel"] * matrices and "read" in events
