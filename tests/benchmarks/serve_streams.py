@@ -5,7 +5,8 @@ streams keep real time.
         --streams 1,2,4,8 --seconds 20
 
 Starts `main.py serve --batch max(streams)` once (idle slots cost nothing), then for each N:
-- flood: N clients each send `--seconds` of audio at once and wait for every Step; frames
+- flood: N clients each send `--seconds` of audio as fast as they can, in 1 s messages,
+  and wait for every Step; frames
   stepped per second of wall time is the compute throughput, and the server's /metrics give
   the mean tick time and batch fill over that phase;
 - live: N clients send one 80 ms frame every 80 ms for `--seconds`; a stream keeps real time
@@ -100,9 +101,10 @@ async def _stream(url: str, pcm: np.ndarray, paced: bool) -> list[float]:
 
         async def send() -> None:
             start = time.monotonic()
-            if not paced:
+            if not paced:  # back to back in 1 s messages (one message has at most 4 MiB)
                 sent.extend([start] * frames)
-                await websocket.send(_audio(pcm))
+                for i in range(0, len(pcm), RATE):
+                    await websocket.send(_audio(pcm[i : i + RATE]))
                 return
             for i in range(frames):
                 await asyncio.sleep(max(0.0, start + i * FRAME_SECONDS - time.monotonic()))

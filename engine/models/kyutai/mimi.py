@@ -208,15 +208,16 @@ class ResidualQuantizer:
             book = f"{prefix}layers.{i}.codebook."
             usage = tensor(f"{book}cluster_usage").clamp(min=1e-5)
             entries.append(tensor(f"{book}embed_sum") / usage[:, None])  # [size, dim]
-        # A streamed frame multiplies one row by every codebook [size, dim]: on the kernel
-        # measured fastest here for one row. Where that is the panels, the whole search is one
-        # call of their kernel (each codebook screened by its int8 copy, the float32 search's
-        # codes); otherwise each codebook is a matrix on its kernel, its entries read back by
-        # index from whatever layout that kernel holds.
-        kernel = kernel_for("float32", tuple(entries[0].shape), entries[0].device, 1)
-        self.panels = panels.Codebooks(entries) if kernel == "panels" else None
+        # Where the panels run, the whole search is one call of their kernel: each codebook
+        # screened by its int8 copy (a quarter of its bytes), then only the candidates scored
+        # in float32, giving the float32 search's codes. Elsewhere each codebook is a matrix on
+        # the kernel measured fastest here for one row, its entries read back by index from
+        # whatever layout that kernel holds.
+        cpu = entries[0].device.type == "cpu"
+        self.panels = panels.Codebooks(entries) if cpu and panels.available() else None
         self.codebooks: list[tuple[Linear, torch.Tensor]] = []
         if self.panels is None:
+            kernel = kernel_for("float32", tuple(entries[0].shape), entries[0].device, 1)
             for book in entries:
                 norms = (book * book).sum(dim=1)
                 self.codebooks.append((Linear(book, kernel=kernel), norms))
