@@ -1,5 +1,6 @@
-/* y = x · Wᵀ for a matrix held in panels of 8 outputs, on AVX2 and FMA (and VNNI, AVX-512): float32 or bfloat16
- * weights, or int8 codes with a float32 scale per run of inputs.
+/* y = x · Wᵀ for a matrix held in panels of 8 outputs, on AVX2 and FMA (AVX-512, VNNI and
+ * BF16 where the CPU has them): float32 or bfloat16 weights, or int8 codes with a float32
+ * scale per run of inputs.
  *
  * int8 codes meet the rows as integers: each row's run of `group` inputs is rounded to 16-bit
  * codes (its largest |x| at ±32767: a relative step of 2⁻¹⁵, finer than bfloat16's 2⁻⁸), and
@@ -91,16 +92,16 @@ static inline __attribute__((always_inline)) void tile(
  * output adds, input pair after input pair, each part's two products: the same operations
  * whatever the tile, so a row's sums still do not depend on the rows beside it. */
 
-/* x's parts [rows][parts][2 · pairs] (a missing last input zero) → how many are not all zero
- * (at least 1). */
+/* x's parts [rows][3][2 · pairs] (a missing last input zero) → how many are needed: 1 where
+ * every row is already bfloat16, else 2 or 3. */
 static int bfloat16_parts(const float *x, int rows, int in, int pairs, uint16_t *parts) {
     int needed = 1;
     for (int r = 0; r < rows; r++) {
         uint16_t *part = parts + (int64_t)r * 3 * 2 * pairs;
         for (int k = 0; k < 2 * pairs; k += 16) {
-            const __mmask16 inside = _cvtu32_mask16(in - k >= 16 ? 0xFFFF : (1u << (in - k)) - 1);
-            const __mmask16 held = _cvtu32_mask16(2 * pairs - k >= 16 ? 0xFFFF
-                                                                      : (1u << (2 * pairs - k)) - 1);
+            const int real = in - k, padded = 2 * pairs - k;
+            const __mmask16 inside = _cvtu32_mask16(real >= 16 ? 0xFFFF : (1u << real) - 1);
+            const __mmask16 held = _cvtu32_mask16(padded >= 16 ? 0xFFFF : (1u << padded) - 1);
             __m512 left = _mm512_maskz_loadu_ps(inside, x + (int64_t)r * in + k);
             for (int p = 0; p < 3; p++) {
                 const __m256i codes = (__m256i)_mm512_cvtneps_pbh(left);
@@ -203,11 +204,8 @@ static void bfloat16_mm(const float *x, const uint16_t *panels, float *y, int ro
         for (int64_t i = 0; i < (int64_t)rows * out; i++) y[i] = NAN;
         return;
     }
-    const int needed = bfloat16_parts(x, rows, in, pairs, parts);
-    if (needed == 1)
+    if (bfloat16_parts(x, rows, in, pairs, parts) == 1)
         BFLOAT16_ALL_ROWS(1);
-    else if (needed == 2)
-        BFLOAT16_ALL_ROWS(2);
     else
         BFLOAT16_ALL_ROWS(3);
     free(parts);
@@ -566,12 +564,14 @@ void panels_row_range(const float *x, const int16_t *codes, const float *steps,
     } else if (kind == BFLOAT16) {
 #ifdef NATIVE_BFLOAT16
         uint16_t parts[3 * 2 * pairs];
-        const int needed = bfloat16_parts(x, 1, in, pairs, parts);
-        for (; p + 6 <= last; p += 6) {
-            if (needed == 1) bfloat16_tile(parts, panels, y, p, out, in, pairs, 1, 3, 1);
-            else bfloat16_tile(parts, panels, y, p, out, in, pairs, 1, 3, 3);
+        const uint16_t *bits = panels;
+        if (bfloat16_parts(x, 1, in, pairs, parts) == 1) {
+            for (; p + 6 <= last; p += 6) bfloat16_tile(parts, bits, y, p, out, in, pairs, 1, 3, 1);
+            for (; p < last; p++) bfloat16_tile(parts, bits, y, p, out, in, pairs, 1, 0, 1);
+        } else {
+            for (; p + 6 <= last; p += 6) bfloat16_tile(parts, bits, y, p, out, in, pairs, 1, 3, 3);
+            for (; p < last; p++) bfloat16_tile(parts, bits, y, p, out, in, pairs, 1, 0, 3);
         }
-        for (; p < last; p++) bfloat16_tile(parts, panels, y, p, out, in, pairs, 1, 0, 3);
 #else
         for (; p + 6 <= last; p += 6) tile(x, panels, y, p, out, in, 1, 6, BFLOAT16);
         for (; p < last; p++) tile(x, panels, y, p, out, in, 1, 1, BFLOAT16);
