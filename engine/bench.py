@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.models import kernel_choice, machine_cache
+from engine.models import kernel_choice, machine_cache, native
 from engine.recognizer import LoadOptions, load_recognizer
 
 _WARMUP_FRAMES = 10
@@ -79,6 +79,7 @@ def run_bench(
         "load_seconds": round(load_seconds, 2),
         "peak_rss_bytes": peak_resident_bytes(),
         "cpu": machine_cache.cpu_description()["model"],
+        "kernel_extensions": list(native.extensions()),
         "kernels": kernel_choice.chosen(),
     }
 

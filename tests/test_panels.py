@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.models import kernel_choice, native, panels
+from engine.models import kernel_choice, machine_cache, native, panels
 
 needs_kernel = pytest.mark.skipif(
     not panels.available(),
@@ -139,6 +139,15 @@ def test_the_screened_codebook_search_finds_the_nearest_entries(dim) -> None:
     assert codes[1, 0] == 9 and (codes[3] == 0).all()
     assert torch.equal(codes, nearest_codes(books, x))
     assert len(panels.Codebooks(books).nearest(x[:0])) == 0
+
+
+@needs_kernel
+def test_the_kernels_are_built_for_the_extensions_this_cpu_lists() -> None:
+    """Beyond AVX2 and FMA, each of AVX-512 (with DQ), its VNNI and BF16, and AVX-VNNI that
+    this CPU lists (gcc 12 knows them all)."""
+    listed = set(machine_cache.cpu_description()["flags"].split())
+    known = ("avx512dq", "avx512_vnni", "avx_vnni", "avx512_bf16")
+    assert set(native.extensions()) == {name for name in known if name in listed}
 
 
 def test_a_machine_that_cannot_build_it_keeps_pytorchs_kernels(monkeypatch, tmp_path) -> None:

@@ -65,9 +65,11 @@ def library() -> ctypes.CDLL | None:
     compiler = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
     if compiler is None:
         return None
+    wanted = _extensions_here()
     try:
-        loaded = ctypes.CDLL(str(_built(compiler, _compiler_flags())))
+        loaded = ctypes.CDLL(str(_built(compiler, _compiler_flags(wanted))))
     except (OSError, subprocess.SubprocessError):
+        wanted = ()
         try:  # a compiler too old for the CPU's extensions still builds the AVX2 kernels
             loaded = ctypes.CDLL(str(_built(compiler, _FLAGS)))
         except (OSError, subprocess.SubprocessError):
@@ -75,13 +77,24 @@ def library() -> ctypes.CDLL | None:
     for name, arguments in _SIGNATURES.items():
         function = getattr(loaded, name)
         function.restype, function.argtypes = None, arguments
+    loaded.extensions = wanted
     return loaded
 
 
-def _compiler_flags() -> list[str]:
-    """The flags the kernels are built with on this CPU."""
+def extensions() -> tuple[str, ...]:
+    """The CPU's extensions (its /proc/cpuinfo names) the kernels were built for beyond AVX2
+    and FMA; none where they were not built."""
+    loaded = library()
+    return loaded.extensions if loaded is not None else ()
+
+
+def _extensions_here() -> tuple[str, ...]:
     present = set(cpu_description()["flags"].split())
-    extra = [flag for name, flags in _OPTIONAL_FLAGS.items() if name in present for flag in flags]
+    return tuple(name for name in _OPTIONAL_FLAGS if name in present)
+
+
+def _compiler_flags(extensions: tuple[str, ...]) -> list[str]:
+    extra = [flag for name in extensions for flag in _OPTIONAL_FLAGS[name]]
     return list(dict.fromkeys(_FLAGS + extra))
 
 
