@@ -22,13 +22,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-# Idle OpenMP threads must sleep, not spin: a spinning pool steals the other core from the
-# audio, GUI and second-engine threads (on a busy 2-core machine a tiny model's step went
-# from 29 ms to 4 ms). Set before anything imports torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from engine import openmp
 
-from engine.errors import AudioError, LivecapError
-from engine.transcript import FORMATS
+openmp.configure()  # before anything imports torch
+
+from engine.errors import AudioError, LivecapError  # noqa: E402
+from engine.transcript import FORMATS  # noqa: E402
 
 ERROR_EXIT = 2
 

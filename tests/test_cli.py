@@ -420,3 +420,28 @@ def test_transcribe_gives_the_models_own_output_unless_asked_for_the_pause_flush
 
     assert transcribed() == reference.replace(" ", "")
     assert transcribed("--pause-flush") != reference.replace(" ", "")  # live behaviour
+
+
+def test_main_sets_openmps_waiting_before_torch_loads() -> None:
+    """Idle OpenMP threads spin about a tenth of a millisecond, then sleep; a user's own
+    settings are kept. Both must be in the environment before torch is imported."""
+    probe = (
+        "import os, sys; import main; "
+        "print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
+    )
+    root = Path(__file__).resolve().parents[1]
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    ours = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, env=clean, capture_output=True, text=True
+    )
+    assert ours.stdout.split() == ["PASSIVE", "10000"]
+    theirs = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
+        env=clean | {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "5"},
+    )  # fmt: skip
+    assert theirs.stdout.split() == ["ACTIVE", "5"]
+    alone = "import sys; from engine import openmp; print('torch' in sys.modules)"
+    order = subprocess.run(
+        [sys.executable, "-c", alone], cwd=root, env=clean, capture_output=True, text=True
+    )
+    assert order.stdout.strip() == "False"

@@ -15,23 +15,24 @@ against B = 1. Issue #16's target: at B = 8, at least 4x the throughput of B = 1
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as main.py: see kyutai_vs_transformers.py
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engine import openmp  # noqa: E402
+
+openmp.configure()  # as main.py, before torch loads
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 from engine.models.kyutai.weights import load_model  # noqa: E402
 from engine.models.machine_cache import cpu_description  # noqa: E402

@@ -20,23 +20,24 @@ takes all audio that has arrived) and reports how far the captions lag behind th
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as main.py: see kyutai_vs_transformers.py
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engine import openmp  # noqa: E402
+
+openmp.configure()  # as main.py, before torch loads
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 from engine.bench import replay_live, synthetic_speech  # noqa: E402
 from engine.models.kyutai.config import SAMPLE_RATE  # noqa: E402

@@ -15,27 +15,26 @@ transformers has no int8 path here, so int8 is compared with transformers in bfl
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-# Threads that wait for work sleep instead of spinning: on a shared or busy CPU, spinning
-# OpenMP workers steal the cores the working thread needs (measured: tiny model 29 → 4 ms per
-# frame under load). Must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engine import openmp  # noqa: E402
+
+openmp.configure()  # as main.py, before torch loads
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 from engine.models.machine_cache import cpu_description  # noqa: E402
 from tests.kyutai_fixtures import FULL_SIZE, held_bytes, randomize_codebooks  # noqa: E402
@@ -220,6 +219,7 @@ def main() -> None:
             "dtype": args.dtype,
             "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+            "gomp_spincount": os.environ["GOMP_SPINCOUNT"],
         }
         audio = (np.random.default_rng(1).standard_normal(args.frames * FRAME) * 0.1).astype(
             np.float32

@@ -47,11 +47,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as main.py: idle threads must sleep
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from engine import openmp  # noqa: E402
+
+openmp.configure()  # as main.py, before torch loads
 
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.models import marian  # noqa: E402
 from engine.models.contract import LoadOptions  # noqa: E402
