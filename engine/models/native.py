@@ -2,11 +2,11 @@
 the machine that runs them.
 
 They are compiled on first use with the machine's C compiler into the user's cache folder
-(`machine_cache.py`), for AVX2 and FMA, plus AVX-512 (with VNNI and BF16) where the CPU has it
-(the panels' products in fewer instructions: panels.c; a compiler that
-does not know them builds without), against the OpenMP runtime PyTorch itself loaded (so
-PyTorch's thread count applies and no second thread pool competes for the cores), and loaded
-with ctypes. Where the CPU lacks AVX2 and FMA, there is no compiler or the build fails,
+(`machine_cache.py`), for AVX2 and FMA, plus AVX-512 (with VNNI and BF16) where the CPU has
+it: the panels' products in fewer instructions (panels.c); a compiler that does not know them
+builds without. They link against the OpenMP runtime PyTorch itself loaded (so PyTorch's
+thread count applies and no second thread pool competes for the cores) and are loaded with
+ctypes. Where the CPU lacks AVX2 and FMA, there is no compiler or the build fails,
 `library()` is None and callers keep PyTorch's kernels.
 """
 
