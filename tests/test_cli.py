@@ -426,8 +426,7 @@ def test_main_sets_openmps_waiting_before_torch_loads() -> None:
     """Idle OpenMP threads spin about a tenth of a millisecond, then sleep; a user's own
     settings are kept. Both must be in the environment before torch is imported."""
     probe = (
-        "import os, sys; import main; "
-        "print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
+        "import os; import main; print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
     )
     root = Path(__file__).resolve().parents[1]
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
