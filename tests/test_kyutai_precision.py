@@ -29,8 +29,8 @@ def test_quantized_lm_computes_in_float32_unless_its_ring_is_bfloat16(
 ) -> None:
     """int8 and int4 weights with float32 activations (residual stream, norms, logits), except
     where bfloat16 is native and ring_attention.c cannot run (a bfloat16 ring); a step runs
-    either way and gives finite logits. Keys and values are int8 codes where ring_attention.c
-    runs; else bfloat16, or float32 where bfloat16 is emulated."""
+    either way and gives finite logits. Where ring_attention.c runs, keys and values are int4's
+    int8 codes and int8's bfloat16; else bfloat16, or float32 where bfloat16 is emulated."""
     monkeypatch.setattr(kernels, "native_bfloat16", lambda: native)
     model = weights.load_model(tiny, "cpu", dtype)
     compiled = ring_attention.available(model.config.head_dim)
@@ -40,7 +40,10 @@ def test_quantized_lm_computes_in_float32_unless_its_ring_is_bfloat16(
     with torch.inference_mode():
         logits = model.lm.step(*model.lm.start_inputs(), state)
     assert logits.dtype == expected and torch.isfinite(logits).all()
-    ring = torch.int8 if compiled else torch.bfloat16 if native else torch.float32
+    if compiled:  # int4 holds the fewest bytes; int8 the least deviation
+        ring = torch.int8 if dtype == "int4" else torch.bfloat16
+    else:
+        ring = torch.bfloat16 if native else torch.float32
     assert state.rings[0].keys.dtype == ring
     head_dim, cpu = model.config.head_dim, torch.device("cpu")
     assert weights.compute_dtype("float32", cpu, head_dim) == torch.float32

@@ -197,12 +197,39 @@ def test_each_ring_attends_as_the_attention_of_what_it_holds(monkeypatch, batche
     assert (got.double() - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
+@needs_kernel
+def test_where_bfloat16_is_native_float32_steps_read_a_bfloat16_ring_on_the_kernel(monkeypatch):
+    """An int8 model's bfloat16 ring, stepped in float32, is read by ring_attention.c even
+    where bfloat16 is native; bfloat16 steps read it on PyTorch's attention there. Both give
+    the attention of what the ring holds."""
+    monkeypatch.setattr(kernels, "native_bfloat16", lambda: True)
+    calls = []
+    attend = ring_attention.attend
+    monkeypatch.setattr(ring_attention, "attend", lambda *a: calls.append(1) or attend(*a))
+    generator = torch.Generator().manual_seed(5)
+    ring = KVRing(2, 10, 16, torch.bfloat16, torch.device("cpu"))
+    for position in range(14):
+        key, value = (torch.randn(1, 2, 1, 16, generator=generator) for _ in "kv")
+        ring.write(key, value, position)
+    queries = torch.randn(1, 4, 1, 16, generator=generator)
+    exact = reference(
+        queries, ring.keys.double(), ring.values.double(), ring.positions,
+        torch.zeros(1, dtype=torch.long), torch.full((1,), 13), 10, 8,
+    )  # fmt: skip
+    for steps, kernel_calls, tolerance in ((torch.float32, 1, 1e-5), (torch.bfloat16, 1, 2e-2)):
+        got = ring.attend(queries.to(steps), 13, window=8)
+        assert len(calls) == kernel_calls
+        assert (got.double() - exact).abs().max() <= tolerance * exact.abs().max()
+
+
 @pytest.mark.parametrize(
     ("dtype", "native", "compiled", "expected"),
     [
         ("float32", False, True, torch.float32),  # exact: float32 weights keep float32 keys
-        ("int8", False, True, torch.int8),  # codes and scales: a quarter of float32's bytes
-        ("int4", True, True, torch.int8),
+        ("int8", False, True, torch.bfloat16),  # int8 codes would add a fifth to its deviation
+        ("int8", True, True, torch.bfloat16),
+        ("int4", True, True, torch.int8),  # codes and scales: a quarter of float32's bytes
+        ("int4", False, True, torch.int8),
         ("int8", False, False, torch.float32),
         ("bfloat16", False, True, torch.bfloat16),
         ("bfloat16", False, False, torch.float32),

@@ -162,10 +162,10 @@ def _machine_key() -> str:
     flags = hashlib.sha256(cpu["flags"].encode()).hexdigest()[:12]
     threads = torch.get_num_threads()
     # The candidates too: `auto` compares forms by their figures, so all of them are measured
-    # anew, together, when any form gains a candidate or the C kernels change (not some
-    # now and some on a busier day).
+    # anew, together, when any form gains a candidate, the C kernels change or the int8
+    # panels' scales cover other runs of inputs (not some now and some on a busier day).
     here = sorted((form, _candidates(form)) for form in _CANDIDATES)
-    here += [native.source_digest()]
+    here += [native.source_digest(), panels.GROUP]
     candidates = hashlib.sha256(repr(here).encode()).hexdigest()[:8]
     return (
         f"{cpu['model']} | flags {flags} | torch {torch.__version__} | {threads} threads"

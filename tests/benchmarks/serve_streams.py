@@ -5,10 +5,10 @@ streams keep real time.
         --streams 1,2,4,8 --seconds 20
 
 Starts `main.py serve --batch max(streams)` once (idle slots cost nothing), then for each N:
-- flood: N clients each send `--seconds` of audio as fast as they can, in 1 s messages,
-  and wait for every Step; frames
-  stepped per second of wall time is the compute throughput, and the server's /metrics give
-  the mean tick time and batch fill over that phase;
+- flood: once all N clients have their slots, each sends `--seconds` of audio as fast as it
+  can, in 1 s messages, and waits for every Step; frames stepped per second of wall time is
+  the compute throughput, and the server's /metrics give the frames stepped per second of
+  ticking, the mean tick time and batch fill over that phase;
 - live: N clients send one 80 ms frame every 80 ms for `--seconds`; a stream keeps real time
   when the Step of each frame comes back within 1 s of sending it (p95 lag ≤ 1 s).
 Prints one JSON object with the CPU, per-N figures and the throughput ratio against N = 1.
@@ -91,13 +91,15 @@ def _audio(pcm: np.ndarray) -> bytes:
     return msgpack.packb({"type": "Audio", "pcm": pcm.tolist()})
 
 
-async def _stream(url: str, pcm: np.ndarray, paced: bool) -> list[float]:
-    """Send `pcm` (at once, or a frame per 80 ms); the lag of each frame's Step."""
+async def _stream(url: str, pcm: np.ndarray, paced: bool, start: asyncio.Barrier) -> list[float]:
+    """Once every stream has its slot, send `pcm` (at once, or a frame per 80 ms); the lag of
+    each frame's Step."""
     frames = len(pcm) // FRAME
     sent: list[float] = []
     lags: list[float] = []
     async with websockets.connect(url, max_size=None, open_timeout=60) as websocket:
         assert msgpack.unpackb(await websocket.recv())["type"] == "Ready"
+        await start.wait()
 
         async def send() -> None:
             start = time.monotonic()
@@ -123,7 +125,10 @@ async def _stream(url: str, pcm: np.ndarray, paced: bool) -> list[float]:
 
 
 async def _run(url: str, streams: int, seconds: float, paced: bool) -> list[list[float]]:
-    tasks = [_stream(url, _speechlike(seconds, seed), paced) for seed in range(streams)]
+    # Streams connect one after another; were each to send as soon as it joined, the first
+    # would step alone for a few ticks and finish that many ticks before the others.
+    start = asyncio.Barrier(streams)
+    tasks = [_stream(url, _speechlike(seconds, seed), paced, start) for seed in range(streams)]
     return await asyncio.gather(*tasks)
 
 
@@ -142,6 +147,7 @@ def measure(port: int, streams: int, seconds: float) -> dict:
     return {
         "streams": streams,
         "flood_frames_per_second": frames / wall,
+        "frames_per_tick_second": frames / tick_seconds,
         "mean_tick_ms": 1000 * tick_seconds / max(ticks, 1),
         "mean_batch_fill": frames / max(ticks, 1),
         "live_lag_p95_seconds": p95s,
@@ -164,10 +170,14 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    single = next((r["flood_frames_per_second"] for r in results if r["streams"] == 1), None)
+    single = next((r for r in results if r["streams"] == 1), None)
     for result in results:
         if single:
-            result["throughput_vs_one_stream"] = result["flood_frames_per_second"] / single
+            for measure, ratio in (
+                ("flood_frames_per_second", "throughput_vs_one_stream"),
+                ("frames_per_tick_second", "tick_throughput_vs_one_stream"),
+            ):
+                result[ratio] = result[measure] / single[measure]
     print(json.dumps({"cpu": cpu_description(), "dtype": args.dtype, "results": results}, indent=2))
 
 

@@ -145,12 +145,12 @@ class KVRing:
         quantized = dtype == torch.int8
         # [keys', values'] scales of each row, head and slot
         self.scales = torch.zeros(2, rows, heads, size, device=device) if quantized else None
-        # ring_attention.c reads a CPU's rings, except bfloat16 ones where bfloat16 is native
-        # (the loader holds int8 ones, and bfloat16 ones where it is emulated, only where that
-        # kernel runs).
-        compiled = device.type == "cpu" and ring_attention.available(head_dim)
-        native = dtype == torch.bfloat16 and kernels.native_bfloat16()
-        self._compiled = quantized or (compiled and not native)
+        # ring_attention.c reads a CPU's rings, except a bfloat16 one that bfloat16 steps read
+        # where bfloat16 is native: PyTorch's attention reads that as fast (the loader holds
+        # int8 rings, bfloat16 ones for float32 steps, and bfloat16 ones where it is emulated,
+        # only where that kernel runs).
+        self._compiled = device.type == "cpu" and ring_attention.available(head_dim)
+        self._native = dtype == torch.bfloat16 and kernels.native_bfloat16()
         self._every_row = torch.arange(rows, device=device)  # what an int-position step steps
         self._one_start = torch.empty_like(self._every_row)  # and from where (`_rows_starts`)
 
@@ -202,7 +202,7 @@ class KVRing:
         kv_heads = self.keys.shape[1]
         split = qkv.transpose(1, 2)  # [rows, heads + 2 kv heads, T, head_dim]
         values = split[:, heads + kv_heads :]
-        if self._compiled and qkv.dtype == torch.float32:
+        if self._kernel_reads(qkv.dtype) and qkv.dtype == torch.float32:
             rows, starts = self._rows_starts(start)
             keys, queries = split[:, heads : heads + kv_heads], split[:, :heads]
             return ring_attention.write(
@@ -237,7 +237,7 @@ class KVRing:
         """Attention of queries [rows, heads, T, D] (already written to the ring) over the
         ring: every row from one int position, or `Rows` from their own."""
         length = queries.shape[2]
-        if self._compiled:
+        if self._kernel_reads(queries.dtype):
             return self._attend_compiled(queries, start, window)
         if not isinstance(start, Rows):
             seen = self._seen(start + length)
@@ -254,6 +254,10 @@ class KVRing:
             keys, values = self.keys[first:stop, :, :seen], self.values[first:stop, :, :seen]
             outputs.append(self._attend(queries[offset : offset + count], keys, values, mask))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _kernel_reads(self, steps: torch.dtype) -> bool:
+        """Whether ring_attention.c reads and writes this ring for steps in `steps` dtype."""
+        return self._compiled and not (self._native and steps == torch.bfloat16)
 
     def _attend_compiled(self, queries: torch.Tensor, start: int | Rows, window: int):
         latest = start.latest if isinstance(start, Rows) else start

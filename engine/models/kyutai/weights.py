@@ -190,28 +190,29 @@ def compute_dtype(dtype: str, device: torch.device, head_dim: int) -> torch.dtyp
     kernels get rows rounded as each needs them, while the residual stream, norms and
     attention keep float32 — closer to float32's step, and the norms and the panels take
     float32 rows without conversions. The exception is a CPU with native bfloat16 where
-    ring_attention.c does not run: there the ring is bfloat16 (`ring_dtype`), and float32
-    activations would only add conversions."""
+    ring_attention.c does not run: there PyTorch's attention reads the bfloat16 ring
+    (`ring_dtype`) with bfloat16 steps, and float32 activations would only add conversions."""
     if dtype == "float32":
         return torch.float32
     quantized = dtype in ("int8", "int4") and device.type == "cpu"
-    int8_ring = ring_dtype(dtype, head_dim, device) == torch.int8
+    compiled = ring_attention.available(head_dim)
     native = kernels.native_bfloat16()
-    return torch.float32 if quantized and (int8_ring or not native) else torch.bfloat16
+    return torch.float32 if quantized and (compiled or not native) else torch.bfloat16
 
 
 def ring_dtype(dtype: str, head_dim: int, device: torch.device) -> torch.dtype:
-    """The LM's keys and values: float32 for float32 weights (exact); int8 codes with a scale
-    per vector for int8 and int4 weights on a CPU where ring_attention.c runs (a quarter of
-    float32's bytes for attention to read, and those weights' steps already deviate by more
-    than the codes' rounding); else bfloat16 — the step's own dtype where bfloat16 is native;
-    where it is emulated, only where ring_attention.c runs, as PyTorch's attention reads a
-    bfloat16 ring at a fraction of memory speed there: otherwise float32 (an exact widening of
-    a bfloat16 step's keys; int8 steps compute in float32 there)."""
+    """The LM's keys and values: float32 for float32 weights (exact); for int4 weights on a
+    CPU where ring_attention.c runs, int8 codes with a scale per vector (a quarter of
+    float32's bytes: int4 is the mode of fewest bytes, and its steps already deviate by more
+    than the codes' rounding); else bfloat16 — int8's too: its codes' rounding was a fifth of
+    the int8 step's deviation from float32 — where ring_attention.c runs or bfloat16 is
+    native; where it is emulated and that kernel cannot run, float32 (PyTorch's attention
+    reads a bfloat16 ring at a fraction of memory speed there; float32 is an exact widening
+    of a bfloat16 step's keys, and int8 steps compute in float32 there)."""
     if dtype == "float32":
         return torch.float32
     compiled = device.type == "cpu" and ring_attention.available(head_dim)
-    if dtype in ("int8", "int4") and compiled:
+    if dtype == "int4" and compiled:
         return torch.int8
     if device.type != "cpu" or kernels.native_bfloat16():
         return torch.bfloat16
