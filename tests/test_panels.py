@@ -34,16 +34,20 @@ def as_sixteen_bits(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_quantized_panels_stand_for_the_weights_within_half_a_step() -> None:
-    """One scale per output and run of GROUP inputs (the last run shorter), each run's largest
-    weight exactly ±127 codes; dequantized, every weight within half its run's step."""
+    """One bfloat16 scale per output and run of GROUP inputs (the last run shorter), each
+    run's largest weight ±127 codes; dequantized, every weight within half its run's step."""
     out, width = 20, panels.GROUP * 2 + 40
     weight = matrix(out, width)
     weight[3, 5] = 1.0  # one large weight coarsens its own run only
     held = panels.quantize(weight)
     restored = held.dequantized()
-    steps = torch.stack(
-        [run.abs().amax(dim=1) / 127 for run in weight.split(panels.GROUP, dim=1)], dim=1
-    ).repeat_interleave(panels.GROUP, dim=1)[:, :width]
+    steps = (
+        torch.stack(
+            [run.abs().amax(dim=1) / 127 for run in weight.split(panels.GROUP, dim=1)], dim=1
+        )
+        .bfloat16()
+        .repeat_interleave(panels.GROUP, dim=1)[:, :width]
+    )
     assert restored.shape == (out, width)
     assert ((restored - weight.double()).abs() <= steps.double() / 2 + 1e-9).all()
     assert steps[3, 5] > 10 * steps[3, -1] and steps[3, 5] > 10 * steps[4, 5]

@@ -33,12 +33,12 @@ enum { PANELS_TAKEN = 10, PRODUCTS_PER_LAYER = 6 }; /* two of panels.c's 5-panel
 
 void panels_row_codes(const float *x, int in, int group, int16_t *codes, float *steps);
 void panels_row_range(const float *x, const int16_t *codes, const float *steps,
-                      const void *panels, const float *scales, float *y, int out, int in,
+                      const void *panels, const uint16_t *scales, float *y, int out, int in,
                       int group, int kind, int first, int last);
 
 typedef struct {
     const void *values;
-    const float *scales; /* int8 only */
+    const uint16_t *scales; /* int8 only: bfloat16 */
     const float *bias;   /* or NULL */
     int out, in, kind;
 } Matrix;

@@ -1,5 +1,5 @@
 /* y = x · Wᵀ for a matrix held in panels of 8 outputs, on AVX2 and FMA (AVX-512, VNNI and
- * BF16 where the CPU has them): float32 or bfloat16 weights, or int8 codes with a float32
+ * BF16 where the CPU has them): float32 or bfloat16 weights, or int8 codes with a bfloat16
  * scale per run of inputs.
  *
  * int8 codes meet the rows as integers: each row's run of `group` inputs is rounded to 16-bit
@@ -339,7 +339,7 @@ static inline __attribute__((always_inline)) __m256i pair_products_added(__m256i
 /* int8_tile below with 512-bit registers: each holds two panels' 8 outputs for a pair of
  * inputs, so one multiply does 32 products (DUOS: pairs of panels; ROWS × DUOS ≤ 12). */
 static inline __attribute__((always_inline)) void int8_tile_wide(
-    const int16_t *codes, const float *steps, const int8_t *panels, const float *scales,
+    const int16_t *codes, const float *steps, const int8_t *panels, const uint16_t *scales,
     float *y, int panel, int out, int pairs, int groups, int group, const int ROWS,
     const int DUOS) {
     __m512 sums[4][3];
@@ -372,10 +372,11 @@ static inline __attribute__((always_inline)) void int8_tile_wide(
         for (int r = 0; r < ROWS; r++) {
             const __m512 step = _mm512_set1_ps(steps[(int64_t)r * groups + g]);
             for (int d = 0; d < DUOS; d++) {
-                const float *low = scales + ((int64_t)(panel + 2 * d) * groups + g) * 8;
+                const int64_t low = ((int64_t)(panel + 2 * d) * groups + g) * 8;
                 const __m512 scale = _mm512_castsi512_ps(_mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_castps_si256(_mm256_loadu_ps(low))),
-                    _mm256_castps_si256(_mm256_loadu_ps(low + (int64_t)groups * 8)), 1));
+                    _mm512_castsi256_si512(_mm256_castps_si256(weights_at(scales, low, BFLOAT16))),
+                    _mm256_castps_si256(weights_at(scales, low + (int64_t)groups * 8, BFLOAT16)),
+                    1));
                 sums[r][d] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][d]),
                                              _mm512_mul_ps(scale, step), sums[r][d]);
             }
@@ -395,7 +396,7 @@ static inline __attribute__((always_inline)) void int8_tile_wide(
 /* ROWS rows' codes times PANELS int8 panels from `panel` (acc: ROWS × PANELS ≤ 12 registers,
  * beside PANELS of codes and one of activations). */
 static inline __attribute__((always_inline)) void int8_tile(
-    const int16_t *codes, const float *steps, const int8_t *panels, const float *scales,
+    const int16_t *codes, const float *steps, const int8_t *panels, const uint16_t *scales,
     float *y, int panel, int out, int pairs, int groups, int group, const int ROWS,
     const int PANELS) {
 #ifdef WIDE_INT8
@@ -431,7 +432,7 @@ static inline __attribute__((always_inline)) void int8_tile(
             const __m256 step = _mm256_set1_ps(steps[(int64_t)r * groups + g]);
             for (int p = 0; p < PANELS; p++) {
                 const __m256 scale = _mm256_mul_ps(
-                    _mm256_loadu_ps(scales + ((int64_t)(panel + p) * groups + g) * 8), step);
+                    weights_at(scales, ((int64_t)(panel + p) * groups + g) * 8, BFLOAT16), step);
                 sums[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][p]), scale, sums[r][p]);
             }
         }
@@ -470,7 +471,7 @@ static inline __attribute__((always_inline)) void int8_tile(
                           scales, y + (int64_t)r * out, p, out, pairs, groups, group, 1, 1);    \
     } while (0)
 
-static void int8_mm(const float *x, const int8_t *panels, const float *scales, float *y,
+static void int8_mm(const float *x, const int8_t *panels, const uint16_t *scales, float *y,
                     int rows, int out, int in, int group) {
     const int count = (out + 7) / 8, pairs = (in + 1) / 2, groups = (in + group - 1) / group;
     int16_t *codes = malloc((size_t)rows * 2 * pairs * sizeof *codes);
@@ -519,9 +520,9 @@ static void int8_mm(const float *x, const int8_t *panels, const float *scales, f
     } while (0)
 
 /* x [rows, in] float32, panels [⌈out / 8⌉, in, 8] of float weights or [⌈out / 8⌉, ⌈in / 2⌉,
- * 16] of int8 codes, scales (int8 only) [⌈out / 8⌉, ⌈in / group⌉, 8] float32 → y [rows, out]
- * float32. */
-void panels_mm(const float *x, const void *panels, const float *scales, float *y, int rows,
+ * 16] of int8 codes, scales (int8 only) [⌈out / 8⌉, ⌈in / group⌉, 8] bfloat16 → y [rows,
+ * out] float32. */
+void panels_mm(const float *x, const void *panels, const uint16_t *scales, float *y, int rows,
                int out, int in, int group, int kind) {
     const int count = (out + 7) / 8;
     if (kind == INT8)
@@ -551,7 +552,7 @@ void panels_row_codes(const float *x, int in, int group, int16_t *codes, float *
  * steps (panels_row_codes) for int8. y [out] gets those panels' outputs, summed as panels_mm
  * sums them. */
 void panels_row_range(const float *x, const int16_t *codes, const float *steps,
-                      const void *panels, const float *scales, float *y, int out, int in,
+                      const void *panels, const uint16_t *scales, float *y, int out, int in,
                       int group, int kind, int first, int last) {
     const int pairs = (in + 1) / 2, groups = kind == INT8 ? (in + group - 1) / group : 0;
     int p = first;
@@ -642,7 +643,7 @@ static int nearest_of(const float *row, const float *panels, const float *square
  * nearest; those alone are scored from the float32 panels, so the codes are those of the
  * float32 search. entries[c] [4, size]: each entry's |e|², |e − ê|, |ê| and |e|. */
 void panels_nearest(float *x, const void *const *books, const void *const *screens,
-                    const float *const *screen_scales, const float *const *entries,
+                    const uint16_t *const *screen_scales, const float *const *entries,
                     int book_count, int rows, int size, int dim, int group, int64_t *codes) {
     float *dots = malloc((size_t)rows * size * sizeof *dots);
     float *exact = malloc((size_t)size * sizeof *exact);

@@ -23,8 +23,8 @@ from engine.models import native
 PANEL = 8  # outputs per panel: one AVX2 register of float32 sums
 # Inputs per scale. Row scales are set by a row's largest weight; one per 32 inputs follows
 # the weights closer (int8's relative error on the 1B's matrices: 0.0083 with one per row,
-# 0.0065 per 128 inputs, 0.0054 per 32) for 4 bytes per 32 codes: what keeps the 1B int8
-# step's final hidden state within the 0.999 cosine of float32's (see the README).
+# 0.0065 per 128 inputs, 0.0054 per 32) for a bfloat16 scale per 32 codes: what keeps the
+# 1B int8 step's final hidden state within the 0.999 cosine of float32's (see the README).
 GROUP = 32
 KINDS = {torch.int8: 0, torch.bfloat16: 1, torch.float32: 2}  # panels.c's enum
 
@@ -40,8 +40,9 @@ class Panels:
     past `out`: zero): float32 or bfloat16 weights [⌈out / 8⌉, in, 8], or int8 codes
     [⌈out / 8⌉, ⌈in / 2⌉, 16] whose inputs go in pairs (the 8 outputs' codes for inputs 2q
     and 2q + 1 interleaved, as the integer multiply takes them; a missing last input zero)
-    with float32 scales [⌈out / 8⌉, ⌈in / GROUP⌉, 8] (symmetric: each output's run of GROUP
-    inputs has its largest |w| at ±127; no calibration)."""
+    with bfloat16 scales [⌈out / 8⌉, ⌈in / GROUP⌉, 8] (symmetric: each output's run of GROUP
+    inputs has its largest |w| at ±127, the codes chosen for the scale as rounded to bfloat16;
+    no calibration)."""
 
     values: torch.Tensor
     scales: torch.Tensor | None
@@ -84,8 +85,8 @@ def quantize(weight: torch.Tensor) -> Panels:
     runs = torch.zeros(padded, groups * GROUP)
     runs[:out, :width] = weight.float()
     runs = runs.view(padded, groups, GROUP)
-    scales = runs.abs().amax(dim=-1).clamp(min=1e-12) / 127.0  # [padded, groups]
-    codes = torch.round(runs / scales[..., None]).clamp(-127, 127).to(torch.int8)
+    scales = (runs.abs().amax(dim=-1).clamp(min=1e-12) / 127.0).bfloat16()  # [padded, groups]
+    codes = torch.round(runs / scales[..., None].float()).clamp(-127, 127).to(torch.int8)
     scales[out:] = 0
     pairs = -(-width // 2)
     codes = codes.view(padded, -1)[:, : 2 * pairs]  # GROUP is even: the padding input is zero
@@ -97,7 +98,7 @@ def empty_int8(out: int, width: int) -> Panels:
     """int8 Panels for a matrix [out, in] whose rows `quantize_into` will fill."""
     panels, groups = _padded(out) // PANEL, -(-width // GROUP)
     codes = torch.empty(panels, -(-width // 2), 2 * PANEL, dtype=torch.int8)
-    return Panels(codes, torch.empty(panels, groups, PANEL), out, width)
+    return Panels(codes, torch.empty(panels, groups, PANEL, dtype=torch.bfloat16), out, width)
 
 
 def quantize_into(target: Panels, row: int, block: torch.Tensor) -> None:

@@ -173,11 +173,11 @@ def main() -> None:
     single = next((r for r in results if r["streams"] == 1), None)
     for result in results:
         if single:
-            for measure, ratio in (
+            for figure, ratio in (
                 ("flood_frames_per_second", "throughput_vs_one_stream"),
                 ("frames_per_tick_second", "tick_throughput_vs_one_stream"),
             ):
-                result[ratio] = result[measure] / single[measure]
+                result[ratio] = result[figure] / single[figure]
     print(json.dumps({"cpu": cpu_description(), "dtype": args.dtype, "results": results}, indent=2))
 
 
