@@ -228,6 +228,8 @@ def test_modules_info_and_metrics_count_streams_frames_and_batches():
     assert metric(metrics, "livecap_batch_fill_sum") == 20
     assert metric(metrics, 'livecap_batch_fill_bucket{le="1"}') == 0
     assert metric(metrics, 'livecap_batch_fill_bucket{le="2"}') == 10
+    assert metric(metrics, 'livecap_tick_seconds_by_frames_count{frames="2"}') == 10
+    assert 'livecap_tick_seconds_by_frames_count{frames="1"}' not in metrics
     assert metric(metrics, "livecap_audio_dropped_seconds_total") == 0
 
 

@@ -53,6 +53,9 @@ class ServerMetrics:
         self.frames_stepped = 0
         self.step_seconds = Histogram(STEP_SECONDS_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
+        # frames a tick stepped → [ticks, seconds]: a tick's time by its batch, which the
+        # mean over all ticks mixes with the part-filled ones
+        self.ticks_by_frames: dict[int, list[float]] = {}
 
     def stream_opened(self) -> None:
         with self._lock:
@@ -78,6 +81,9 @@ class ServerMetrics:
             self.step_seconds.observe(seconds)
             self.batch_size.observe(slots_stepped)
             self.frames_stepped += frames
+            ticks = self.ticks_by_frames.setdefault(frames, [0, 0.0])
+            ticks[0] += 1
+            ticks[1] += seconds
 
     def text(self) -> str:
         """The Prometheus text exposition (version 0.0.4)."""
@@ -105,4 +111,9 @@ class ServerMetrics:
             lines += self.step_seconds.lines("livecap_step_seconds")
             lines += _header("livecap_batch_fill", "histogram", "Slots stepped in one tick.")
             lines += self.batch_size.lines("livecap_batch_fill")
+            name = "livecap_tick_seconds_by_frames"
+            lines += _header(name, "summary", "Time of the ticks that stepped this many frames.")
+            for frames, (count, seconds) in sorted(self.ticks_by_frames.items()):
+                lines.append(f'{name}_sum{{frames="{frames}"}} {seconds:.6f}')
+                lines.append(f'{name}_count{{frames="{frames}"}} {count}')
         return "\n".join(lines) + "\n"

@@ -7,8 +7,10 @@ streams keep real time.
 Starts `main.py serve --batch max(streams)` once (idle slots cost nothing), then for each N:
 - flood: once all N clients have their slots, each sends `--seconds` of audio as fast as it
   can, in 1 s messages, and waits for every Step; frames stepped per second of wall time is
-  the compute throughput, and the server's /metrics give the frames stepped per second of
-  ticking, the mean tick time and batch fill over that phase;
+  the throughput, and the server's /metrics give the frames stepped per second of ticking,
+  the mean tick time and batch fill over that phase, and the time of the ticks that stepped
+  all N streams: N frames per such tick is the compute throughput at N (the first streams
+  to send step a few part-filled ticks, and finish that many ticks ahead);
 - live: N clients send one 80 ms frame every 80 ms for `--seconds`; a stream keeps real time
   when the Step of each frame comes back within 1 s of sending it (p95 lag ≤ 1 s).
 Prints one JSON object with the CPU, per-N figures and the throughput ratio against N = 1.
@@ -74,7 +76,7 @@ def _metrics(port: int) -> dict[str, float]:
         text = response.read().decode()
     values = {}
     for line in text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
+        if line and not line.startswith("#") and ("{" not in line or "by_frames" in line):
             name, value = line.split()
             values[name] = float(value)
     return values
@@ -142,6 +144,9 @@ def measure(port: int, streams: int, seconds: float) -> dict:
     ticks = after["livecap_step_seconds_count"] - before["livecap_step_seconds_count"]
     tick_seconds = after["livecap_step_seconds_sum"] - before["livecap_step_seconds_sum"]
     frames = after["livecap_frames_stepped_total"] - before["livecap_frames_stepped_total"]
+    full = f'livecap_tick_seconds_by_frames_{{}}{{{{frames="{streams}"}}}}'
+    full_ticks = after[full.format("count")] - before.get(full.format("count"), 0)
+    full_seconds = after[full.format("sum")] - before.get(full.format("sum"), 0)
     live = asyncio.run(_run(url, streams, seconds, paced=True))
     p95s = [float(np.percentile(lags, 95)) for lags in live]
     return {
@@ -149,6 +154,9 @@ def measure(port: int, streams: int, seconds: float) -> dict:
         "flood_frames_per_second": frames / wall,
         "frames_per_tick_second": frames / tick_seconds,
         "mean_tick_ms": 1000 * tick_seconds / max(ticks, 1),
+        "full_tick_ms": 1000 * full_seconds / full_ticks,  # the ticks that stepped all N
+        "full_ticks": full_ticks,
+        "frames_per_full_tick_second": streams * full_ticks / full_seconds,
         "mean_batch_fill": frames / max(ticks, 1),
         "live_lag_p95_seconds": p95s,
         "streams_keeping_real_time": sum(p95 <= 1.0 for p95 in p95s),
@@ -176,6 +184,7 @@ def main() -> None:
             for figure, ratio in (
                 ("flood_frames_per_second", "throughput_vs_one_stream"),
                 ("frames_per_tick_second", "tick_throughput_vs_one_stream"),
+                ("frames_per_full_tick_second", "full_tick_throughput_vs_one_stream"),
             ):
                 result[ratio] = result[figure] / single[figure]
     print(json.dumps({"cpu": cpu_description(), "dtype": args.dtype, "results": results}, indent=2))
