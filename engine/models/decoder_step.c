@@ -39,7 +39,7 @@ void panels_row_range(const float *x, const int16_t *codes, const float *steps,
 typedef struct {
     const void *values;
     const uint16_t *scales; /* int8 only: bfloat16 */
-    const float *bias;   /* or NULL */
+    const float *bias;      /* or NULL */
     int out, in, kind;
 } Matrix;
 

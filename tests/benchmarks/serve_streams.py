@@ -93,7 +93,7 @@ def _audio(pcm: np.ndarray) -> bytes:
     return msgpack.packb({"type": "Audio", "pcm": pcm.tolist()})
 
 
-async def _stream(url: str, pcm: np.ndarray, paced: bool, start: asyncio.Barrier) -> list[float]:
+async def _stream(url: str, pcm: np.ndarray, paced: bool, together: asyncio.Barrier) -> list[float]:
     """Once every stream has its slot, send `pcm` (at once, or a frame per 80 ms); the lag of
     each frame's Step."""
     frames = len(pcm) // FRAME
@@ -101,7 +101,7 @@ async def _stream(url: str, pcm: np.ndarray, paced: bool, start: asyncio.Barrier
     lags: list[float] = []
     async with websockets.connect(url, max_size=None, open_timeout=60) as websocket:
         assert msgpack.unpackb(await websocket.recv())["type"] == "Ready"
-        await start.wait()
+        await together.wait()
 
         async def send() -> None:
             start = time.monotonic()
@@ -129,8 +129,8 @@ async def _stream(url: str, pcm: np.ndarray, paced: bool, start: asyncio.Barrier
 async def _run(url: str, streams: int, seconds: float, paced: bool) -> list[list[float]]:
     # Streams connect one after another; were each to send as soon as it joined, the first
     # would step alone for a few ticks and finish that many ticks before the others.
-    start = asyncio.Barrier(streams)
-    tasks = [_stream(url, _speechlike(seconds, seed), paced, start) for seed in range(streams)]
+    together = asyncio.Barrier(streams)
+    tasks = [_stream(url, _speechlike(seconds, seed), paced, together) for seed in range(streams)]
     return await asyncio.gather(*tasks)
 
 
