@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from engine.events import Commit, EndOfTurn, Event, Partial
+from engine.models import ring_attention
+from engine.models.kyutai import weights
 from engine.models.kyutai.layers import KVRing, Rows
 from engine.models.kyutai.weights import load_model
 from engine.recognizer import LoadOptions
@@ -110,6 +112,22 @@ def test_streams_of_different_lengths_each_equal_a_single_stream(tiny):
     _run(load_slots(tiny["gqa"], "gqa", OPTIONS, slots=3), plans)
     for name, plan in plans.items():
         _assert_same(plan.events, _single(tiny["gqa"], audios[name]))
+
+
+@pytest.mark.skipif(not ring_attention.available(64), reason="no int8 ring without the kernel")
+def test_int8_streams_hold_int8_rings_in_a_batch_and_equal_such_a_single_stream(tiny, monkeypatch):
+    """A batch of int8 streams holds its keys and values as int8 codes (one int8 stream holds
+    bfloat16 ones), and each of its streams gives what one stream with int8 rings gives."""
+    folder, options = tiny["gqa"], LoadOptions(device="cpu", dtype="int8")
+    audios = [speechlike_audio(seconds, seed=60 + seconds) for seconds in (5, 7)]
+    engine = load_slots(folder, "gqa", options, slots=2)
+    assert {ring.keys.dtype for ring in engine._lm.rings} == {torch.int8}
+    assert engine.model.lm.new_state().rings[0].keys.dtype != torch.int8
+    plans = {f"s{i}": _Plan(audio) for i, audio in enumerate(audios)}
+    _run(engine, plans)
+    monkeypatch.setattr(weights, "ring_dtype", lambda *args: torch.int8)
+    for plan, audio in zip(plans.values(), audios, strict=True):
+        _assert_same(plan.events, load_recognizer(folder, "gqa", options).feed(audio))
 
 
 def test_a_stream_joining_midway_equals_a_fresh_single_stream(tiny):

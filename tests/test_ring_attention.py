@@ -223,22 +223,27 @@ def test_where_bfloat16_is_native_float32_steps_read_a_bfloat16_ring_on_the_kern
 
 
 @pytest.mark.parametrize(
-    ("dtype", "native", "compiled", "expected"),
+    ("dtype", "native", "compiled", "one", "batch"),
     [
-        ("float32", False, True, torch.float32),  # exact: float32 weights keep float32 keys
-        ("int8", False, True, torch.bfloat16),  # int8 codes would add a fifth to its deviation
-        ("int8", True, True, torch.bfloat16),
-        ("int4", True, True, torch.int8),  # codes and scales: a quarter of float32's bytes
-        ("int4", False, True, torch.int8),
-        ("int8", False, False, torch.float32),
-        ("bfloat16", False, True, torch.bfloat16),
-        ("bfloat16", False, False, torch.float32),
-        ("int8", True, False, torch.bfloat16),
+        # float32 weights keep exact float32 keys
+        ("float32", False, True, torch.float32, torch.float32),
+        # int8 codes would add a fifth to one stream's deviation; a batch reads its rings as
+        # often as its weights, and codes halve that
+        ("int8", False, True, torch.bfloat16, torch.int8),
+        ("int8", True, True, torch.bfloat16, torch.int8),
+        ("int4", True, True, torch.int8, torch.int8),  # a quarter of float32's bytes
+        ("int4", False, True, torch.int8, torch.int8),
+        ("int8", False, False, torch.float32, torch.float32),
+        ("int8", True, False, torch.bfloat16, torch.bfloat16),
+        ("bfloat16", False, True, torch.bfloat16, torch.bfloat16),
+        ("bfloat16", False, False, torch.float32, torch.float32),
     ],
 )
 def test_each_weight_form_holds_its_keys_where_they_are_read_fastest(
-    monkeypatch, dtype, native, compiled, expected
+    monkeypatch, dtype, native, compiled, one, batch
 ) -> None:
     monkeypatch.setattr(kernels, "native_bfloat16", lambda: native)
     monkeypatch.setattr(ring_attention, "available", lambda head_dim: compiled)
-    assert weights.ring_dtype(dtype, 64, torch.device("cpu")) == expected
+    cpu = torch.device("cpu")
+    assert weights.ring_dtype(dtype, 64, cpu) == one
+    assert weights.ring_dtype(dtype, 64, cpu, batch=True) == batch

@@ -5,7 +5,9 @@ each row at its own positions) and a `StreamFront` of its own, as a single-strea
 has (silence prefix, pause flush, timeline, words). A tick steps every slot that holds a
 whole frame of model audio in one Mimi pass and one LM pass over just those rows: free and
 idle slots are neither read nor written. A row's computation never mixes with another's, so
-a stream's words are what `KyutaiRecognizer` gives for its audio, whatever the other slots do.
+a stream's words are what `KyutaiRecognizer` gives for its audio, whatever the other slots do
+(int8 weights: as it gives them with int8 keys and values, which a batch holds where one
+stream holds bfloat16 ones; see weights.ring_dtype).
 
 One frame per slot per tick (the server ticks at the frame rate, or faster when behind): no
 speculative multi-frame passes, so every step is one row of the batch. A joining stream
@@ -53,8 +55,8 @@ class KyutaiSlots:
         self._tokenizer = parts.tokenizer
         self._skip_ids = skipped_ids(model.config, parts.tokenizer)
         self._mimi = model.mimi.new_state(rows=slots)
-        self._lm = model.lm.new_state(rows=slots)
-        self._started = model.lm.new_state()
+        self._lm = model.lm.new_state(rows=slots, batch=True)
+        self._started = model.lm.new_state(batch=True)
         text, codes = model.lm.start_inputs()
         with torch.inference_mode():
             self._start_token = int(model.lm.step(text, codes, self._started).argmax())

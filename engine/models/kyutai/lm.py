@@ -78,10 +78,12 @@ class TextLM:
         linear: LinearSource,
         tensor: TensorSource,
         dtype: torch.dtype,
-        ring_dtype: torch.dtype,
+        ring_dtypes: tuple[torch.dtype, torch.dtype],
     ) -> None:
         self.config, self.embedding, self.dtype = config, embedding, dtype
-        self.ring_dtype = ring_dtype  # the keys' and values'; the loader's `ring_dtype`
+        # the keys' and values' of one stream and of a batch of streams (the loader's
+        # `ring_dtype`)
+        self.ring_dtype, self.batch_ring_dtype = ring_dtypes
         self.layers = [DecoderLayer(config, linear, tensor, i) for i in range(config.num_layers)]
         self.norm = tensor("model.norm.weight")
         self.head = linear(["lm_head.weight"])
@@ -91,16 +93,17 @@ class TextLM:
         self.code_offsets = config.vocab_size + config.codebook_vocab_size * books
         self.ids = torch.empty(1 + config.num_codebooks, dtype=torch.long, device=self.device)
 
-    def new_state(self, max_steps: int = 1, rows: int = 1) -> LMState:
+    def new_state(self, max_steps: int = 1, rows: int = 1, batch: bool = False) -> LMState:
         """A fresh stream whose `steps` may take up to `max_steps` rows at once, or `rows`
-        streams stepped together by `step_rows`. Rows a caller rolls back are overwritten
-        later, so the rings hold that many slots beyond the window: a rejected row never
-        evicts a key the rows after the rollback still see."""
+        streams stepped together by `step_rows` (`batch`: in the rings a batch of streams
+        holds, for its rows and for the state its streams start from). Rows a caller rolls
+        back are overwritten later, so the rings hold that many slots beyond the window: a
+        rejected row never evicts a key the rows after the rollback still see."""
         c = self.config
         size = c.sliding_window + max_steps - 1
+        dtype = self.batch_ring_dtype if batch else self.ring_dtype
         rings = [
-            KVRing(c.num_kv_heads, size, c.head_dim, self.ring_dtype, self.device, rows)
-            for _ in self.layers
+            KVRing(c.num_kv_heads, size, c.head_dim, dtype, self.device, rows) for _ in self.layers
         ]
         return LMState(rings=rings, positions=[0] * rows)
 
