@@ -205,8 +205,8 @@ def ring_dtype(dtype: str, head_dim: int, device: torch.device, batch: bool = Fa
     for float32 weights (exact); on a CPU where ring_attention.c runs, int8 codes with a scale
     per vector (a quarter of float32's bytes) for int4 weights (the mode of fewest bytes, whose
     steps already deviate by more than the codes' rounding), and for a batch of int8 streams
-    (at full rings a batch reads its streams' keys and values about as often as all the
-    weights: 8 streams of the 1B, 786 MB a tick in bfloat16 against 1.04 GB of weights);
+    (at full rings a batch reads its streams' keys and values about as often as all its
+    weights, so halving their bytes matters more than the codes' rounding; see the README);
     else bfloat16 — one int8 stream's too: the codes' rounding was a fifth of its step's
     deviation from float32 — where ring_attention.c runs or bfloat16 is native; where it is
     emulated and that kernel cannot run, float32 (PyTorch's attention reads a bfloat16 ring
