@@ -64,7 +64,7 @@ def test_row_blocks_fill_the_panels_of_the_whole_matrix() -> None:
 
 
 @needs_kernel
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 13])
 @pytest.mark.parametrize(("out", "width"), [(8, 16), (52, 41), (100, 300), (392, 24)])
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16, torch.float32])
 def test_panels_give_the_product_of_their_weights(rows, out, width, dtype) -> None:
@@ -86,12 +86,15 @@ def test_panels_give_the_product_of_their_weights(rows, out, width, dtype) -> No
 
 
 @needs_kernel
-def test_a_rows_sums_do_not_depend_on_the_rows_beside_it_or_the_threads() -> None:
-    """Each output is summed in input order whatever tile its row falls in and however the
-    panels are split between threads, so a stream's step in a batch is bit for bit its step
-    alone (the server's batched-equals-single parity rests on it)."""
-    held = panels.quantize(matrix(392, 200))
-    x = torch.randn(9, 200, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16, torch.float32])
+def test_a_rows_sums_do_not_depend_on_the_rows_beside_it_or_the_threads(dtype) -> None:
+    """Each output is summed in input order whatever tile its row falls in (rows by eights,
+    fours and singles) and however the panels are split between threads, so a stream's step
+    in a batch is bit for bit its step alone (the server's batched-equals-single parity rests
+    on it)."""
+    weight = matrix(392, 200)
+    held = panels.quantize(weight) if dtype == torch.int8 else panels.arrange(weight.to(dtype))
+    x = torch.randn(13, 200, generator=torch.Generator().manual_seed(0))
     together = panels.mm(x, held)
     alone = torch.cat([panels.mm(row[None], held) for row in x])
     threads = torch.get_num_threads()

@@ -30,6 +30,11 @@
  * the product does not wait for it. Where scratch memory cannot be had, every output is NaN
  * (codes -1): never a silently wrong product.
  */
+#if defined(__GNUC__) && !defined(__clang__)
+/* GCC 12's partial redundancy elimination copied each of the int8 tile's integer sums through
+ * a second register at every step (24 moves beside 12 multiplies). */
+#pragma GCC optimize("no-tree-pre")
+#endif
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -59,6 +64,20 @@ static inline __attribute__((always_inline)) void store(
         }
     }
 }
+
+#if defined(__AVX512F__)
+/* One row's PANELS panels from `panel` into y: panel p's 8 sums in half p % 2 of sums[p / 2]
+ * (a 512-bit register holds two panels' outputs). */
+static inline __attribute__((always_inline)) void store_row(float *y, const __m512 *sums,
+                                                            int panel, int out, const int PANELS) {
+    __m256 halves[4][6];
+    for (int p = 0; p < PANELS; p++)
+        halves[0][p] = p % 2 ? _mm256_castsi256_ps(_mm512_extracti64x4_epi64(
+                                   _mm512_castps_si512(sums[p / 2]), 1))
+                             : _mm512_castps512_ps256(sums[p / 2]);
+    store(y, halves, panel, out, 1, PANELS);
+}
+#endif
 
 /* ROWS rows of x times PANELS float panels from `panel`; all constants where it is inlined, so
  * the sums stay in registers (ROWS × PANELS ≤ 12 of the 16). */
@@ -126,16 +145,22 @@ static inline __attribute__((always_inline)) __m256i bfloat16_pairs(const uint16
 }
 
 /* ROWS rows' PARTS parts times 2 · DUOS bfloat16 panels from `panel` (DUOS 0: one panel, in a
- * 256-bit register), sums in 512-bit registers of two panels' outputs. */
+ * 256-bit register), sums in 512-bit registers of two panels' outputs (ROWS × DUOS ≤ 24 of
+ * the 32, beside the weights: eight rows take each weight from memory once, where two passes
+ * of four took them from memory, then again from the cache). The loops are unrolled by
+ * pragma: left to GCC, eight rows' sums went to memory at every step. */
 static inline __attribute__((always_inline)) void bfloat16_tile(
     const uint16_t *parts, const uint16_t *panels, float *y, int panel, int out, int in,
     int pairs, const int ROWS, const int DUOS, const int PARTS) {
     const int wide = DUOS > 0, count = wide ? DUOS : 1;
-    __m512 sums[4][3];
+    __m512 sums[8][3];
+#pragma GCC unroll 8
     for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 3
         for (int d = 0; d < count; d++) sums[r][d] = _mm512_setzero_ps();
     for (int q = 0; q < pairs; q++) {
         __m512i weights[3];
+#pragma GCC unroll 3
         for (int d = 0; d < count; d++) {
             const uint16_t *first = panels + (int64_t)(panel + 2 * d) * 8 * in;
             const __m256i low = bfloat16_pairs(first, q, in);
@@ -143,10 +168,13 @@ static inline __attribute__((always_inline)) void bfloat16_tile(
                                                    bfloat16_pairs(first + 8 * in, q, in), 1)
                               : _mm512_castsi256_si512(low);
         }
+#pragma GCC unroll 8
         for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 3
             for (int p = 0; p < PARTS; p++) {
                 int32_t pair;
                 memcpy(&pair, parts + ((int64_t)r * 3 + p) * 2 * pairs + 2 * q, sizeof pair);
+#pragma GCC unroll 3
                 for (int d = 0; d < count; d++) {
                     if (wide)
                         sums[r][d] = _mm512_dpbf16_ps(sums[r][d], (__m512bh)weights[d],
@@ -159,14 +187,9 @@ static inline __attribute__((always_inline)) void bfloat16_tile(
                 }
             }
     }
-    __m256 halves[4][6];
+#pragma GCC unroll 8
     for (int r = 0; r < ROWS; r++)
-        for (int d = 0; d < count; d++) {
-            halves[r][2 * d] = _mm512_castps512_ps256(sums[r][d]);
-            halves[r][2 * d + 1] = _mm256_castsi256_ps(
-                _mm512_extracti64x4_epi64(_mm512_castps_si512(sums[r][d]), 1));
-        }
-    store(y, halves, panel, out, ROWS, wide ? 2 * DUOS : 1);
+        store_row(y + (int64_t)r * out, sums[r], panel, out, wide ? 2 * DUOS : 1);
 }
 
 #define BFLOAT16_TILES(ROWS, DUOS, PARTS)                                                       \
@@ -178,6 +201,9 @@ static inline __attribute__((always_inline)) void bfloat16_tile(
             for (; r + (ROWS) <= rows; r += (ROWS))                                             \
                 bfloat16_tile(parts + (int64_t)r * 6 * pairs, panels, y + (int64_t)r * out,     \
                               t * 2 * (DUOS), out, in, pairs, ROWS, DUOS, PARTS);               \
+            for (; r + 4 <= rows; r += 4)                                                       \
+                bfloat16_tile(parts + (int64_t)r * 6 * pairs, panels, y + (int64_t)r * out,     \
+                              t * 2 * (DUOS), out, in, pairs, 4, DUOS, PARTS);                  \
             for (; r < rows; r++)                                                               \
                 bfloat16_tile(parts + (int64_t)r * 6 * pairs, panels, y + (int64_t)r * out,     \
                               t * 2 * (DUOS), out, in, pairs, 1, DUOS, PARTS);                  \
@@ -192,8 +218,10 @@ static inline __attribute__((always_inline)) void bfloat16_tile(
     do {                                  \
         if (rows < 4)                     \
             BFLOAT16_TILES(2, 3, PARTS);  \
-        else                              \
+        else if (rows < 8)                \
             BFLOAT16_TILES(4, 3, PARTS);  \
+        else                              \
+            BFLOAT16_TILES(8, 3, PARTS);  \
     } while (0)
 
 static void bfloat16_mm(const float *x, const uint16_t *panels, float *y, int rows, int out,
@@ -238,16 +266,8 @@ static inline __attribute__((always_inline)) void float32_tile_wide(
                 sums[r][d] = _mm512_fmadd_ps(value, weights[d], sums[r][d]);
         }
     }
-    for (int r0 = 0; r0 < ROWS; r0 += 4) {
-        __m256 halves[4][6];
-        const int count = ROWS - r0 < 4 ? ROWS - r0 : 4;
-        for (int r = 0; r < count; r++)
-            for (int d = 0; d < DUOS; d++) {
-                halves[r][2 * d] = _mm512_castps512_ps256(sums[r0 + r][d]);
-                halves[r][2 * d + 1] = _mm512_extractf32x8_ps(sums[r0 + r][d], 1);
-            }
-        store(y + (int64_t)r0 * out, halves, panel, out, count, 2 * DUOS);
-    }
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; r++) store_row(y + (int64_t)r * out, sums[r], panel, out, 2 * DUOS);
 }
 
 #define FLOAT32_WIDE_TILES(ROWS, DUOS)                                                          \
@@ -337,23 +357,31 @@ static inline __attribute__((always_inline)) __m256i pair_products_added(__m256i
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define WIDE_INT8 1
 /* int8_tile below with 512-bit registers: each holds two panels' 8 outputs for a pair of
- * inputs, so one multiply does 32 products (DUOS: pairs of panels; ROWS × DUOS ≤ 12). */
+ * inputs, so one multiply does 32 products (DUOS: pairs of panels; ROWS × DUOS ≤ 24 integer
+ * sums in registers). The float sums, updated once a run, wait in memory: eight rows of
+ * integer sums leave no registers for them, and eight rows take each code from memory once,
+ * where two passes of four took it from memory, then again from the cache. */
 static inline __attribute__((always_inline)) void int8_tile_wide(
     const int16_t *codes, const float *steps, const int8_t *panels, const uint16_t *scales,
     float *y, int panel, int out, int pairs, int groups, int group, const int ROWS,
     const int DUOS) {
-    __m512 sums[4][3];
+    __m512 sums[8][3];
+#pragma GCC unroll 8
     for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 3
         for (int d = 0; d < DUOS; d++) sums[r][d] = _mm512_setzero_ps();
     const int run = group / 2;
     const int64_t apart = (int64_t)pairs * 16;  /* from a panel's codes to the next one's */
     for (int g = 0; g < groups; g++) {
-        __m512i acc[4][3];
+        __m512i acc[8][3];
+#pragma GCC unroll 8
         for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 3
             for (int d = 0; d < DUOS; d++) acc[r][d] = _mm512_setzero_si512();
         const int end = (g + 1) * run < pairs ? (g + 1) * run : pairs;
         for (int q = g * run; q < end; q++) {
             __m512i weights[3];
+#pragma GCC unroll 3
             for (int d = 0; d < DUOS; d++) {
                 const int8_t *first = panels + ((int64_t)(panel + 2 * d) * pairs + q) * 16;
                 const __m256i both = _mm256_inserti128_si256(
@@ -361,35 +389,35 @@ static inline __attribute__((always_inline)) void int8_tile_wide(
                     _mm_loadu_si128((const __m128i *)(first + apart)), 1);
                 weights[d] = _mm512_cvtepi8_epi16(both);
             }
+#pragma GCC unroll 8
             for (int r = 0; r < ROWS; r++) {
                 int32_t pair;
                 memcpy(&pair, codes + (int64_t)r * 2 * pairs + 2 * q, sizeof pair);
                 const __m512i value = _mm512_set1_epi32(pair);
+#pragma GCC unroll 3
                 for (int d = 0; d < DUOS; d++)
                     acc[r][d] = _mm512_dpwssd_epi32(acc[r][d], weights[d], value);
             }
         }
+        __m512 scale[3];
+#pragma GCC unroll 3
+        for (int d = 0; d < DUOS; d++) {
+            const int64_t low = ((int64_t)(panel + 2 * d) * groups + g) * 8;
+            scale[d] = _mm512_castsi512_ps(_mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_castps_si256(weights_at(scales, low, BFLOAT16))),
+                _mm256_castps_si256(weights_at(scales, low + (int64_t)groups * 8, BFLOAT16)), 1));
+        }
+#pragma GCC unroll 8
         for (int r = 0; r < ROWS; r++) {
             const __m512 step = _mm512_set1_ps(steps[(int64_t)r * groups + g]);
-            for (int d = 0; d < DUOS; d++) {
-                const int64_t low = ((int64_t)(panel + 2 * d) * groups + g) * 8;
-                const __m512 scale = _mm512_castsi512_ps(_mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_castps_si256(weights_at(scales, low, BFLOAT16))),
-                    _mm256_castps_si256(weights_at(scales, low + (int64_t)groups * 8, BFLOAT16)),
-                    1));
+#pragma GCC unroll 3
+            for (int d = 0; d < DUOS; d++)
                 sums[r][d] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][d]),
-                                             _mm512_mul_ps(scale, step), sums[r][d]);
-            }
+                                             _mm512_mul_ps(scale[d], step), sums[r][d]);
         }
     }
-    __m256 halves[4][6];
-    for (int r = 0; r < ROWS; r++)
-        for (int d = 0; d < DUOS; d++) {
-            halves[r][2 * d] = _mm512_castps512_ps256(sums[r][d]);
-            halves[r][2 * d + 1] = _mm256_castsi256_ps(
-                _mm512_extracti64x4_epi64(_mm512_castps_si512(sums[r][d]), 1));
-        }
-    store(y, halves, panel, out, ROWS, 2 * DUOS);
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; r++) store_row(y + (int64_t)r * out, sums[r], panel, out, 2 * DUOS);
 }
 #endif
 
@@ -440,8 +468,9 @@ static inline __attribute__((always_inline)) void int8_tile(
     store(y, sums, panel, out, ROWS, PANELS);
 }
 
-/* Panels per int8 tile for up to 3 rows, and for 4 rows at a time: with 512-bit registers
- * (32 of them) three pairs; with AVX2's 16, as many as the sums leave room for. */
+/* Panels per int8 tile for up to 3 rows, and for 4 (or, with 512-bit registers, 8) rows at a
+ * time: with 512-bit registers (32 of them) three pairs; with AVX2's 16, as many as the sums
+ * leave room for. */
 #ifdef WIDE_INT8
 #define INT8_PANELS 6
 #define INT8_PANELS_BY_4 6
@@ -460,6 +489,10 @@ static inline __attribute__((always_inline)) void int8_tile(
                 int8_tile(codes + (int64_t)r * 2 * pairs, steps + (int64_t)r * groups, panels,  \
                           scales, y + (int64_t)r * out, t * (PANELS), out, pairs, groups,       \
                           group, ROWS, PANELS);                                                 \
+            for (; r + 4 <= rows; r += 4)                                                       \
+                int8_tile(codes + (int64_t)r * 2 * pairs, steps + (int64_t)r * groups, panels,  \
+                          scales, y + (int64_t)r * out, t * (PANELS), out, pairs, groups,       \
+                          group, 4, PANELS);                                                    \
             for (; r < rows; r++)                                                               \
                 int8_tile(codes + (int64_t)r * 2 * pairs, steps + (int64_t)r * groups, panels,  \
                           scales, y + (int64_t)r * out, t * (PANELS), out, pairs, groups,       \
@@ -480,6 +513,10 @@ static void int8_mm(const float *x, const int8_t *panels, const uint16_t *scales
         quantize_rows(x, rows, in, pairs, group, codes, steps);
         if (rows < 4)
             INT8_TILES(2, INT8_PANELS);
+#ifdef WIDE_INT8
+        else if (rows >= 8)
+            INT8_TILES(8, INT8_PANELS_BY_4);
+#endif
         else
             INT8_TILES(4, INT8_PANELS_BY_4);
     } else {
