@@ -26,6 +26,7 @@ import queue
 import threading
 from collections.abc import Callable
 
+from engine import openmp
 from engine.audio.meter import measure
 from engine.audio.ring import AudioRing
 from engine.audio.sources import Source
@@ -100,6 +101,7 @@ class LiveSession:
             raise
         for worker in self._workers.values():
             worker.start()
+        openmp.release_workers()  # this thread loaded the models; the workers step them
         if self._follower is not None:
             self._follower.start()
         self._audio_thread.start()

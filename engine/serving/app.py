@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse
 from starlette.websockets import WebSocketDisconnect
 
+from engine import openmp
 from engine.serving import protocol
 from engine.serving.loop import CLOSE, BatchLoop, Outbox, Stream
 from engine.serving.metrics import ServerMetrics
@@ -232,6 +233,7 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         slot_engine = engine if hasattr(engine, "tick") else engine()
+        openmp.release_workers()  # this thread loaded the model; the batch loop steps it
         app.state.server = StreamServer(slot_engine, settings)
         app.state.server.batch.start()
         try:

@@ -13,7 +13,11 @@ Starts `main.py serve --batch max(streams)` once (idle slots cost nothing), then
   to send step a few part-filled ticks, and finish that many ticks ahead);
 - live: N clients send one 80 ms frame every 80 ms for `--seconds`; a stream keeps real time
   when the Step of each frame comes back within 1 s of sending it (p95 lag ≤ 1 s).
-Prints one JSON object with the CPU, per-N figures and the throughput ratio against N = 1.
+With `--rounds R` the floods are run R times, the stream counts in turn (the order reversed
+every other round), so a slow spell of the shared host weighs on every count alike; each
+ratio against N = 1 is the median of the rounds' ratios, each against its own round's N = 1,
+and the live phase runs in the first round only. Prints one JSON object with the CPU, per-N
+figures (medians over the rounds) and the throughput ratios against N = 1.
 `--model` is a Kyutai STT folder; `tests/benchmarks/kyutai_vs_transformers.py --config 1b`
 builds a full-size random one (its `--keep` folder).
 """
@@ -134,7 +138,7 @@ async def _run(url: str, streams: int, seconds: float, paced: bool) -> list[list
     return await asyncio.gather(*tasks)
 
 
-def measure(port: int, streams: int, seconds: float) -> dict:
+def measure(port: int, streams: int, seconds: float, live: bool = True) -> dict:
     url = f"ws://127.0.0.1:{port}/api/asr-streaming"
     before = _metrics(port)
     start = time.monotonic()
@@ -147,9 +151,7 @@ def measure(port: int, streams: int, seconds: float) -> dict:
     full = f'livecap_tick_seconds_by_frames_{{}}{{{{frames="{streams}"}}}}'
     full_ticks = after[full.format("count")] - before.get(full.format("count"), 0)
     full_seconds = after[full.format("sum")] - before.get(full.format("sum"), 0)
-    live = asyncio.run(_run(url, streams, seconds, paced=True))
-    p95s = [float(np.percentile(lags, 95)) for lags in live]
-    return {
+    result = {
         "streams": streams,
         "flood_frames_per_second": frames / wall,
         "frames_per_tick_second": frames / tick_seconds,
@@ -158,9 +160,48 @@ def measure(port: int, streams: int, seconds: float) -> dict:
         "full_ticks": full_ticks,
         "frames_per_full_tick_second": streams * full_ticks / full_seconds,
         "mean_batch_fill": frames / max(ticks, 1),
-        "live_lag_p95_seconds": p95s,
-        "streams_keeping_real_time": sum(p95 <= 1.0 for p95 in p95s),
     }
+    if live:
+        lags = asyncio.run(_run(url, streams, seconds, paced=True))
+        p95s = [float(np.percentile(stream, 95)) for stream in lags]
+        result["live_lag_p95_seconds"] = p95s
+        result["streams_keeping_real_time"] = sum(p95 <= 1.0 for p95 in p95s)
+    return result
+
+
+_RATIOS = (
+    ("flood_frames_per_second", "throughput_vs_one_stream"),
+    ("frames_per_tick_second", "tick_throughput_vs_one_stream"),
+    ("frames_per_full_tick_second", "full_tick_throughput_vs_one_stream"),
+)
+
+
+def summary(rounds: list[dict[int, dict]]) -> list[dict]:
+    """Per stream count: the median of each figure over the rounds, the live phase's (first
+    round only) as it was, and each ratio against one stream as the median of the rounds'
+    ratios (each against the one-stream figure of its own round)."""
+    results = []
+    for n in rounds[0]:
+        runs = [measured[n] for measured in rounds]
+        result = dict(runs[0])
+        for figure in (
+            "flood_frames_per_second",
+            "frames_per_tick_second",
+            "mean_tick_ms",
+            "full_tick_ms",
+            "frames_per_full_tick_second",
+            "mean_batch_fill",
+        ):
+            result[figure] = float(np.median([run[figure] for run in runs]))
+        if 1 in rounds[0]:
+            for figure, ratio in _RATIOS:
+                result[ratio] = float(np.median([m[n][figure] / m[1][figure] for m in rounds]))
+        if 1 in rounds[0]:
+            full = "frames_per_full_tick_second"
+            result["full_tick_throughput_by_round"] = [m[n][full] / m[1][full] for m in rounds]
+        result["rounds"] = len(runs)
+        results.append(result)
+    return results
 
 
 def main() -> None:
@@ -169,24 +210,21 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--streams", default="1,2,4,8")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=1, help="floods of every stream count")
     args = parser.parse_args()
     args.streams = [int(n) for n in args.streams.split(",")]
     port = _free_port()
     server = start_server(args, port)
+    rounds: list[dict[int, dict]] = []
     try:
-        results = [measure(port, n, args.seconds) for n in args.streams]
+        for index in range(args.rounds):
+            order = args.streams if index % 2 == 0 else args.streams[::-1]
+            measured = {n: measure(port, n, args.seconds, live=index == 0) for n in order}
+            rounds.append({n: measured[n] for n in args.streams})
     finally:
         server.terminate()
         server.wait(timeout=30)
-    single = next((r for r in results if r["streams"] == 1), None)
-    for result in results:
-        if single:
-            for figure, ratio in (
-                ("flood_frames_per_second", "throughput_vs_one_stream"),
-                ("frames_per_tick_second", "tick_throughput_vs_one_stream"),
-                ("frames_per_full_tick_second", "full_tick_throughput_vs_one_stream"),
-            ):
-                result[ratio] = result[figure] / single[figure]
+    results = summary(rounds)
     print(json.dumps({"cpu": cpu_description(), "dtype": args.dtype, "results": results}, indent=2))
 
 
