@@ -358,9 +358,10 @@ static inline __attribute__((always_inline)) __m256i pair_products_added(__m256i
 #define WIDE_INT8 1
 /* int8_tile below with 512-bit registers: each holds two panels' 8 outputs for a pair of
  * inputs, so one multiply does 32 products (DUOS: pairs of panels; ROWS × DUOS ≤ 24 integer
- * sums in registers). The float sums, updated once a run, wait in memory: eight rows of
- * integer sums leave no registers for them, and eight rows take each code from memory once,
- * where two passes of four took it from memory, then again from the cache. */
+ * sums in registers). Eight rows take each code from memory once, where two passes of four
+ * took it from memory, then again from the cache; their integer sums fill the registers, so
+ * the float sums, updated once a run, spill to memory. The loops are unrolled by pragma, as
+ * in bfloat16_tile. */
 static inline __attribute__((always_inline)) void int8_tile_wide(
     const int16_t *codes, const float *steps, const int8_t *panels, const uint16_t *scales,
     float *y, int panel, int out, int pairs, int groups, int group, const int ROWS,

@@ -11,7 +11,9 @@ engine/serving/kyutai_slots.py with B slots (all engines share one model) gets o
 pass over the B rows) is timed. The engines tick in turn, round after round (the order
 reversed every other round), so a slow spell of the shared host weighs on every batch size
 alike; the throughput against B = 1 is the median over rounds of B · (B = 1's tick) / (B's
-tick) in the same round. Prints one JSON object: per dtype and B, the median and p95 tick in
+tick) in the same round (ticking beside the larger engines costs B = 1's tick about a tenth,
+its caches taken by the others, so the ratio reads higher than against one stream ticking
+alone: see the README). Prints one JSON object: per dtype and B, the median and p95 tick in
 ms, Mimi's median share of it, frames stepped per second, the real-time streams that rate
 carries (12.5 frames/s each) and the throughput against B = 1. Issue #16's target: at B = 8,
 at least 4x the throughput of B = 1 on 2 cores.

@@ -196,7 +196,6 @@ def summary(rounds: list[dict[int, dict]]) -> list[dict]:
         if 1 in rounds[0]:
             for figure, ratio in _RATIOS:
                 result[ratio] = float(np.median([m[n][figure] / m[1][figure] for m in rounds]))
-        if 1 in rounds[0]:
             full = "frames_per_full_tick_second"
             result["full_tick_throughput_by_round"] = [m[n][full] / m[1][full] for m in rounds]
         result["rounds"] = len(runs)
