@@ -544,7 +544,13 @@ def test_mimi_codes_on_measured_kernels_equal_transformers(tiny, audio, monkeypa
     whole = audio[: len(audio) // FRAME * FRAME]
     model = load_model(tiny[name], DEVICE)
     rows = [rows for _, rows in chosen]
-    assert (rows[0], rows[-1]) == (FRAME, 1)  # the first conv's 1920 samples; downsample's 1
+    convs = [*model.mimi.seanet.convs, model.mimi.downsample]
+    if kernel == "matmul":
+        assert (rows[0], rows[-1]) == (FRAME, 1)  # the first conv's 1920 samples; downsample's 1
+        assert not any(conv.in_place for conv in convs)
+    else:  # wider kernels read their windows in place on the panels: only 1x1 ones measured
+        assert [conv.in_place for conv in convs] == [conv.kernel_size > 1 for conv in convs]
+        assert rows[0] == FRAME and rows.count(FRAME) == 1  # the first residual's 1x1
     assert rows.count(2) >= len(model.mimi.layers) * 4  # fused QKV, out, fc1, fc2
     state = model.mimi.new_state()
     with torch.inference_mode():

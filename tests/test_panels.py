@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.models import kernel_choice, machine_cache, native, panels
 
@@ -94,7 +95,7 @@ def test_a_rows_sums_do_not_depend_on_the_rows_beside_it_or_the_threads(dtype) -
     on it)."""
     weight = matrix(392, 200)
     held = panels.quantize(weight) if dtype == torch.int8 else panels.arrange(weight.to(dtype))
-    x = torch.randn(13, 200, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(140, 200, generator=torch.Generator().manual_seed(0))  # blocks of rows
     together = panels.mm(x, held)
     alone = torch.cat([panels.mm(row[None], held) for row in x])
     threads = torch.get_num_threads()
@@ -104,6 +105,33 @@ def test_a_rows_sums_do_not_depend_on_the_rows_beside_it_or_the_threads(dtype) -
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(together, alone) and torch.equal(together, one_thread)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("kernel", "stride", "channels", "out"), [(3, 1, 5, 20), (8, 4, 16, 32), (4, 2, 3, 52)]
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_windows_convolve_each_stream_where_its_input_lies(kernel, stride, channels, out, bias):
+    """panels.windows over channels-last streams is each one's conv1d (a float64 reference):
+    tiles of rows that straddle two streams, outputs not a multiple of 8 or 16, more rows than
+    a thread takes at once; and a stream's outputs are bit for bit those it gets alone."""
+    generator = torch.Generator().manual_seed(kernel * 100 + out)
+    streams, span = 3, 41 * stride + kernel  # 42 windows a stream, 126 rows
+    x = torch.randn(streams, span, channels, generator=generator)
+    weight = torch.randn(out, channels, kernel, generator=generator) * 0.1
+    offset = torch.randn(out, generator=generator) if bias else None
+    held = panels.arrange(weight.permute(0, 2, 1).reshape(out, -1))
+    got = panels.windows(x, held, offset, stride)
+    exact = F.conv1d(
+        x.double().transpose(1, 2),
+        weight.double(),
+        offset.double() if bias else None,
+        stride=stride,
+    ).transpose(1, 2)
+    assert got.shape == exact.shape == (streams, 42, out)
+    assert (got.double() - exact).norm() <= 1e-6 * exact.norm()
+    assert torch.equal(got[1], panels.windows(x[1:2], held, offset, stride)[0])
 
 
 @needs_kernel

@@ -40,6 +40,7 @@ _OPTIONAL_FLAGS = {
 _POINTER, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "panels_mm": [_POINTER] * 4 + [_INT] * 5,
+    "panels_windows": [_POINTER] * 4 + [_INT] * 7,
     "ring_attend": [_POINTER] * 9 + [_INT] * 8 + [_FLOAT, _INT],
     "ring_step": [_POINTER] * 6 + [ctypes.c_int64] + [_POINTER] * 8 + [_INT] * 7,
     "panels_nearest": [_POINTER] * 5 + [_INT] * 5 + [_POINTER],

@@ -23,7 +23,9 @@
  * Layout: panels[p][k][j] is the weight of output 8p + j for input k (⌈out / 8⌉ panels of
  * in × 8 weights, contiguous); int8 codes pair their inputs, codes[p][q][2j + t] being output
  * 8p + j's for input 2q + t (⌈in / 2⌉ pairs, a missing last input zero), and scales[p][g][j]
- * is its scale for inputs g·group to (g + 1)·group. Threads split the panels (OpenMP, the
+ * is its scale for inputs g·group to (g + 1)·group. Float panels also convolve: the rows are
+ * then a channels-last input's windows, read where they lie (panels_windows). Threads split
+ * the panels, and a convolution's thousands of rows in blocks (OpenMP, the
  * runtime PyTorch runs on, so its thread count applies and no second pool competes for the
  * cores), taking two tiles at a time as they come free rather than fixed halves: a thread
  * whose core is shared with other work (Mimi's encoder beside the LM step) takes fewer, so
@@ -79,21 +81,48 @@ static inline __attribute__((always_inline)) void store_row(float *y, const __m5
 }
 #endif
 
-/* ROWS rows of x times PANELS float panels from `panel`; all constants where it is inlined, so
- * the sums stay in registers (ROWS × PANELS ≤ 12 of the 16). */
+/* Where the rows of a float product lie: row r at base + (r / per) · outer + (r % per) · step.
+ * A matrix's rows: per = all of them, step = its width. A convolution's windows, read where
+ * they lie in its channels-last input [streams, span, channels] (a window of `kernel` samples
+ * is kernel · channels contiguous floats, so it needs no copy): per = a stream's windows,
+ * outer = span · channels, step = stride · channels. */
+typedef struct {
+    const float *base;
+    int64_t per, outer, step;
+} Rows;
+
+static inline const float *row_at(Rows x, int64_t r) {
+    return x.base + (r / x.per) * x.outer + (r % x.per) * x.step;
+}
+
+/* The 8 biases of panel `panel` (zero past `out`, or where there is no bias). */
+static inline __attribute__((always_inline)) __m256 bias_at(const float *bias, int panel,
+                                                            int out) {
+    const int start = 8 * panel, count = out - start < 8 ? out - start : 8;
+    if (!bias || count <= 0) return _mm256_setzero_ps();
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(bias + start, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes));
+}
+
+/* ROWS rows of x from row r0 times PANELS float panels from `panel`, plus bias (NULL: none);
+ * all constants where it is inlined, so the sums stay in registers (ROWS × PANELS ≤ 12 of the
+ * 16). */
 static inline __attribute__((always_inline)) void tile(
-    const float *x, const void *panels, float *y, int panel, int out, int in, const int ROWS,
-    const int PANELS, const int KIND) {
+    Rows x, int64_t r0, const void *panels, const float *bias, float *y, int panel, int out,
+    int in, const int ROWS, const int PANELS, const int KIND) {
     __m256 sums[4][6];
-    for (int r = 0; r < ROWS; r++)
-        for (int p = 0; p < PANELS; p++) sums[r][p] = _mm256_setzero_ps();
+    const float *row[4];
+    for (int r = 0; r < ROWS; r++) row[r] = row_at(x, r0 + r);
+    for (int p = 0; p < PANELS; p++) sums[0][p] = bias_at(bias, panel + p, out);
+    for (int r = 1; r < ROWS; r++)
+        for (int p = 0; p < PANELS; p++) sums[r][p] = sums[0][p];
     const int64_t first = (int64_t)panel * 8 * in;
     for (int k = 0; k < in; k++) {
         __m256 weights[6];
         for (int p = 0; p < PANELS; p++)
             weights[p] = weights_at(panels, first + (int64_t)p * 8 * in + 8 * k, KIND);
         for (int r = 0; r < ROWS; r++) {
-            __m256 value = _mm256_broadcast_ss(x + (int64_t)r * in + k);
+            __m256 value = _mm256_broadcast_ss(row[r] + k);
             for (int p = 0; p < PANELS; p++)
                 sums[r][p] = _mm256_fmadd_ps(value, weights[p], sums[r][p]);
         }
@@ -247,11 +276,19 @@ static void bfloat16_mm(const float *x, const uint16_t *panels, float *y, int ro
  * narrow tile, with fewer loads and broadcasts per product for the many rows of a batch (a
  * server's Mimi). Eight rows by two pairs of panels measured fastest at 4 to 128 rows. */
 static inline __attribute__((always_inline)) void float32_tile_wide(
-    const float *x, const float *panels, float *y, int panel, int out, int in, const int ROWS,
-    const int DUOS) {
+    Rows x, int64_t r0, const float *panels, const float *bias, float *y, int panel, int out,
+    int in, const int ROWS, const int DUOS) {
     __m512 sums[8][3];
-    for (int r = 0; r < ROWS; r++)
-        for (int d = 0; d < DUOS; d++) sums[r][d] = _mm512_setzero_ps();
+    const float *row[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; r++) row[r] = row_at(x, r0 + r);
+    for (int d = 0; d < DUOS; d++)
+        sums[0][d] = _mm512_insertf32x8(
+            _mm512_castps256_ps512(bias_at(bias, panel + 2 * d, out)),
+            bias_at(bias, panel + 2 * d + 1, out), 1);
+#pragma GCC unroll 8
+    for (int r = 1; r < ROWS; r++)
+        for (int d = 0; d < DUOS; d++) sums[r][d] = sums[0][d];
     const float *first = panels + (int64_t)panel * 8 * in;
     for (int k = 0; k < in; k++) {
         __m512 weights[3];
@@ -260,8 +297,9 @@ static inline __attribute__((always_inline)) void float32_tile_wide(
             weights[d] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(low)),
                                             _mm256_loadu_ps(low + (int64_t)8 * in), 1);
         }
+#pragma GCC unroll 8
         for (int r = 0; r < ROWS; r++) {
-            const __m512 value = _mm512_set1_ps(x[(int64_t)r * in + k]);
+            const __m512 value = _mm512_set1_ps(row[r][k]);
             for (int d = 0; d < DUOS; d++)
                 sums[r][d] = _mm512_fmadd_ps(value, weights[d], sums[r][d]);
         }
@@ -274,22 +312,23 @@ static inline __attribute__((always_inline)) void float32_tile_wide(
     do {                                                                                        \
         const int whole = count / (2 * (DUOS));                                                 \
         _Pragma("omp parallel for schedule(dynamic, 2)")                                        \
-        for (int g = 0; g < whole; g++) {                                                       \
-            int r = 0;                                                                          \
-            for (; r + (ROWS) <= rows; r += (ROWS))                                             \
-                float32_tile_wide(x + (int64_t)r * in, panels, y + (int64_t)r * out,            \
-                                  g * 2 * (DUOS), out, in, ROWS, DUOS);                         \
-            for (; r + 4 <= rows; r += 4)                                                       \
-                float32_tile_wide(x + (int64_t)r * in, panels, y + (int64_t)r * out,            \
-                                  g * 2 * (DUOS), out, in, 4, DUOS);                            \
-            for (; r < rows; r++)                                                               \
-                float32_tile_wide(x + (int64_t)r * in, panels, y + (int64_t)r * out,            \
-                                  g * 2 * (DUOS), out, in, 1, DUOS);                            \
+        for (int t = 0; t < whole * blocks; t++) {                                              \
+            const int g = t % whole, from = t / whole * BLOCK;                                  \
+            const int to = from + BLOCK < rows ? from + BLOCK : rows;                           \
+            int r = from;                                                                       \
+            for (; r + (ROWS) <= to; r += (ROWS))                                               \
+                float32_tile_wide(x, r, panels, bias, y + (int64_t)r * out, g * 2 * (DUOS), out, \
+                                  in, ROWS, DUOS);                                              \
+            for (; r + 4 <= to; r += 4)                                                         \
+                float32_tile_wide(x, r, panels, bias, y + (int64_t)r * out, g * 2 * (DUOS), out, \
+                                  in, 4, DUOS);                                                 \
+            for (; r < to; r++)                                                                 \
+                float32_tile_wide(x, r, panels, bias, y + (int64_t)r * out, g * 2 * (DUOS), out, \
+                                  in, 1, DUOS);                                                 \
         }                                                                                       \
         for (int p = whole * 2 * (DUOS); p < count; p++)                                        \
             for (int r = 0; r < rows; r++)                                                      \
-                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, p, out, in, 1, 1,       \
-                     FLOAT32);                                                                  \
+                tile(x, r, panels, bias, y + (int64_t)r * out, p, out, in, 1, 1, FLOAT32);      \
     } while (0)
 #endif
 
@@ -528,24 +567,27 @@ static void int8_mm(const float *x, const int8_t *panels, const uint16_t *scales
 }
 
 /* Every row against groups of PANELS panels, ROWS rows at a time (single rows for the rest);
- * panels past the last whole group one by one. */
+ * panels past the last whole group one by one. Threads take a group of panels for a block of
+ * rows: a few rows (a step) share out the panels, a convolution's thousands of windows times
+ * a few panels the rows. */
 #define TILES(ROWS, PANELS, KIND)                                                             \
     do {                                                                                      \
         const int whole = count / (PANELS);                                                   \
         _Pragma("omp parallel for schedule(dynamic, 2)")                                      \
-        for (int g = 0; g < whole; g++) {                                                     \
-            int r = 0;                                                                        \
-            for (; r + (ROWS) <= rows; r += (ROWS))                                           \
-                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, g * (PANELS), out, in, \
-                     ROWS, PANELS, KIND);                                                     \
-            for (; r < rows; r++)                                                             \
-                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, g * (PANELS), out, in, \
-                     1, PANELS, KIND);                                                        \
+        for (int t = 0; t < whole * blocks; t++) {                                            \
+            const int g = t % whole, from = t / whole * BLOCK;                                \
+            const int to = from + BLOCK < rows ? from + BLOCK : rows;                         \
+            int r = from;                                                                     \
+            for (; r + (ROWS) <= to; r += (ROWS))                                             \
+                tile(x, r, panels, bias, y + (int64_t)r * out, g * (PANELS), out, in, ROWS,   \
+                     PANELS, KIND);                                                           \
+            for (; r < to; r++)                                                               \
+                tile(x, r, panels, bias, y + (int64_t)r * out, g * (PANELS), out, in, 1,      \
+                     PANELS, KIND);                                                           \
         }                                                                                     \
         for (int p = whole * (PANELS); p < count; p++)                                        \
             for (int r = 0; r < rows; r++)                                                    \
-                tile(x + (int64_t)r * in, panels, y + (int64_t)r * out, p, out, in, 1, 1,     \
-                     KIND);                                                                   \
+                tile(x, r, panels, bias, y + (int64_t)r * out, p, out, in, 1, 1, KIND);       \
     } while (0)
 
 /* Few rows: wide tiles keep enough sums in flight; more: four rows share each weight. */
@@ -557,26 +599,50 @@ static void int8_mm(const float *x, const int8_t *panels, const uint16_t *scales
             TILES(4, 3, KIND);           \
     } while (0)
 
-/* x [rows, in] float32, panels [⌈out / 8⌉, in, 8] of float weights or [⌈out / 8⌉, ⌈in / 2⌉,
- * 16] of int8 codes, scales (int8 only) [⌈out / 8⌉, ⌈in / group⌉, 8] bfloat16 → y [rows,
- * out] float32. */
-void panels_mm(const float *x, const void *panels, const uint16_t *scales, float *y, int rows,
-               int out, int in, int group, int kind) {
-    const int count = (out + 7) / 8;
-    if (kind == INT8)
-        int8_mm(x, panels, scales, y, rows, out, in, group);
-    else if (kind == BFLOAT16)
-#ifdef NATIVE_BFLOAT16
-        bfloat16_mm(x, panels, y, rows, out, in);
-#else
+enum { BLOCK = 64 }; /* rows a thread takes at a time */
+
+/* y [rows, out] = the rows of x (as Rows places them) times float32 or bfloat16 panels,
+ * plus bias (NULL: none). */
+static void float_product(Rows x, int rows, const void *panels, const float *bias, float *y,
+                          int out, int in, int kind) {
+    const int count = (out + 7) / 8, blocks = (rows + BLOCK - 1) / BLOCK;
+    if (kind == BFLOAT16)
         ALL_ROWS(BFLOAT16);
-#endif
 #ifdef WIDE_FLOAT32
     else if (rows >= 4)
         FLOAT32_WIDE_TILES(8, 2);
 #endif
     else
         ALL_ROWS(FLOAT32);
+}
+
+/* x [rows, in] float32, panels [⌈out / 8⌉, in, 8] of float weights or [⌈out / 8⌉, ⌈in / 2⌉,
+ * 16] of int8 codes, scales (int8 only) [⌈out / 8⌉, ⌈in / group⌉, 8] bfloat16 → y [rows,
+ * out] float32. */
+void panels_mm(const float *x, const void *panels, const uint16_t *scales, float *y, int rows,
+               int out, int in, int group, int kind) {
+    if (kind == INT8)
+        int8_mm(x, panels, scales, y, rows, out, in, group);
+#ifdef NATIVE_BFLOAT16
+    else if (kind == BFLOAT16)
+        bfloat16_mm(x, panels, y, rows, out, in);
+#endif
+    else
+        float_product((Rows){x, rows > 0 ? rows : 1, 0, in}, rows, panels, NULL, y, out, in,
+                      kind);
+}
+
+/* A convolution over channels-last x [streams, span, channels], each stream's input already
+ * led by what precedes it: y [streams · windows, out] = each window of `width` floats (window
+ * t of a stream starts at sample t · stride) times the float32 panels [⌈out / 8⌉, width, 8],
+ * plus bias (NULL: none). The windows are read where they lie: copied out, a convolution of
+ * kernel k wrote and read its input k / stride times over. */
+void panels_windows(const float *x, const float *panels, const float *bias, float *y,
+                    int streams, int span, int channels, int stride, int windows, int out,
+                    int width) {
+    const Rows at = {x, windows > 0 ? windows : 1, (int64_t)span * channels,
+                     (int64_t)stride * channels};
+    float_product(at, streams * windows, panels, bias, y, out, width, FLOAT32);
 }
 
 /* One row's 16-bit codes and steps for int8 panels (`codes`: ⌈in / 2⌉ × 2, `steps`: ⌈in /
@@ -593,6 +659,7 @@ void panels_row_range(const float *x, const int16_t *codes, const float *steps,
                       const void *panels, const uint16_t *scales, float *y, int out, int in,
                       int group, int kind, int first, int last) {
     const int pairs = (in + 1) / 2, groups = kind == INT8 ? (in + group - 1) / group : 0;
+    const Rows one = {x, 1, 0, in};
     int p = first;
     if (kind == INT8) {
         for (; p + INT8_PANELS <= last; p += INT8_PANELS)
@@ -612,12 +679,12 @@ void panels_row_range(const float *x, const int16_t *codes, const float *steps,
             for (; p < last; p++) bfloat16_tile(parts, bits, y, p, out, in, pairs, 1, 0, 3);
         }
 #else
-        for (; p + 6 <= last; p += 6) tile(x, panels, y, p, out, in, 1, 6, BFLOAT16);
-        for (; p < last; p++) tile(x, panels, y, p, out, in, 1, 1, BFLOAT16);
+        for (; p + 6 <= last; p += 6) tile(one, 0, panels, NULL, y, p, out, in, 1, 6, BFLOAT16);
+        for (; p < last; p++) tile(one, 0, panels, NULL, y, p, out, in, 1, 1, BFLOAT16);
 #endif
     } else {
-        for (; p + 6 <= last; p += 6) tile(x, panels, y, p, out, in, 1, 6, FLOAT32);
-        for (; p < last; p++) tile(x, panels, y, p, out, in, 1, 1, FLOAT32);
+        for (; p + 6 <= last; p += 6) tile(one, 0, panels, NULL, y, p, out, in, 1, 6, FLOAT32);
+        for (; p < last; p++) tile(one, 0, panels, NULL, y, p, out, in, 1, 1, FLOAT32);
     }
 }
 

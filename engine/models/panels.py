@@ -6,7 +6,8 @@ the bytes over the rate its kernel reads them at. PyTorch's kernels read well be
 speed on some CPUs for so few rows (int8 codes widened through bfloat16, bfloat16 where it is
 emulated, float32 at two rows); `panels.c` widens each weight once (float to float32, int8
 codes to int16 against 16-bit activation codes) and multiplies it by every row at hand (see
-there), built on the machine (native.py). Where it cannot be
+there), built on the machine (native.py). Float panels convolve too (`windows`): Mimi's
+convolutions read their windows where they lie in the input. Where it cannot be
 built, `available()` is False and callers keep PyTorch's kernels; kernel_choice.py times them
 all where the panels exist.
 """
@@ -123,6 +124,26 @@ def mm(x: torch.Tensor, weight: Panels) -> torch.Tensor:
             flat.shape[0], weight.out, width, GROUP, KINDS[weight.dtype],
         )  # fmt: skip
     return y.to(x.dtype).view(*x.shape[:-1], weight.out)
+
+
+def windows(
+    x: torch.Tensor, weight: Panels, bias: torch.Tensor | None, stride: int
+) -> torch.Tensor:
+    """A convolution over channels-last x [streams, span, channels] float32 (each stream led by
+    what precedes it): [streams, windows, out], each window of weight.width / channels samples,
+    one every `stride`, times float32 `weight`, plus bias. The windows are read in place."""
+    streams, span, channels = x.shape
+    kernel = weight.width // channels
+    count = (span - kernel) // stride + 1
+    x = x.contiguous()
+    y = torch.empty(streams, count, weight.out, dtype=torch.float32)
+    if y.numel():
+        bias = bias.to(torch.float32).contiguous() if bias is not None else None
+        native.library().panels_windows(
+            x.data_ptr(), weight.values.data_ptr(), bias.data_ptr() if bias is not None else None,
+            y.data_ptr(), streams, span, channels, stride, count, weight.out, weight.width,
+        )  # fmt: skip
+    return y
 
 
 class Codebooks:

@@ -47,15 +47,15 @@ class _Pass:
 
 class CausalConv:
     """Conv1d that sees only the past, over channels-last inputs [rows, length, in]: the
-    input is prefixed with the previous call's last `kernel - stride` samples (zeros, or the
-    first sample repeated, at the very start).
+    input is led by the previous call's last `kernel - stride` samples (zeros, or the first
+    sample repeated, at the very start).
 
-    It is one matrix product over the input's windows: a window of channels-last input is
-    `kernel` runs of `in` contiguous values, so gathering the windows copies whole runs, and
-    a 1x1 convolution's windows are the input itself. Each output sample is a row of the
-    product, so the output is channels-last too and the next convolution reads it as it is
-    (conv1d over channels-first activations needed them transposed, or copied, at every
-    layer)."""
+    It is one matrix product over the input's windows, and each output sample is a row of the
+    product, so the output is channels-last too and the next convolution reads it as it is. A
+    window of channels-last input is `kernel` runs of `in` contiguous values: undilated, one
+    contiguous run, which the panels (where they run) multiply where it lies; elsewhere the
+    windows are gathered first (a copy of kernel / stride times the input), and a 1x1
+    convolution's windows are the input itself."""
 
     def __init__(
         self, index: int, weight, bias, stride: int, dilation: int, mode: str, frame_rows: int
@@ -65,20 +65,26 @@ class CausalConv:
         self.kernel_size, self.device = weight.shape[2], weight.device  # weight [out, in, k]
         self.stride, self.dilation, self.mode = stride, dilation, mode
         self.padding = (self.kernel_size - 1) * dilation + 1 - stride
-        # [out, k * in] in the windows' order (sample-major), on the kernel measured fastest
-        # here for the `frame_rows` output samples of a streamed frame
+        # [out, k * in] in the windows' order (sample-major)
         flat = weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
-        self.flat = _measured_linear(flat, frame_rows)
+        cpu = self.device.type == "cpu" and panels.available()
+        self.in_place = cpu and self.kernel_size > 1 and dilation == 1
+        if self.in_place:
+            self.flat: Linear | panels.Panels = panels.arrange(flat.float())
+        else:  # on the kernel measured fastest here for a streamed frame's output samples
+            self.flat = _measured_linear(flat, frame_rows)
 
-    def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
-        """x [rows, length, in]: one stream (batch None) or the rows of `batch`."""
+    def __call__(
+        self, x: torch.Tensor, state: MimiState, batch: _Pass | None, activated: bool = False
+    ) -> torch.Tensor:
+        """x [rows, length, in]: one stream (batch None) or the rows of `batch`; convolved
+        after an ELU where `activated`."""
         if self.padding > 0:
-            if batch is not None:
-                x = self._with_row_tails(x, state, batch)
-            else:
-                tail = state.tails.get(self.index)
-                x = torch.cat((self._start_tail(x) if tail is None else tail, x), dim=1)
-                state.tails[self.index] = x[:, -self.padding :]
+            x = self._led(x, state, batch, activated)
+        elif activated:
+            x = F.elu(x)
+        if self.in_place:
+            return panels.windows(x, self.flat, self.bias, self.stride)
         span = (self.kernel_size - 1) * self.dilation + 1
         windows = x.unfold(1, span, self.stride)[..., :: self.dilation]  # [rows, out, in, k]
         rows, length = windows.shape[:2]
@@ -87,25 +93,39 @@ class CausalConv:
             product = product + self.bias
         return product.view(rows, length, -1)
 
+    def _led(
+        self, x: torch.Tensor, state: MimiState, batch: _Pass | None, activated: bool
+    ) -> torch.Tensor:
+        """[rows, padding + length, in]: each row's tail, then x (its ELU written straight
+        into place where `activated`); each row's new tail kept."""
+        rows, length, channels = x.shape
+        led = x.new_empty(rows, self.padding + length, channels)
+        body = led[:, self.padding :]
+        if activated:
+            torch.ops.aten.elu.out(x, 1.0, 1, 1, out=body)
+        else:
+            body.copy_(x)
+        if batch is None:
+            tail = state.tails.get(self.index)
+            led[:, : self.padding] = self._start_tail(body) if tail is None else tail
+            state.tails[self.index] = led[:, -self.padding :]
+            return led
+        tails = state.tails.get(self.index)
+        if tails is None:
+            tails = x.new_zeros(len(state.steps), self.padding, channels)
+            state.tails[self.index] = tails
+        index = batch.rows.rows
+        held = tails[index]
+        if batch.starting is not None:
+            held = torch.where(batch.starting[:, None, None], self._start_tail(body), held)
+        led[:, : self.padding] = held
+        tails[index] = led[:, -self.padding :]
+        return led
+
     def _start_tail(self, x: torch.Tensor) -> torch.Tensor:
         """What precedes a stream's first input: its first sample repeated, or zeros."""
         start = x[:, :1] if self.mode == "replicate" else x.new_zeros(x.shape[0], 1, x.shape[2])
         return start.expand(-1, self.padding, -1)
-
-    def _with_row_tails(self, x: torch.Tensor, state: MimiState, batch: _Pass) -> torch.Tensor:
-        """x prefixed with each row's own tail (a starting row's from `_start_tail`); the
-        batch's tails [all rows, padding, in] keep each row's new one."""
-        tails = state.tails.get(self.index)
-        if tails is None:
-            rows = len(state.steps)
-            tails = state.tails[self.index] = x.new_zeros(rows, self.padding, x.shape[2])
-        index = batch.rows.rows
-        held = tails[index]
-        if batch.starting is not None:
-            held = torch.where(batch.starting[:, None, None], self._start_tail(x), held)
-        x = torch.cat((held, x), dim=1)
-        tails[index] = x[:, -self.padding :]
-        return x
 
 
 class SEANetEncoder:
@@ -146,11 +166,12 @@ class SEANetEncoder:
 
     def __call__(self, x: torch.Tensor, state: MimiState, batch: _Pass | None) -> torch.Tensor:
         for kind, layer in self.steps:
-            if kind == "conv":
-                x = layer(x if layer.index == 0 else F.elu(x), state, batch)
+            if kind == "conv":  # every convolution but the first follows an ELU
+                x = layer(x, state, batch, activated=layer.index > 0)
             else:
                 first, second = layer
-                x = x + second(F.elu(first(F.elu(x), state, batch)), state, batch)
+                inner = first(x, state, batch, activated=True)
+                x = x + second(inner, state, batch, activated=True)
         return x
 
 
