@@ -1,5 +1,5 @@
-"""The C kernels (`panels.c`, `ring_attention.c`, `row_norms.c`, `decoder_step.c`), built on
-the machine that runs them.
+"""The C kernels (`panels.c`, `ring_attention.c`, `row_norms.c`, `decoder_step.c`,
+`activations.c`, sharing `vector_exp.h`), built on the machine that runs them.
 
 They are compiled on first use with the machine's C compiler into the user's cache folder
 (`machine_cache.py`), for AVX2 and FMA, plus AVX-512 (with VNNI and BF16) where the CPU has
@@ -27,8 +27,9 @@ import torch
 
 from engine.models.machine_cache import cache_folder, cpu_description
 
-_KERNELS = ("panels.c", "ring_attention.c", "row_norms.c", "decoder_step.c")
+_KERNELS = ("panels.c", "ring_attention.c", "row_norms.c", "decoder_step.c", "activations.c")
 _SOURCES = [Path(__file__).with_name(name) for name in _KERNELS]
+_HEADERS = [Path(__file__).with_name("vector_exp.h")]
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 # Extra compiler flags for a CPU flag (/proc/cpuinfo's name) where the machine has it.
 _OPTIONAL_FLAGS = {
@@ -46,13 +47,14 @@ _SIGNATURES = {
     "panels_nearest": [_POINTER] * 5 + [_INT] * 5 + [_POINTER],
     "rms_norm_rows": [_POINTER] * 3 + [_INT] * 2 + [_FLOAT],
     "decoder_step": [_POINTER] * 2 + [_INT] + [_POINTER] * 5,
+    "elu_rows": [_POINTER] * 2 + [ctypes.c_int64] * 3,
 }
 
 
 @functools.cache
 def source_digest() -> str:
     """A digest of the kernels' sources: changed kernels are built, and timed, anew."""
-    sources = b"".join(source.read_bytes() for source in _SOURCES)
+    sources = b"".join(source.read_bytes() for source in _SOURCES + _HEADERS)
     return hashlib.sha256(sources).hexdigest()[:16]
 
 

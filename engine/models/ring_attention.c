@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "vector_exp.h"
+
 #define MAX_DIM 128 /* head dimensions up to this, in multiples of 8 */
 #define KEYS 4     /* keys scored together */
 
@@ -44,26 +46,11 @@ static inline float sum_of(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* e^x for x <= 0 (Cephes' single-precision polynomial after x = n ln 2 + r: within 2 ulp),
- * 0 where x is -inf. Eight at a time: a full ring's scalar expf was a sixth of the time. */
+/* e^x for x <= 0 (vector_exp.h), 0 where x is -inf. Eight at a time: a full ring's scalar
+ * expf was a sixth of the time. */
 static inline __m256 exp_of(__m256 x) {
     const __m256 hidden = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 poly = _mm256_set1_ps(1.9875691500e-4f);
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
-    poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
-    poly = _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
-                                                             _mm256_set1_epi32(127)), 23);
-    const __m256 e = _mm256_mul_ps(poly, _mm256_castsi256_ps(power));
-    return _mm256_andnot_ps(hidden, e);
+    return _mm256_andnot_ps(hidden, exp_below_zero(x));
 }
 
 /* One (row, head, step) triple `job` of the kernels below: its query over its ring row.

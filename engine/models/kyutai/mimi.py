@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine.models import panels
+from engine.models import activations, panels
 from engine.models.kernel_choice import kernel_for
 from engine.models.kyutai.config import MimiConfig
 from engine.models.kyutai.layers import KVRing, Linear, Rotary, Rows, RowZero
@@ -82,7 +82,7 @@ class CausalConv:
         if self.padding > 0:
             x = self._led(x, state, batch, activated)
         elif activated:
-            x = F.elu(x)
+            x = activations.elu_into(x, torch.empty_like(x))
         if self.in_place:
             return panels.windows(x, self.flat, self.bias, self.stride)
         span = (self.kernel_size - 1) * self.dilation + 1
@@ -102,7 +102,7 @@ class CausalConv:
         led = x.new_empty(rows, self.padding + length, channels)
         body = led[:, self.padding :]
         if activated:
-            torch.ops.aten.elu.out(x, 1.0, 1, 1, out=body)
+            activations.elu_into(x, body)
         else:
             body.copy_(x)
         if batch is None:
