@@ -16,7 +16,10 @@ Starts `main.py serve --batch max(streams)` once (idle slots cost nothing), then
 With `--rounds R` the floods are run R times, the stream counts in turn (the order reversed
 every other round), so a slow spell of the shared host weighs on every count alike; each
 ratio against N = 1 is the median of the rounds' ratios, each against its own round's N = 1,
-and the live phase runs in the first round only. Prints one JSON object with the CPU, per-N
+and the live phase runs in the first round only. With `--warm S` each flood's clients first
+send S seconds of audio, stepped before the measured part starts: 60 s fills a 1B stream's
+key/value ring, as every stream's is after its first minute (the live phase starts cold).
+Prints one JSON object with the CPU, per-N
 figures (medians over the rounds) and the throughput ratios against N = 1.
 `--model` is a Kyutai STT folder; `tests/benchmarks/kyutai_vs_transformers.py --config 1b`
 builds a full-size random one (its `--keep` folder).
@@ -97,54 +100,86 @@ def _audio(pcm: np.ndarray) -> bytes:
     return msgpack.packb({"type": "Audio", "pcm": pcm.tolist()})
 
 
-async def _stream(url: str, pcm: np.ndarray, paced: bool, together: asyncio.Barrier) -> list[float]:
-    """Once every stream has its slot, send `pcm` (at once, or a frame per 80 ms); the lag of
-    each frame's Step."""
+class _Start:
+    """Where the measured floods begin: once every stream has its slot (and, with `warm`,
+    has had its warm-up audio stepped), the server's metrics are read and all start."""
+
+    def __init__(self, port: int, streams: int) -> None:
+        self.port, self.waiting = port, streams
+        self.go = asyncio.Event()
+        self.metrics: dict[str, float] = {}
+        self.time = 0.0
+
+    async def ready(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.metrics = await asyncio.to_thread(_metrics, self.port)
+            self.time = time.monotonic()
+            self.go.set()
+        await self.go.wait()
+
+
+async def _stream(
+    url: str, pcm: np.ndarray, paced: bool, start: _Start, warm: np.ndarray
+) -> list[float]:
+    """`warm` sent at once and stepped first (not measured); then, once every stream is
+    ready, `pcm` (at once, or a frame per 80 ms): the lag of each of its frames' Step."""
+    async with websockets.connect(url, max_size=None, open_timeout=60) as websocket:
+        assert msgpack.unpackb(await websocket.recv())["type"] == "Ready"
+        if len(warm):
+            await _send_and_step(websocket, warm, paced=False)
+        await start.ready()
+        return await _send_and_step(websocket, pcm, paced)
+
+
+async def _send_and_step(websocket, pcm: np.ndarray, paced: bool) -> list[float]:
+    """Send `pcm` (at once, in 1 s messages, or a frame per 80 ms) and wait for its Steps:
+    each frame's lag."""
     frames = len(pcm) // FRAME
     sent: list[float] = []
     lags: list[float] = []
-    async with websockets.connect(url, max_size=None, open_timeout=60) as websocket:
-        assert msgpack.unpackb(await websocket.recv())["type"] == "Ready"
-        await together.wait()
 
-        async def send() -> None:
-            start = time.monotonic()
-            if not paced:  # back to back in 1 s messages (one message has at most 4 MiB)
-                sent.extend([start] * frames)
-                for i in range(0, len(pcm), RATE):
-                    await websocket.send(_audio(pcm[i : i + RATE]))
-                return
-            for i in range(frames):
-                await asyncio.sleep(max(0.0, start + i * FRAME_SECONDS - time.monotonic()))
-                sent.append(time.monotonic())
-                await websocket.send(_audio(pcm[i * FRAME : (i + 1) * FRAME]))
+    async def send() -> None:
+        start = time.monotonic()
+        if not paced:  # back to back in 1 s messages (one message has at most 4 MiB)
+            sent.extend([start] * frames)
+            for i in range(0, len(pcm), RATE):
+                await websocket.send(_audio(pcm[i : i + RATE]))
+            return
+        for i in range(frames):
+            await asyncio.sleep(max(0.0, start + i * FRAME_SECONDS - time.monotonic()))
+            sent.append(time.monotonic())
+            await websocket.send(_audio(pcm[i * FRAME : (i + 1) * FRAME]))
 
-        sender = asyncio.create_task(send())
-        steps = 0
-        while steps < frames:  # Step i answers model frame i; the first prefix frames too
-            message = msgpack.unpackb(await websocket.recv())
-            if message["type"] == "Step":
-                lags.append(time.monotonic() - sent[min(steps, len(sent) - 1)])
-                steps += 1
-        await sender
+    sender = asyncio.create_task(send())
+    steps = 0
+    while steps < frames:  # Step i answers model frame i; the first prefix frames too
+        message = msgpack.unpackb(await websocket.recv())
+        if message["type"] == "Step":
+            lags.append(time.monotonic() - sent[min(steps, len(sent) - 1)])
+            steps += 1
+    await sender
     return lags
 
 
-async def _run(url: str, streams: int, seconds: float, paced: bool) -> list[list[float]]:
+async def _run(
+    port: int, streams: int, seconds: float, paced: bool, warm: float = 0.0
+) -> tuple[_Start, list[list[float]]]:
     # Streams connect one after another; were each to send as soon as it joined, the first
     # would step alone for a few ticks and finish that many ticks before the others.
-    together = asyncio.Barrier(streams)
-    tasks = [_stream(url, _speechlike(seconds, seed), paced, together) for seed in range(streams)]
-    return await asyncio.gather(*tasks)
-
-
-def measure(port: int, streams: int, seconds: float, live: bool = True) -> dict:
     url = f"ws://127.0.0.1:{port}/api/asr-streaming"
-    before = _metrics(port)
-    start = time.monotonic()
-    asyncio.run(_run(url, streams, seconds, paced=False))
-    wall = time.monotonic() - start
-    after = _metrics(port)
+    start = _Start(port, streams)
+    tasks = [
+        _stream(url, _speechlike(seconds, seed), paced, start, _speechlike(warm, seed + 100))
+        for seed in range(streams)
+    ]
+    return start, await asyncio.gather(*tasks)
+
+
+def measure(port: int, streams: int, seconds: float, live: bool = True, warm: float = 0.0) -> dict:
+    start, _ = asyncio.run(_run(port, streams, seconds, paced=False, warm=warm))
+    wall = time.monotonic() - start.time
+    before, after = start.metrics, _metrics(port)
     ticks = after["livecap_step_seconds_count"] - before["livecap_step_seconds_count"]
     tick_seconds = after["livecap_step_seconds_sum"] - before["livecap_step_seconds_sum"]
     frames = after["livecap_frames_stepped_total"] - before["livecap_frames_stepped_total"]
@@ -162,7 +197,7 @@ def measure(port: int, streams: int, seconds: float, live: bool = True) -> dict:
         "mean_batch_fill": frames / max(ticks, 1),
     }
     if live:
-        lags = asyncio.run(_run(url, streams, seconds, paced=True))
+        _, lags = asyncio.run(_run(port, streams, seconds, paced=True))
         p95s = [float(np.percentile(stream, 95)) for stream in lags]
         result["live_lag_p95_seconds"] = p95s
         result["streams_keeping_real_time"] = sum(p95 <= 1.0 for p95 in p95s)
@@ -210,6 +245,13 @@ def main() -> None:
     parser.add_argument("--streams", default="1,2,4,8")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=1, help="floods of every stream count")
+    parser.add_argument(
+        "--warm",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="audio each flood's streams send first, unmeasured (60: full 1B rings)",
+    )
     args = parser.parse_args()
     args.streams = [int(n) for n in args.streams.split(",")]
     port = _free_port()
@@ -218,13 +260,16 @@ def main() -> None:
     try:
         for index in range(args.rounds):
             order = args.streams if index % 2 == 0 else args.streams[::-1]
-            measured = {n: measure(port, n, args.seconds, live=index == 0) for n in order}
+            measured = {
+                n: measure(port, n, args.seconds, live=index == 0, warm=args.warm) for n in order
+            }
             rounds.append({n: measured[n] for n in args.streams})
     finally:
         server.terminate()
         server.wait(timeout=30)
     results = summary(rounds)
-    print(json.dumps({"cpu": cpu_description(), "dtype": args.dtype, "results": results}, indent=2))
+    output = {"cpu": cpu_description(), "dtype": args.dtype, "warm_seconds": args.warm}
+    print(json.dumps(output | {"results": results}, indent=2))
 
 
 if __name__ == "__main__":
