@@ -122,12 +122,13 @@ class _Start:
 async def _stream(
     url: str, pcm: np.ndarray, paced: bool, start: _Start, warm: np.ndarray
 ) -> list[float]:
-    """`warm` sent at once and stepped first (not measured); then, once every stream is
-    ready, `pcm` (at once, or a frame per 80 ms): the lag of each of its frames' Step."""
+    """`warm` sent and stepped first (not measured); then, once every stream is ready, `pcm`
+    (at once, or a frame per 80 ms): the lag of each of its frames' Step."""
     async with websockets.connect(url, max_size=None, open_timeout=60) as websocket:
         assert msgpack.unpackb(await websocket.recv())["type"] == "Ready"
-        if len(warm):
-            await _send_and_step(websocket, warm, paced=False)
+        # in 30 s pieces, each stepped before the next: the server holds 60 s a stream
+        for piece in np.split(warm, range(30 * RATE, len(warm), 30 * RATE)):
+            await _send_and_step(websocket, piece, paced=False)
         await start.ready()
         return await _send_and_step(websocket, pcm, paced)
 
