@@ -51,3 +51,5 @@ def test_rows_go_where_the_caller_places_them() -> None:
 def test_what_the_kernel_does_not_take_goes_to_pytorch() -> None:
     x = torch.randn(3, 40, dtype=torch.float64)
     assert torch.equal(activations.elu_into(x, torch.empty_like(x)), F.elu(x))
+    empty = torch.empty(0, 5, 3)
+    assert activations.elu_into(empty, torch.empty_like(empty)).shape == (0, 5, 3)

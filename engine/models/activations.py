@@ -13,9 +13,9 @@ def elu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out = ELU(x) (alpha 1) for x [rows, ...]; out of x's shape may lie apart row by row
     (a view into a larger buffer), each row contiguous. Returns out."""
     library = native.library()
-    rows, count = x.shape[0], x[0].numel() if x.shape[0] else 0
     fits = (
         library is not None
+        and x.numel() > 0
         and x.dtype == out.dtype == torch.float32
         and x.device.type == out.device.type == "cpu"
         and x.is_contiguous()
@@ -24,6 +24,6 @@ def elu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     )
     if not fits:
         return torch.ops.aten.elu.out(x, 1.0, 1, 1, out=out)
-    if count:
-        library.elu_rows(x.data_ptr(), out.data_ptr(), rows, count, out.stride(0))
+    rows = x.shape[0]
+    library.elu_rows(x.data_ptr(), out.data_ptr(), rows, x.numel() // rows, out.stride(0))
     return out
