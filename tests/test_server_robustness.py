@@ -250,3 +250,36 @@ def test_a_connection_cut_mid_stream_frees_its_slot_and_counts_its_audio_as_drop
         metrics = get(address, "/metrics")[1]
     assert metric(metrics, "livecap_audio_dropped_seconds_total") == 1.0
     assert metric(metrics, "livecap_streams_open") == 0
+
+
+def test_a_tick_waits_half_a_frame_for_the_streams_it_stepped_last_time():
+    """Live clients send out of phase: a tick due while a stream it stepped last time is a
+    moment short of its next frame waits for it (up to half a frame) and steps both together;
+    a stream that stops sending holds the others up once, for no longer than that."""
+    engine = ScriptedSlots(slots=2, frame_size=400, delay_frames=0)  # 0.4 s frames
+    frame = seconds_of(0.1, 0.4)
+    with running(build_app(engine)) as address:
+
+        async def scenario():
+            async with connect(address) as first, connect(address) as second:
+                await receive(first), await receive(second)
+                engine.paused = True
+                await first.send(audio(frame)), await second.send(audio(frame))
+                await asyncio.to_thread(
+                    wait_until, lambda: engine.buffered(0) == engine.buffered(1) == 400
+                )
+                engine.paused = False
+                await first.send(marker(1))  # wake the loop: one tick of both
+                await receive_until(first, "Step"), await receive_until(second, "Step")
+                await first.send(audio(frame))
+                await asyncio.sleep(0.05)  # the second's frame comes 50 ms later
+                await second.send(audio(frame))
+                await receive_until(first, "Step"), await receive_until(second, "Step")
+                sent = asyncio.get_running_loop().time()
+                await first.send(audio(frame))  # and then the second sends nothing
+                await receive_until(first, "Step")
+                return asyncio.get_running_loop().time() - sent
+
+        alone = asyncio.run(scenario())
+    assert engine.batch_sizes == [2, 2, 1]
+    assert alone < 2.0  # waited out half a frame (0.2 s), then stepped without the second

@@ -1,7 +1,11 @@
 """The batch loop: one thread owns the SlotEngine and makes every call to it.
 
 Connections (on the asyncio side) hand it commands through a thread-safe queue; it ticks
-while the engine is ready and otherwise sleeps on that queue (no busy spin). What a tick gives
+while the engine is ready and otherwise sleeps on that queue (no busy spin). Live clients send
+out of phase, so a tick may find some of the streams it stepped last time a few milliseconds
+short of their next frame: it waits for them up to half a frame, rather than step the others
+now and them in a tick of their own (a busy loop stepping part-filled batches falls behind
+at fewer streams than full ones would carry). What a tick gives
 a stream goes back as protocol messages to the stream's `Outbox`, through
 `call_soon_threadsafe`: the loop never waits for a client, so a slow reader or a dead
 connection cannot hold up the other streams. An exception in one stream's command or output
@@ -124,6 +128,9 @@ class BatchLoop:
         self.metrics = metrics
         self._commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._streams: dict[int, Stream] = {}  # slot → stream, loop thread only
+        self._stepped: set[int] = set()  # the slots the last tick stepped, loop thread only
+        self._ready_since: float | None = None  # when the loop found a tick to do
+        self._gather_seconds = 0.5 * engine.frame_size / engine.sample_rate
         self._thread = threading.Thread(target=self._run, name="livecap-batch-loop", daemon=True)
 
     @property
@@ -168,14 +175,16 @@ class BatchLoop:
 
     def _run(self) -> None:
         while True:
-            command = self._next_command() if self._ready() else self._commands.get()
-            while command is not None:
-                if command is _STOP:
-                    return
-                self._apply(command)
-                command = self._next_command()
             if self._ready():
-                self._tick()
+                command = self._next_command(self._straggler_wait())
+                if command is None:  # nothing came, or nothing more is worth waiting for
+                    self._tick()
+                    continue
+            else:
+                command = self._commands.get()
+            if command is _STOP:
+                return
+            self._apply(command)
 
     def _ready(self) -> bool:
         try:
@@ -185,11 +194,29 @@ class BatchLoop:
             self._fail_all(f"the engine failed: {exc}")
             return False
 
-    def _next_command(self) -> Any:
+    def _next_command(self, timeout: float) -> Any:
         try:
+            if timeout > 0:
+                return self._commands.get(timeout=timeout)
             return self._commands.get_nowait()
         except queue.Empty:
             return None
+
+    def _straggler_wait(self) -> float:
+        """How long the due tick may wait for commands: while a stream the last tick stepped
+        is still short of a whole frame, what is left of half a frame since the tick became
+        due; otherwise nothing."""
+        now = time.monotonic()
+        if self._ready_since is None:
+            self._ready_since = now
+        try:
+            short = any(
+                slot in self._streams and self.engine.buffered(slot) < self.engine.frame_size
+                for slot in self._stepped
+            )
+        except Exception:  # the tick will meet the engine's failure and report it
+            return 0.0
+        return max(0.0, self._ready_since + self._gather_seconds - now) if short else 0.0
 
     def _apply(self, command: Any) -> None:
         if isinstance(command, _Join):
@@ -250,12 +277,14 @@ class BatchLoop:
 
     def _tick(self) -> None:
         started = time.perf_counter()
+        self._stepped, self._ready_since = set(), None
         try:
             outputs = self.engine.tick()
         except Exception as exc:
             log.exception("a batched tick failed")
             self._fail_all(f"the engine failed: {exc}")
             return
+        self._stepped = set(outputs)
         frames = sum(output.steps for output in outputs.values())
         self.metrics.tick(time.perf_counter() - started, len(outputs), frames)
         for slot, output in outputs.items():
