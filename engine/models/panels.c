@@ -703,23 +703,61 @@ static void row_norms(const float *row, int dim, int group, double *size, double
     *size = sqrt(total), *missed = sqrt(off);
 }
 
-/* The first entry j of `size` whose |e|² − 2 r·e is least, r·e summed as panels_mm sums it
- * (one fused multiply-add per input, in input order), among the entries whose screened
- * distance (`approx`, with error bound `bound`) may be least. Past a sixteenth of the entries
- * (a codebook of near-equal entries) all of them are multiplied at once, into `dots`. */
+/* Entries of `size` whose screened distance may be the least, in order, into `chosen` → how
+ * many. lower[j] = approx − bound and the least approx + bound (the ceiling) are found in one
+ * pass of four lanes (a NaN row's distances compare to nothing: no candidate). */
+static int candidates_of(const float *dots, const float *entries, double magnitude,
+                         double missed, int size, double *lower, int *chosen) {
+    const float *squares = entries, *error = squares + size, *coded = error + size;
+    const float *norm = coded + size;
+    const __m256d two = _mm256_set1_pd(2.0), share = _mm256_set1_pd(1.0 / 4096.0);
+    const __m256d size_of = _mm256_set1_pd(magnitude), miss = _mm256_set1_pd(missed);
+    __m256d least = _mm256_set1_pd(INFINITY);
+    int j = 0;
+    for (; j + 4 <= size; j += 4) {
+        const __m256d square = _mm256_cvtps_pd(_mm_loadu_ps(squares + j));
+        const __m256d near = _mm256_cvtps_pd(_mm_loadu_ps(coded + j));
+        const __m256d approx = _mm256_sub_pd(
+            square, _mm256_mul_pd(two, _mm256_cvtps_pd(_mm_loadu_ps(dots + j))));
+        const __m256d apart = _mm256_add_pd(_mm256_cvtps_pd(_mm_loadu_ps(norm + j)), near);
+        const __m256d rounding = _mm256_add_pd(square, _mm256_mul_pd(two, _mm256_mul_pd(size_of, apart)));
+        const __m256d off = _mm256_add_pd(
+            _mm256_mul_pd(size_of, _mm256_cvtps_pd(_mm_loadu_ps(error + j))),
+            _mm256_mul_pd(miss, near));
+        const __m256d bound = _mm256_add_pd(_mm256_mul_pd(two, off), _mm256_mul_pd(rounding, share));
+        _mm256_storeu_pd(lower + j, _mm256_sub_pd(approx, bound));
+        least = _mm256_min_pd(_mm256_add_pd(approx, bound), least);  /* a NaN: least kept */
+    }
+    double lanes[4], ceiling = INFINITY;
+    _mm256_storeu_pd(lanes, least);
+    for (int l = 0; l < 4; l++) ceiling = fmin(ceiling, lanes[l]);
+    for (; j < size; j++) {
+        const double approx = squares[j] - 2.0 * dots[j];
+        const double rounding = squares[j] + 2.0 * magnitude * (norm[j] + coded[j]);
+        const double bound = 2.0 * (magnitude * error[j] + missed * coded[j]) + rounding / 4096.0;
+        lower[j] = approx - bound;
+        ceiling = fmin(ceiling, approx + bound);
+    }
+    int count = 0;
+    for (j = 0; j < size; j++) {
+        chosen[count] = j;
+        count += lower[j] <= ceiling;
+    }
+    return count;
+}
+
+/* The first of the `count` entries `chosen` whose |e|² − 2 r·e is least, r·e summed as
+ * panels_mm sums it (one fused multiply-add per input, in input order). Past a sixteenth of
+ * the entries (a codebook of near-equal entries) all of them are multiplied at once, into
+ * `dots`. */
 static int nearest_of(const float *row, const float *panels, const float *squares,
-                      const double *approx, const double *bound, int size, int dim,
-                      float *dots) {
-    double ceiling = INFINITY;
-    for (int j = 0; j < size; j++) ceiling = fmin(ceiling, approx[j] + bound[j]);
-    int candidates = 0;
-    for (int j = 0; j < size; j++) candidates += approx[j] - bound[j] <= ceiling;
-    const int all = candidates > size / 16;
+                      const int *chosen, int count, int size, int dim, float *dots) {
+    const int all = count > size / 16;
     if (all) panels_mm(row, panels, NULL, dots, 1, size, dim, 0, FLOAT32);
     int best = -1;
     float least = INFINITY;
-    for (int j = 0; j < size; j++) {
-        if (approx[j] - bound[j] > ceiling) continue;
+    for (int i = 0; i < count; i++) {
+        const int j = chosen[i];
         float dot = 0.0f;
         if (all) {
             dot = dots[j];
@@ -730,7 +768,7 @@ static int nearest_of(const float *row, const float *panels, const float *square
         const float distance = squares[j] - 2.0f * dot;
         if (best < 0 || distance < least) least = distance, best = j;
     }
-    return best < 0 ? 0 : best; /* none compares (a NaN row): the first, as a plain search */
+    return best < 0 ? 0 : best; /* no candidate (a NaN row): the first, as a plain search */
 }
 
 /* Residual vector quantization of rows [rows, dim] (float32, updated in place: what is left
@@ -746,38 +784,42 @@ static int nearest_of(const float *row, const float *panels, const float *square
  * float32 rounding (below 2⁻¹² of |e|² + 2 |r| (|e| + |ê|)). Only entries whose screened
  * distance, less its bound, reaches the least screened distance plus its bound can be
  * nearest; those alone are scored from the float32 panels, so the codes are those of the
- * float32 search. entries[c] [4, size]: each entry's |e|², |e − ê|, |ê| and |e|. */
+ * float32 search. entries[c] [4, size]: each entry's |e|², |e − ê|, |ê| and |e|.
+ *
+ * A codebook's screen multiplies every row at once; then the threads take rows, each row's
+ * search being serial work as long as that product (a batch of streams' frames). */
 void panels_nearest(float *x, const void *const *books, const void *const *screens,
                     const uint16_t *const *screen_scales, const float *const *entries,
                     int book_count, int rows, int size, int dim, int group, int64_t *codes) {
     float *dots = malloc((size_t)rows * size * sizeof *dots);
-    float *exact = malloc((size_t)size * sizeof *exact);
-    double *approx = malloc((size_t)size * sizeof *approx);
-    double *bound = malloc((size_t)size * sizeof *bound);
-    if (!dots || !exact || !approx || !bound) {
-        for (int64_t i = 0; i < (int64_t)rows * book_count; i++) codes[i] = -1;
-        free(dots), free(exact), free(approx), free(bound);
-        return;
-    }
-    for (int c = 0; c < book_count; c++) {
-        const float *squares = entries[c], *error = squares + size, *coded = error + size;
-        const float *norm = coded + size;
+    int failed = dots == NULL;
+    for (int c = 0; c < book_count && !failed; c++) {
         int8_mm(x, screens[c], screen_scales[c], dots, rows, size, dim, group);
-        for (int r = 0; r < rows; r++) {
-            float *row = x + (int64_t)r * dim;
-            double magnitude, missed;
-            row_norms(row, dim, group, &magnitude, &missed);
-            for (int j = 0; j < size; j++) {
-                approx[j] = squares[j] - 2.0 * dots[(int64_t)r * size + j];
-                const double rounding = squares[j] + 2.0 * magnitude * (norm[j] + coded[j]);
-                bound[j] = 2.0 * (magnitude * error[j] + missed * coded[j]) + rounding / 4096.0;
+#pragma omp parallel if (rows > 1) reduction(|| : failed)
+        {
+            double *lower = malloc((size_t)size * sizeof *lower);
+            int *chosen = malloc((size_t)size * sizeof *chosen);
+            float *exact = malloc((size_t)size * sizeof *exact);
+            failed = !lower || !chosen || !exact;
+#pragma omp for schedule(dynamic, 1)
+            for (int r = 0; r < rows; r++) {
+                if (failed) continue;
+                float *row = x + (int64_t)r * dim;
+                double magnitude, missed;
+                row_norms(row, dim, group, &magnitude, &missed);
+                const int count = candidates_of(dots + (int64_t)r * size, entries[c], magnitude,
+                                                missed, size, lower, chosen);
+                const float *book = books[c];
+                const int best = nearest_of(row, book, entries[c], chosen, count, size, dim,
+                                            exact);
+                codes[(int64_t)r * book_count + c] = best;
+                const float *entry = book + (int64_t)(best / 8) * 8 * dim + best % 8;
+                for (int k = 0; k < dim; k++) row[k] -= entry[8 * k];
             }
-            const int best = nearest_of(row, books[c], squares, approx, bound, size, dim, exact);
-            codes[(int64_t)r * book_count + c] = best;
-            const float *book = books[c];
-            const float *entry = book + (int64_t)(best / 8) * 8 * dim + best % 8;
-            for (int k = 0; k < dim; k++) row[k] -= entry[8 * k];
+            free(lower), free(chosen), free(exact);
         }
     }
-    free(dots), free(exact), free(approx), free(bound);
+    if (failed)
+        for (int64_t i = 0; i < (int64_t)rows * book_count; i++) codes[i] = -1;
+    free(dots);
 }
