@@ -53,18 +53,25 @@ static inline __attribute__((always_inline)) __m256 weights_at(const void *panel
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
 }
 
-/* Rows r of `sums` (PANELS panels from `panel`) into y, short where the matrix's outputs end
- * inside the last panel. */
+/* Panel `panel`'s 8 sums into y (a row's outputs), short where the matrix's outputs end
+ * inside it: a masked store (a copy through a buffer was a call to memcpy per panel and row,
+ * which costs as much as the products where a tile has few inputs). */
+static inline __attribute__((always_inline)) void store_panel(float *y, __m256 sums, int panel,
+                                                              int out) {
+    const int start = 8 * panel, count = out - start;
+    if (count >= 8) {
+        _mm256_storeu_ps(y + start, sums);
+        return;
+    }
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(y + start, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes), sums);
+}
+
+/* Rows r of `sums` (PANELS panels from `panel`) into y. */
 static inline __attribute__((always_inline)) void store(
     float *y, __m256 sums[4][6], int panel, int out, const int ROWS, const int PANELS) {
-    for (int p = 0; p < PANELS; p++) {
-        const int start = 8 * (panel + p), count = out - start < 8 ? out - start : 8;
-        for (int r = 0; r < ROWS; r++) {
-            float lanes[8];
-            _mm256_storeu_ps(lanes, sums[r][p]);
-            memcpy(y + (int64_t)r * out + start, lanes, count * sizeof(float));
-        }
-    }
+    for (int r = 0; r < ROWS; r++)
+        for (int p = 0; p < PANELS; p++) store_panel(y + (int64_t)r * out, sums[r][p], panel + p, out);
 }
 
 #if defined(__AVX512F__)
@@ -72,12 +79,12 @@ static inline __attribute__((always_inline)) void store(
  * (a 512-bit register holds two panels' outputs). */
 static inline __attribute__((always_inline)) void store_row(float *y, const __m512 *sums,
                                                             int panel, int out, const int PANELS) {
-    __m256 halves[4][6];
     for (int p = 0; p < PANELS; p++)
-        halves[0][p] = p % 2 ? _mm256_castsi256_ps(_mm512_extracti64x4_epi64(
-                                   _mm512_castps_si512(sums[p / 2]), 1))
-                             : _mm512_castps512_ps256(sums[p / 2]);
-    store(y, halves, panel, out, 1, PANELS);
+        store_panel(y,
+                    p % 2 ? _mm256_castsi256_ps(
+                                _mm512_extracti64x4_epi64(_mm512_castps_si512(sums[p / 2]), 1))
+                          : _mm512_castps512_ps256(sums[p / 2]),
+                    panel + p, out);
 }
 #endif
 
