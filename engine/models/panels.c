@@ -71,7 +71,8 @@ static inline __attribute__((always_inline)) void store_panel(float *y, __m256 s
 static inline __attribute__((always_inline)) void store(
     float *y, __m256 sums[4][6], int panel, int out, const int ROWS, const int PANELS) {
     for (int r = 0; r < ROWS; r++)
-        for (int p = 0; p < PANELS; p++) store_panel(y + (int64_t)r * out, sums[r][p], panel + p, out);
+        for (int p = 0; p < PANELS; p++)
+            store_panel(y + (int64_t)r * out, sums[r][p], panel + p, out);
 }
 
 #if defined(__AVX512F__)
@@ -717,23 +718,27 @@ static int candidates_of(const float *dots, const float *entries, double magnitu
                          double missed, int size, double *lower, int *chosen) {
     const float *squares = entries, *error = squares + size, *coded = error + size;
     const float *norm = coded + size;
+    /* what the scalar loop after it computes, to the bit (doubling and dividing by 4096 are
+     * exact in either order) */
     const __m256d two = _mm256_set1_pd(2.0), share = _mm256_set1_pd(1.0 / 4096.0);
-    const __m256d size_of = _mm256_set1_pd(magnitude), miss = _mm256_set1_pd(missed);
+    const __m256d length = _mm256_set1_pd(magnitude), miss = _mm256_set1_pd(missed);
     __m256d least = _mm256_set1_pd(INFINITY);
     int j = 0;
     for (; j + 4 <= size; j += 4) {
         const __m256d square = _mm256_cvtps_pd(_mm_loadu_ps(squares + j));
         const __m256d near = _mm256_cvtps_pd(_mm_loadu_ps(coded + j));
-        const __m256d approx = _mm256_sub_pd(
-            square, _mm256_mul_pd(two, _mm256_cvtps_pd(_mm_loadu_ps(dots + j))));
+        const __m256d dot = _mm256_cvtps_pd(_mm_loadu_ps(dots + j));
+        const __m256d approx = _mm256_sub_pd(square, _mm256_mul_pd(two, dot));
         const __m256d apart = _mm256_add_pd(_mm256_cvtps_pd(_mm_loadu_ps(norm + j)), near);
-        const __m256d rounding = _mm256_add_pd(square, _mm256_mul_pd(two, _mm256_mul_pd(size_of, apart)));
+        const __m256d rounding =
+            _mm256_add_pd(square, _mm256_mul_pd(two, _mm256_mul_pd(length, apart)));
         const __m256d off = _mm256_add_pd(
-            _mm256_mul_pd(size_of, _mm256_cvtps_pd(_mm_loadu_ps(error + j))),
+            _mm256_mul_pd(length, _mm256_cvtps_pd(_mm_loadu_ps(error + j))),
             _mm256_mul_pd(miss, near));
-        const __m256d bound = _mm256_add_pd(_mm256_mul_pd(two, off), _mm256_mul_pd(rounding, share));
+        const __m256d bound =
+            _mm256_add_pd(_mm256_mul_pd(two, off), _mm256_mul_pd(rounding, share));
         _mm256_storeu_pd(lower + j, _mm256_sub_pd(approx, bound));
-        least = _mm256_min_pd(_mm256_add_pd(approx, bound), least);  /* a NaN: least kept */
+        least = _mm256_min_pd(_mm256_add_pd(approx, bound), least); /* a NaN: least kept */
     }
     double lanes[4], ceiling = INFINITY;
     _mm256_storeu_pd(lanes, least);
