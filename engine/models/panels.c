@@ -53,18 +53,23 @@ static inline __attribute__((always_inline)) __m256 weights_at(const void *panel
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
 }
 
+/* The mask of a panel's first `count` lanes (none where count <= 0, all past 8), as AVX2's
+ * masked loads and stores take it: masked-off lanes are neither read nor written. */
+static inline __attribute__((always_inline)) __m256i lanes_below(int count) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes);
+}
+
 /* Panel `panel`'s 8 sums into y (a row's outputs), short where the matrix's outputs end
  * inside it: a masked store (a copy through a buffer was a call to memcpy per panel and row,
  * which costs as much as the products where a tile has few inputs). */
 static inline __attribute__((always_inline)) void store_panel(float *y, __m256 sums, int panel,
                                                               int out) {
-    const int start = 8 * panel, count = out - start;
-    if (count >= 8) {
+    const int start = 8 * panel;
+    if (out - start >= 8)
         _mm256_storeu_ps(y + start, sums);
-        return;
-    }
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_ps(y + start, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes), sums);
+    else
+        _mm256_maskstore_ps(y + start, lanes_below(out - start), sums);
 }
 
 /* Rows r of `sums` (PANELS panels from `panel`) into y. */
@@ -106,10 +111,8 @@ static inline const float *row_at(Rows x, int64_t r) {
 /* The 8 biases of panel `panel` (zero past `out`, or where there is no bias). */
 static inline __attribute__((always_inline)) __m256 bias_at(const float *bias, int panel,
                                                             int out) {
-    const int start = 8 * panel, count = out - start < 8 ? out - start : 8;
-    if (!bias || count <= 0) return _mm256_setzero_ps();
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_maskload_ps(bias + start, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes));
+    if (!bias) return _mm256_setzero_ps();
+    return _mm256_maskload_ps(bias + 8 * panel, lanes_below(out - 8 * panel));
 }
 
 /* ROWS rows of x from row r0 times PANELS float panels from `panel`, plus bias (NULL: none);

@@ -284,7 +284,7 @@ class BatchLoop:
             log.exception("a batched tick failed")
             self._fail_all(f"the engine failed: {exc}")
             return
-        self._stepped = set(outputs)
+        self._stepped = {slot for slot, output in outputs.items() if output.steps}
         frames = sum(output.steps for output in outputs.values())
         self.metrics.tick(time.perf_counter() - started, len(outputs), frames)
         for slot, output in outputs.items():
