@@ -190,6 +190,23 @@ void ring_step(const float *queries, const float *keys, const float *values,
                float *value_scales, int64_t *positions, const int64_t *rows,
                const int64_t *starts, int n, int heads, int kv_heads, int steps, int size,
                int dim, int format) {
+    /* The slots written lie far apart (one per row and key head, a page or more from the
+     * next): each is asked for before any is written, so their misses overlap rather than
+     * one waiting on the other. */
+    const int64_t bytes = (int64_t)dim * (format == INT8 ? 1 : format == FLOAT32 ? 4 : 2);
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < steps; t++)
+            for (int h = 0; h < kv_heads; h++) {
+                const int64_t vector = (rows[i] * kv_heads + h) * size + (starts[i] + t) % size;
+                for (int64_t b = 0; b < bytes; b += 64) {
+                    __builtin_prefetch((const char *)ring_keys + vector * bytes + b, 1);
+                    __builtin_prefetch((const char *)ring_values + vector * bytes + b, 1);
+                }
+                if (format == INT8) {
+                    __builtin_prefetch(key_scales + vector, 1);
+                    __builtin_prefetch(value_scales + vector, 1);
+                }
+            }
     float buffer[MAX_DIM];
     for (int i = 0; i < n; i++)
         for (int t = 0; t < steps; t++) {
