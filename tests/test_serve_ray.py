@@ -104,6 +104,18 @@ def test_serve_ray_without_a_cluster_says_how_to_start_one():
     assert "Traceback" not in result.stderr
 
 
+def test_an_address_where_no_cluster_answers_is_refused_at_once():
+    """Ray itself would retry such an address for minutes; nothing listens on a free port."""
+    address = f"127.0.0.1:{_free_port()}"
+    command = [sys.executable, str(REPO / "main.py"), "serve", "--model", "kyutai/x", "--ray"]
+    result = subprocess.run(
+        [*command, "--ray-address", address], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"No Ray cluster answers at {address}." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_streams_spread_over_replicas_and_a_dead_replica_ends_only_its_own(cluster):
     serve.run(
         application(_scripted_engine, SLOTS, ServeSettings(), replicas=2),

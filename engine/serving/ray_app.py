@@ -11,6 +11,7 @@ their websockets and the others go on. Each replica reports its own slots at
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from engine.errors import LivecapError
@@ -60,6 +61,12 @@ def run_on_cluster(
     address: str = "auto",
 ) -> int:
     """Deploy on the running Ray cluster at `address` and serve until interrupted."""
+    if not _answers(address):
+        raise LivecapError(
+            f"No Ray cluster answers at {address}.",
+            "Check the address (`ray start --head` prints it), or serve on one machine "
+            "without --ray.",
+        )
     import ray
     from ray import serve
 
@@ -81,3 +88,17 @@ def run_on_cluster(
     finally:
         serve.delete(APP_NAME)
     return 0
+
+
+def _answers(address: str, seconds: float = 5.0) -> bool:
+    """Whether anything listens at a `host:port` (or `ray://host:port`) address; true of
+    `auto` and any other form, which Ray resolves itself. Ray itself retries an address with
+    nothing behind it for minutes, printing warnings all the while."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+            return True
+    except OSError:
+        return False
