@@ -17,6 +17,12 @@ alone: see the README). Prints one JSON object: per dtype and B, the median and 
 ms, Mimi's median share of it, frames stepped per second, the real-time streams that rate
 carries (12.5 frames/s each) and the throughput against B = 1. Issue #16's target: at B = 8,
 at least 4x the throughput of B = 1 on 2 cores.
+
+With `--device cuda` (bfloat16; tests/benchmarks/gpu_check.sh runs it) each batch size runs
+alone, one after another, its engine freed before the next: the rings of hundreds of streams
+(98 MB each for the 1B in bfloat16 at 750 positions) would not all fit at once. `--warmup
+760` fills every ring first, as after a stream's first minute. Each batch size's figures
+then stand on their own, and its throughput against B = 1 is the ratio of median ticks.
 """
 
 from __future__ import annotations
@@ -51,63 +57,121 @@ FRAME = 1920
 FRAMES_PER_SECOND = 12.5
 
 
-def engines_for(folder: Path, dtype: str, sizes: list[int]) -> dict[int, KyutaiSlots]:
-    """One engine per batch size, all on one model."""
-    model = load_model(folder, "cpu", dtype)
+def parts_for(folder: Path, dtype: str, device: str = "cpu") -> KyutaiParts:
+    """The saved model, loaded once for every engine."""
+    model = load_model(folder, device, dtype)
     tokenizer = Tokenizer.from_str(_tokenizer_json(model.config.vocab_size))
-    info = ModelInfo("random", "kyutai", ("en",), None, 0.5, "cpu", dtype)
-    parts = KyutaiParts(model, tokenizer, info)
+    info = ModelInfo("random", "kyutai", ("en",), None, 0.5, device, dtype)
+    return KyutaiParts(model, tokenizer, info)
+
+
+def engines_for(folder: Path, dtype: str, sizes: list[int]) -> dict[int, KyutaiSlots]:
+    """One engine per batch size, all on one model (on the CPU)."""
+    parts = parts_for(folder, dtype)
     return {size: KyutaiSlots(parts, size, pause_flush=False) for size in sizes}
+
+
+class _Clock:
+    """Ticks of several engines on one model, timed whole and in their Mimi pass (the GPU's
+    queue drained before each reading)."""
+
+    def __init__(self, engines: dict[int, KyutaiSlots], device: str) -> None:
+        self.engines, self.cuda = engines, device == "cuda"
+        self.slots = {
+            size: [engine.join() for _ in range(size)] for size, engine in engines.items()
+        }
+        self.rng = np.random.default_rng(0)
+        self.mimi = next(iter(engines.values())).model.mimi
+        self.mimi_seconds: list[float] = []
+        encode = self.mimi.encode_rows
+
+        def timed_encode(audio, state, rows):
+            start = self._now()
+            codes = encode(audio, state, rows)
+            self.mimi_seconds.append(self._now() - start)
+            return codes
+
+        self.mimi.encode_rows = timed_encode
+        self.tick_ms: dict[int, list[float]] = {size: [] for size in engines}
+        self.mimi_ms: dict[int, list[float]] = {size: [] for size in engines}
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def tick(self, size: int, measured: bool) -> None:
+        """Every slot of engine `size` one frame of noise, one tick."""
+        engine = self.engines[size]
+        for slot in self.slots[size]:
+            engine.push(slot, (self.rng.standard_normal(FRAME) * 0.1).astype(np.float32))
+        start = self._now()
+        outputs = engine.tick()
+        elapsed = self._now() - start
+        assert sorted(outputs) == self.slots[size]
+        assert all(out.steps == 1 for out in outputs.values())
+        if measured:
+            self.tick_ms[size].append(elapsed * 1000)
+            self.mimi_ms[size].append(self.mimi_seconds[-1] * 1000)
+
+    def close(self) -> None:
+        del self.mimi.encode_rows
+
+
+def _figures(size: int, tick_ms: list[float], mimi_ms: list[float], vs_one: float) -> dict:
+    ticks = np.array(tick_ms)
+    median = float(np.median(ticks))
+    return {
+        "tick_ms_median": median,
+        "tick_ms_p95": float(np.percentile(ticks, 95)),
+        "mimi_ms_median": float(np.median(mimi_ms)),
+        "mimi_share": float(np.median(mimi_ms)) / median,
+        "frames_per_second": size * 1000 / median,
+        "realtime_streams": size * 1000 / median / FRAMES_PER_SECOND,
+        "throughput_vs_1": vs_one,
+    }
 
 
 def time_batches(engines: dict[int, KyutaiSlots], ticks: int, warmup: int) -> dict:
     """Each engine's slots all streaming noise, one frame each per tick, the engines ticking
     in turn: tick and Mimi times by batch size, and throughput against one stream per round."""
-    slots = {size: [engine.join() for _ in range(size)] for size, engine in engines.items()}
-    rng = np.random.default_rng(0)
-    mimi = next(iter(engines.values())).model.mimi
-    mimi_seconds: list[float] = []
-    encode = mimi.encode_rows
-
-    def timed_encode(audio, state, rows):
-        start = time.perf_counter()
-        codes = encode(audio, state, rows)
-        mimi_seconds.append(time.perf_counter() - start)
-        return codes
-
-    mimi.encode_rows = timed_encode
-    tick_ms: dict[int, list[float]] = {size: [] for size in engines}
-    mimi_ms: dict[int, list[float]] = {size: [] for size in engines}
+    clock = _Clock(engines, "cpu")
     for i in range(warmup + ticks):
-        order = sorted(engines) if i % 2 == 0 else sorted(engines, reverse=True)
-        for size in order:
-            engine = engines[size]
-            for slot in slots[size]:
-                engine.push(slot, (rng.standard_normal(FRAME) * 0.1).astype(np.float32))
-            start = time.perf_counter()
-            outputs = engine.tick()
-            elapsed = time.perf_counter() - start
-            assert sorted(outputs) == slots[size]
-            assert all(out.steps == 1 for out in outputs.values())
-            if i >= warmup:
-                tick_ms[size].append(elapsed * 1000)
-                mimi_ms[size].append(mimi_seconds[-1] * 1000)
-    del mimi.encode_rows
-    one = np.array(tick_ms[1])
+        for size in sorted(engines) if i % 2 == 0 else sorted(engines, reverse=True):
+            clock.tick(size, measured=i >= warmup)
+    clock.close()
+    one = np.array(clock.tick_ms[1])
     rows = {}
     for size in sorted(engines):
-        ticks_here = np.array(tick_ms[size])
-        median = float(np.median(ticks_here))
-        rows[size] = {
-            "tick_ms_median": median,
-            "tick_ms_p95": float(np.percentile(ticks_here, 95)),
-            "mimi_ms_median": float(np.median(mimi_ms[size])),
-            "mimi_share": float(np.median(mimi_ms[size])) / median,
-            "frames_per_second": size * 1000 / median,
-            "realtime_streams": size * 1000 / median / FRAMES_PER_SECOND,
-            "throughput_vs_1": float(np.median(size * one / ticks_here)),
-        }
+        ticks_here = clock.tick_ms[size]
+        paired = float(np.median(size * one / np.array(ticks_here)))  # round by round
+        rows[size] = _figures(size, ticks_here, clock.mimi_ms[size], paired)
     return rows
+
+
+def time_each_alone(parts: KyutaiParts, sizes: list[int], ticks: int, warmup: int) -> dict:
+    """Each batch size on its own engine, one after another (each freed before the next):
+    tick and Mimi times, and throughput against one stream from the median ticks."""
+    tick_ms, mimi_ms = {}, {}
+    for size in sorted(sizes):
+        clock = _Clock({size: KyutaiSlots(parts, size, pause_flush=False)}, parts.info.device)
+        for i in range(warmup + ticks):
+            clock.tick(size, measured=i >= warmup)
+        clock.close()
+        tick_ms[size], mimi_ms[size] = clock.tick_ms[size], clock.mimi_ms[size]
+        median = np.median(tick_ms[size])  # as it goes, should a time limit cut the run short
+        print(f"B = {size}: median tick {median:.1f} ms", file=sys.stderr, flush=True)
+        del clock
+        gc.collect()
+        if parts.info.device == "cuda":
+            torch.cuda.empty_cache()
+    one = np.median(tick_ms[1])
+    return {
+        size: _figures(
+            size, tick_ms[size], mimi_ms[size], float(size * one / np.median(tick_ms[size]))
+        )
+        for size in sorted(sizes)
+    }
 
 
 def main() -> None:
@@ -122,10 +186,13 @@ def main() -> None:
     parser.add_argument("--batches", default="1,2,4,8")
     parser.add_argument("--ticks", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     if 1 not in batches:
         parser.error("--batches must include 1: throughputs are against one stream")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: PyTorch sees no CUDA GPU here")
     cpu = cpu_description()
     result: dict = {
         "cpu": cpu["model"],
@@ -133,13 +200,21 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "by_dtype": {},
     }
-    for requested in args.dtype or ["int8", "float32"]:
-        dtype = resolve_dtype(requested, "cpu", args.folder)
-        engines = engines_for(args.folder, dtype, batches)
+    if args.device == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(0)
+    default = ["bfloat16"] if args.device == "cuda" else ["int8", "float32"]
+    for requested in args.dtype or default:
+        dtype = resolve_dtype(requested, args.device, args.folder)
         with torch.inference_mode():
-            rows = time_batches(engines, args.ticks, args.warmup)
+            if args.device == "cuda":
+                rows = time_each_alone(
+                    parts_for(args.folder, dtype, "cuda"), batches, args.ticks, args.warmup
+                )
+            else:
+                engines = engines_for(args.folder, dtype, batches)
+                rows = time_batches(engines, args.ticks, args.warmup)
+                del engines
         result["by_dtype"][f"{requested} ({dtype})" if requested == "auto" else dtype] = rows
-        del engines
         gc.collect()
     print(json.dumps(result, indent=2))
 
