@@ -48,6 +48,8 @@ APT_PACKAGES=(
     libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-xkb1
     libxkbcommon-x11-0 libdbus-1-3 libfontconfig1 libegl1 libgl1
 )
+# the packaging tests check the desktop entry with desktop-file-validate
+if [ "$MODE" = test ]; then APT_PACKAGES+=(desktop-file-utils); fi
 TORCH_VERSION=2.13.0
 PYTHON="${PYTHON:-python3}"
 
