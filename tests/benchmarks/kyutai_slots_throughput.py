@@ -18,6 +18,13 @@ ms, Mimi's median share of it, frames stepped per second, the real-time streams 
 carries (12.5 frames/s each) and the throughput against B = 1. Issue #16's target: at B = 8,
 at least 4x the throughput of B = 1 on 2 cores.
 
+With `--processes` each batch size ticks in a process of its own instead, its engine on its
+own copy of the model: each first ticks its `--warmup` ticks alone (760 fill the rings, as
+after a stream's first minute), then they take blocks of `--block` ticks in turn (the order
+reversed every other round), and the throughput against B = 1 is the median over rounds of
+B · (B = 1's median tick) / (B's) in the same round. No engine's caches are taken by another
+between two of its ticks, as with one stream served alone.
+
 With `--device cuda` (bfloat16; tests/benchmarks/gpu_check.sh runs it) each batch size runs
 alone, one after another, its engine freed before the next: the rings of hundreds of streams
 (98 MB each for the 1B in bfloat16 at 750 positions) would not all fit at once. `--warmup
@@ -40,6 +47,7 @@ openmp.configure()  # as main.py, before torch loads
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -174,6 +182,59 @@ def time_each_alone(parts: KyutaiParts, sizes: list[int], ticks: int, warmup: in
     }
 
 
+def time_in_processes(
+    folder: Path, dtype: str, sizes: list[int], ticks: int, warmup: int, block: int
+) -> dict:
+    """Each batch size ticked in a process of its own, blocks of `block` ticks in turn, after
+    `warmup` ticks each alone: tick and Mimi times, throughput against one stream by round."""
+    spawn = multiprocessing.get_context("spawn")  # a fork would share the parent's torch
+    workers = {}
+    for size in sorted(sizes):
+        ours, theirs = spawn.Pipe()
+        process = spawn.Process(target=_ticker, args=(folder, dtype, size, theirs), daemon=True)
+        process.start()
+        workers[size] = (process, ours)
+    for _, pipe in workers.values():
+        pipe.recv()  # loaded
+    for _, pipe in workers.values():  # one after another, so that each warms up alone
+        pipe.send(warmup)
+        pipe.recv()
+    tick_ms: dict[int, list[float]] = {size: [] for size in workers}
+    mimi_ms: dict[int, list[float]] = {size: [] for size in workers}
+    medians: dict[int, list[float]] = {size: [] for size in workers}
+    for round_index in range(max(1, ticks // block)):
+        order = sorted(workers) if round_index % 2 == 0 else sorted(workers, reverse=True)
+        for size in order:
+            workers[size][1].send(block)
+            ticked, encoded = workers[size][1].recv()
+            tick_ms[size] += ticked
+            mimi_ms[size] += encoded
+            medians[size].append(float(np.median(ticked)))
+    for process, pipe in workers.values():
+        pipe.send(None)
+        process.join(timeout=60)
+    one = np.array(medians[1])
+    return {
+        size: _figures(
+            size, tick_ms[size], mimi_ms[size], float(np.median(size * one / medians[size]))
+        )
+        for size in sorted(workers)
+    }
+
+
+def _ticker(folder: Path, dtype: str, size: int, pipe) -> None:
+    """A worker of `time_in_processes`: loads its engine, then ticks as many times as it is
+    told, answering each request with those ticks' times; None ends it."""
+    clock = _Clock(engines_for(folder, dtype, [size]), "cpu")
+    pipe.send("loaded")
+    with torch.inference_mode():
+        while (count := pipe.recv()) is not None:
+            first = len(clock.tick_ms[size])
+            for _ in range(count):
+                clock.tick(size, measured=True)
+            pipe.send((clock.tick_ms[size][first:], clock.mimi_ms[size][first:]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, required=True, help="a saved full-size model")
@@ -187,6 +248,10 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--processes", action="store_true", help="each batch size in a process of its own"
+    )
+    parser.add_argument("--block", type=int, default=10, help="ticks a turn, with --processes")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     if 1 not in batches:
@@ -209,6 +274,10 @@ def main() -> None:
             if args.device == "cuda":
                 rows = time_each_alone(
                     parts_for(args.folder, dtype, "cuda"), batches, args.ticks, args.warmup
+                )
+            elif args.processes:
+                rows = time_in_processes(
+                    args.folder, dtype, batches, args.ticks, args.warmup, args.block
                 )
             else:
                 engines = engines_for(args.folder, dtype, batches)
