@@ -19,6 +19,7 @@ from engine.serving.app import ServeSettings, build_app
 from engine.serving.slots import SlotEngine
 
 APP_NAME = "livecap"
+_PROBE_SECONDS = 5.0  # how long a cluster address may take to accept a connection
 
 
 class LivecapReplica:
@@ -90,7 +91,7 @@ def run_on_cluster(
     return 0
 
 
-def _answers(address: str, seconds: float = 5.0) -> bool:
+def _answers(address: str) -> bool:
     """Whether anything listens at a `host:port` (or `ray://host:port`) address; true of
     `auto` and any other form, which Ray resolves itself. Ray itself retries an address with
     nothing behind it for minutes, printing warnings all the while."""
@@ -98,7 +99,7 @@ def _answers(address: str, seconds: float = 5.0) -> bool:
     if not colon or not port.isdigit():
         return True
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_SECONDS):
             return True
     except OSError:
         return False
